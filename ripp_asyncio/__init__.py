@@ -1,0 +1,1 @@
+"""asyncio driver for ripp_core — coming with the drivers issue."""

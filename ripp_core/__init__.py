@@ -1,0 +1,153 @@
+"""ripp_core: the sans-IO core of RIPP, the Real Time Internet Peering Protocol.
+
+Bytes, events and a caller-supplied ``now`` go in; events and bytes come out. Nothing here
+opens a socket, reads a clock, starts a thread or imports an event loop. The two endpoints,
+:class:`RippClient` and :class:`RippServer`, follow aioquic's own contract::
+
+    endpoint.receive_datagram(data, addr, now)
+    for data, addr in endpoint.datagrams_to_send(now): ...
+    endpoint.get_timer() / endpoint.handle_timer(now)
+    while (event := endpoint.next_event()) is not None: ...
+
+See ``docs/protocol.md`` for the protocol and ``docs/architecture.md`` for the layout.
+"""
+
+from ._call import Call, CallHandoff, CallRequest, CallTransport
+from ._codecs import ALLOWED_DURATION_UNITS, MEDIA_CLOCK_RATE, Codec
+from ._config import RippConfig
+from ._errors import (
+    BadDuration,
+    BadRequest,
+    BufferOverflow,
+    Forbidden,
+    FrameError,
+    FrameTooLarge,
+    IdentityRequired,
+    InvalidIdentity,
+    LocalProtocolError,
+    LocalStateError,
+    MessageError,
+    MethodNotAllowed,
+    NoSuchCall,
+    RemoteProtocolError,
+    RemoteStateError,
+    RippError,
+    StateError,
+    TooManyCalls,
+    TooManyStreams,
+    Unauthorized,
+    UnknownCall,
+    UnknownCodec,
+    UnsupportedMediaType,
+)
+from ._events import (
+    CallAttached,
+    CallCreated,
+    CallIncoming,
+    CallMigrating,
+    CallStateChanged,
+    CallTerminated,
+    ConnectionClosed,
+    Event,
+    MarkReached,
+    MediaGap,
+    MediaPlayout,
+    MediaReceived,
+    MigrationPhase,
+    ProtocolViolation,
+    Termination,
+)
+from ._frames import AckFrame, FrameDecoder, FrameType, MediaFrame, SignalFrame
+from ._h3 import (
+    Authorizer,
+    AuthRequest,
+    IdentityVerifier,
+    RippClient,
+    RippServer,
+    accept_any_bearer,
+    accept_well_formed_identity,
+)
+from ._headers import NameAddr, ReestablishMarker, parse_name_addr
+from ._messages import Answer, Message, Move, Pending, Ringing, Streams, Terminate
+from ._state import TRANSITIONS, CallState, Role
+from ._stats import CallStats, ReceiverStats, SenderStats
+from ._striping import required_streams, streams_for
+
+__all__ = [
+    "ALLOWED_DURATION_UNITS",
+    "MEDIA_CLOCK_RATE",
+    "TRANSITIONS",
+    "AckFrame",
+    "Answer",
+    "AuthRequest",
+    "Authorizer",
+    "BadDuration",
+    "BadRequest",
+    "BufferOverflow",
+    "Call",
+    "CallAttached",
+    "CallCreated",
+    "CallHandoff",
+    "CallIncoming",
+    "CallMigrating",
+    "CallRequest",
+    "CallState",
+    "CallStateChanged",
+    "CallStats",
+    "CallTerminated",
+    "CallTransport",
+    "Codec",
+    "ConnectionClosed",
+    "Event",
+    "Forbidden",
+    "FrameDecoder",
+    "FrameError",
+    "FrameTooLarge",
+    "FrameType",
+    "IdentityRequired",
+    "IdentityVerifier",
+    "InvalidIdentity",
+    "LocalProtocolError",
+    "LocalStateError",
+    "MarkReached",
+    "MediaFrame",
+    "MediaGap",
+    "MediaPlayout",
+    "MediaReceived",
+    "Message",
+    "MessageError",
+    "MethodNotAllowed",
+    "MigrationPhase",
+    "Move",
+    "NameAddr",
+    "NoSuchCall",
+    "Pending",
+    "ProtocolViolation",
+    "ReceiverStats",
+    "ReestablishMarker",
+    "RemoteProtocolError",
+    "RemoteStateError",
+    "Ringing",
+    "RippClient",
+    "RippConfig",
+    "RippError",
+    "RippServer",
+    "Role",
+    "SenderStats",
+    "SignalFrame",
+    "StateError",
+    "Streams",
+    "Terminate",
+    "Termination",
+    "TooManyCalls",
+    "TooManyStreams",
+    "Unauthorized",
+    "UnknownCall",
+    "UnknownCodec",
+    "UnsupportedMediaType",
+    "accept_any_bearer",
+    "accept_well_formed_identity",
+    "parse_name_addr",
+    "required_streams",
+    "streams_for",
+]

@@ -1,0 +1,812 @@
+"""One call's protocol logic, independent of HTTP/3 (and of aioquic).
+
+A :class:`Call` owns the call state machine, the media sender and receiver, the jitter
+buffer, failure detection and the migration phase. It talks to the HTTP layer only through
+the small :class:`CallTransport` interface, in terms of *channels*: opaque integers naming
+one request/response pair (one HTTP/3 stream today, one HTTP/2 stream later). The binding
+feeds it body bytes, response statuses and stream ends; the call decides everything else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+
+from ._codecs import Codec, duration_to_units
+from ._config import RippConfig
+from ._errors import (
+    H3_REQUEST_CANCELLED,
+    LocalProtocolError,
+    LocalStateError,
+    RemoteProtocolError,
+    RemoteStateError,
+    RippError,
+    StateError,
+    TooManyStreams,
+)
+from ._events import (
+    CallAttached,
+    CallMigrating,
+    CallStateChanged,
+    CallTerminated,
+    Event,
+    MarkReached,
+    MediaGap,
+    MediaPlayout,
+    MediaReceived,
+    MigrationPhase,
+    ProtocolViolation,
+    Termination,
+)
+from ._frames import (
+    MEDIA_FRAMES,
+    SIGNALING_FRAMES,
+    AckFrame,
+    FrameDecoder,
+    MediaFrame,
+    SignalFrame,
+    encode_ack,
+    encode_media,
+    encode_signal,
+)
+from ._headers import NameAddr, ReestablishMarker
+from ._jitter import Gap, JitterBuffer
+from ._liveness import LivenessMonitor
+from ._messages import (
+    Answer,
+    Keepalive,
+    Message,
+    MessageType,
+    Move,
+    Pending,
+    Ringing,
+    Streams,
+    Terminate,
+    decode_message,
+    encode_message,
+)
+from ._receiver import MediaReceiver, ReceiverWindow
+from ._sender import MediaSender, SenderState
+from ._state import CallState, CallStateMachine, Role
+from ._stats import CallStats
+from ._striping import StreamCountController, streams_for
+
+logger = logging.getLogger("ripp.call")
+
+#: SIP code used when a call ends because the peer or path went silent.
+TIMEOUT_CODE = 408
+
+
+class CallTransport(Protocol):
+    """What a call needs from the HTTP layer. Implemented by the bindings."""
+
+    def send(self, channel: int, data: bytes) -> None:
+        """Append ``data`` to our body on ``channel``."""
+
+    def end(self, channel: int) -> None:
+        """End our body on ``channel`` (END_STREAM)."""
+
+    def reset(self, channel: int, error_code: int) -> None:
+        """Abort ``channel`` in both directions with an HTTP/3 error code."""
+
+    def open_signaling(self, call: Call) -> int | None:
+        """Client: open the signaling request to ``call.uri``; None if impossible now."""
+
+    def open_media(self, call: Call) -> int | None:
+        """Client: open one media request to ``call.uri``; None if no stream credit."""
+
+    def create_call(self, call: Call, marker: ReestablishMarker | None) -> bool:
+        """Client: send the call-creation request (to the next calls URI on re-use)."""
+
+
+@attrs.frozen
+class CallRequest:
+    """What a client asked for when placing the call (kept for re-establishment)."""
+
+    to: NameAddr
+    from_: NameAddr
+    identity: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
+class CallHandoff:
+    """Everything a server instance hands to another so the call continues there (R9).
+
+    The sender state carries the next sequence number and every frame not yet
+    acknowledged; the receiver window lets the new instance drop duplicates.
+    """
+
+    request: CallRequest
+    state: CallState
+    sender: SenderState
+    receiver: ReceiverWindow
+    previous_uri: str
+
+
+class Call:
+    """The protocol logic of one call, for one role. Created by an endpoint binding."""
+
+    def __init__(
+        self,
+        *,
+        role: Role,
+        handle: str,
+        config: RippConfig,
+        transport: CallTransport,
+        emit: Callable[[Event], None],
+        request: CallRequest,
+        now: float,
+        uri: str | None = None,
+        state: CallState = CallState.CREATED,
+        sender_state: SenderState | None = None,
+    ) -> None:
+        self.role = role
+        self.handle = handle
+        self.config = config
+        self.uri = uri
+        self.request = request
+        self._transport = transport
+        self._emit = emit
+        self.machine = CallStateMachine(role, state)
+        if sender_state is not None:
+            self.sender = MediaSender.from_state(config, sender_state, now)
+            self.sender.pause()
+        else:
+            self.sender = MediaSender(config)
+        self.receiver = MediaReceiver(config)
+        self.jitter = JitterBuffer(config) if config.jitter_buffer else None
+        self.liveness = LivenessMonitor(config)
+        self.streams = StreamCountController(config, now)
+        self.phase = MigrationPhase.ATTACHED if role is Role.CLIENT else MigrationPhase.DETACHED
+        self.signaling: int | None = None
+        self.signaling_ready = False  # client: 200 seen on the current signaling request
+        self._decoders: dict[int, FrameDecoder] = {}
+        self.media_channels: set[int] = set()
+        self._closing: set[int] = set()  # our side ended, peer's not yet
+        self._outbox: deque[Message] = deque()
+        self._marks: deque[tuple[str, int, int]] = deque()  # name, last seq, dropped base
+        self._peer_wanted = 0
+        self._next_adapt: float | None = None
+        self._phase_deadline: float | None = None
+        self._reestablish_deadline: float | None = None
+        self._retry_at: float | None = None
+        self.terminated_code: int | None = None
+        self.media_started = False
+        self.migrations = 0
+        self._last_sent = now
+        self.attachments = 0
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def state(self) -> CallState:
+        """The call's current state."""
+        return self.machine.state
+
+    @property
+    def finished(self) -> bool:
+        """Terminated and every channel closed: the endpoint may forget the call."""
+        gone = self.state is CallState.TERMINATED or self.phase is MigrationPhase.MOVED_AWAY
+        return gone and not self._decoders
+
+    @property
+    def channels(self) -> list[int]:
+        """Every channel the call still uses."""
+        return list(self._decoders)
+
+    def stats(self, now: float) -> CallStats:
+        """A snapshot of the call's media statistics (R7)."""
+        late = self.jitter.late if self.jitter is not None else 0
+        delay = self.jitter.delay if self.jitter is not None else 0.0
+        return CallStats(
+            sender=self.sender.stats(now, congestion_signals=self.streams.congestion_signals),
+            receiver=self.receiver.stats(now, late=late, playout_delay=delay),
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _log(self, level: int, text: str, *args: object) -> None:
+        logger.log(level, "[%s %s] " + text, self.role.value, self.uri or self.handle, *args)
+
+    def _set_phase(self, phase: MigrationPhase, reason: str, uri: str | None = None) -> None:
+        if phase is self.phase:
+            return
+        self.phase = phase
+        self._log(logging.INFO, "phase %s (%s)", phase.value, reason)
+        if phase is not MigrationPhase.ATTACHED:
+            self._emit(CallMigrating(self.handle, phase, reason, uri))
+
+    def _transition(self, previous: CallState) -> None:
+        if self.state is not previous:
+            self._log(logging.INFO, "state %s -> %s", previous.value, self.state.value)
+            self._emit(CallStateChanged(self.handle, self.state, previous))
+
+    def _send(self, channel: int, data: bytes, now: float) -> None:
+        self._last_sent = now
+        self._transport.send(channel, data)
+
+    def _send_message(self, message: Message, now: float) -> None:
+        if self.signaling is not None and self.signaling not in self._closing:
+            self._send(self.signaling, encode_signal(encode_message(message)), now)
+        else:
+            self._outbox.append(message)
+
+    def _flush_outbox(self, now: float) -> None:
+        while self._outbox and self.signaling is not None:
+            message = self._outbox.popleft()
+            self._send(self.signaling, encode_signal(encode_message(message)), now)
+
+    def _add_channel(self, channel: int, signaling: bool, now: float) -> None:
+        self._decoders[channel] = FrameDecoder(
+            SIGNALING_FRAMES if signaling else MEDIA_FRAMES,
+            self.config.max_signal_size if signaling else self.config.max_frame_size,
+            self.config.max_buffered_bytes_per_stream,
+        )
+        if signaling:
+            self.signaling = channel
+        else:
+            self.media_channels.add(channel)
+            self.sender.add_channel(channel, now)
+
+    def _end_channel(self, channel: int) -> None:
+        """End our side of ``channel``; keep reading until the peer ends too."""
+        if channel in self._decoders and channel not in self._closing:
+            self._closing.add(channel)
+            if channel in self.media_channels:
+                self.sender.retire_channel(channel)
+            self._transport.end(channel)
+
+    def _forget_channel(self, channel: int, now: float) -> None:
+        self._decoders.pop(channel, None)
+        self._closing.discard(channel)
+        if channel in self.media_channels:
+            self.media_channels.discard(channel)
+            self.sender.remove_channel(channel, now)
+        if channel == self.signaling:
+            self.signaling = None
+            self.signaling_ready = False
+
+    def _drop_all_channels(self, now: float, reset: bool) -> None:
+        for channel in list(self._decoders):
+            if reset:
+                self._transport.reset(channel, H3_REQUEST_CANCELLED)
+            self._forget_channel(channel, now)
+        self.sender.requeue_all_unacked(now)
+
+    def _terminate_locally(self, code: int, reason: str, by: Termination, now: float) -> None:
+        """Enter TERMINATED and close every channel (R8)."""
+        if self.state is CallState.TERMINATED:
+            return
+        previous = self.state
+        self.machine.force_terminated()
+        self.terminated_code = code
+        self._transition(previous)
+        self._emit(CallTerminated(self.handle, code, reason, by))
+        self._phase_deadline = self._reestablish_deadline = self._retry_at = None
+        self._next_adapt = None
+        self._outbox.clear()
+        for channel in list(self._decoders):
+            self._end_channel(channel)
+
+    # ------------------------------------------------------------------ user commands
+    def _require_live(self) -> None:
+        if self.state is CallState.TERMINATED:
+            raise LocalStateError(f"call {self.handle} is terminated")
+
+    def send_signal(self, message: Message, now: float) -> None:
+        """Send a signaling message, applying it to the state machine first."""
+        previous = self.state
+        if isinstance(message, Terminate):
+            self.machine.check_send(message.type)
+            self._send_message(message, now)
+            self._terminate_locally(message.code, message.reason, Termination.LOCAL, now)
+            return
+        self.machine.send(message.type)
+        self._send_message(message, now)
+        self._transition(previous)
+
+    def ring(self, now: float) -> None:
+        """Server: tell the client the called party is being alerted."""
+        self.send_signal(Ringing(), now)
+
+    def answer(self, now: float) -> None:
+        """Server: the called party answered."""
+        self.send_signal(Answer(), now)
+
+    def terminate(self, code: int, reason: str, now: float) -> None:
+        """End the call (hang up, reject, cancel) with a SIP-style status (R3, R8)."""
+        self._require_live()
+        if self.role is Role.CLIENT and self.uri is None:
+            # Not created yet: there is no signaling channel to carry Terminate.
+            self._terminate_locally(code, reason, Termination.LOCAL, now)
+            return
+        self.send_signal(Terminate(code, reason), now)
+
+    def send_media(
+        self,
+        codec: Codec,
+        duration: float,
+        payload: bytes,
+        now: float,
+        *,
+        marker: bool = False,
+    ) -> MediaFrame:
+        """Queue one media frame; it leaves on the next free stream (R5, R6)."""
+        self._require_live()
+        if not self.machine.media_allowed and self.state is not CallState.CREATED:
+            raise LocalStateError(f"media not allowed in state {self.state.value}")
+        if self.state is CallState.CREATED and self.role is Role.SERVER:
+            raise LocalStateError("server cannot send media before the call is pending")
+        frame = self.sender.enqueue(codec, duration_to_units(duration), payload, now, marker=marker)
+        self._pump(now)
+        return frame
+
+    def mark(self, name: str, now: float) -> None:
+        """Report :class:`MarkReached` once every frame queued so far is acknowledged."""
+        last = (self.sender.next_sequence - 1) % (1 << 32)
+        self._marks.append((name, last, self.sender.frames_dropped))
+        self._check_marks()
+
+    def clear(self, now: float) -> int:
+        """Drop queued media that has not left yet (barge-in). Returns frames dropped."""
+        dropped = self.sender.clear()
+        self._check_marks()
+        return dropped
+
+    def move(self, uri: str | None, now: float) -> None:
+        """Send Move (R9). Server: ``uri`` is where the client goes next. Client: None."""
+        self._require_live()
+        if self.role is Role.SERVER and not uri:
+            raise LocalProtocolError("a server move needs the new call URI")
+        if self.role is Role.CLIENT and uri is not None:
+            raise LocalProtocolError("a client move carries no URI")
+        self.machine.check_send(MessageType.MOVE)
+        self._send_message(Move(uri), now)
+        self.sender.pause()
+        self._set_phase(MigrationPhase.MOVED_AWAY, "moved by us", uri)
+        self._phase_deadline = now + self.config.move_timeout
+        if self.role is Role.CLIENT:
+            # The client leaves at once; the server acks what it got before each FIN.
+            for channel in list(self._decoders):
+                self._end_channel(channel)
+        # A server keeps its side open and acking until the client has ended each request,
+        # so every frame the client sent here is acknowledged here and never re-sent.
+
+    def export(self, now: float) -> CallHandoff:
+        """Server: freeze sending and hand the call over to another instance (R9)."""
+        self._require_live()
+        self.sender.pause()
+        return CallHandoff(
+            request=self.request,
+            state=self.state,
+            sender=self.sender.export_state(),
+            receiver=self.receiver.export_window(),
+            previous_uri=self.uri or "",
+        )
+
+    # ------------------------------------------------------------------ server side
+    def attach_signaling(self, channel: int, now: float) -> None:
+        """Server: a signaling request for this call arrived (R2); raises StateError."""
+        if self.state is CallState.TERMINATED:
+            raise RemoteStateError("the call is terminated")
+        if self.phase is MigrationPhase.MOVED_AWAY:
+            raise RemoteStateError("the call has moved to another instance")
+        live_signaling = self.signaling is not None and self.signaling not in self._closing
+        if live_signaling and self.phase is MigrationPhase.ATTACHED:
+            raise RemoteStateError("the call already has a signaling channel")
+        if self.signaling is not None:
+            self._forget_channel(self.signaling, now)
+        migrated = self.attachments > 0 or self.state is not CallState.CREATED
+        self.attachments += 1
+        self._add_channel(channel, signaling=True, now=now)
+        self._set_phase(MigrationPhase.ATTACHED, "signaling attached")
+        self._phase_deadline = None
+        self.liveness.reset(now)
+        self._emit(CallAttached(self.handle, self.uri or "", migrated=migrated))
+        if self.state is CallState.CREATED:
+            self.send_signal(Pending(), now)
+        self._flush_outbox(now)
+        self.sender.resume(now)
+        self._pump(now)
+
+    def attach_media(self, channel: int, now: float) -> None:
+        """Server: a media request for this call arrived (R6); raises on refusal."""
+        if not self.machine.media_allowed:
+            raise RemoteStateError(f"media requests are not allowed in state {self.state.value}")
+        if self.phase is MigrationPhase.MOVED_AWAY:
+            raise RemoteStateError("the call has moved to another instance")
+        live = len(self.media_channels - self._closing)
+        if live >= self.config.max_media_streams:
+            raise TooManyStreams(f"call already has {live} media streams")
+        self._add_channel(channel, signaling=False, now=now)
+        self._pump(now)
+
+    # ------------------------------------------------------------------ client side
+    def start(self, now: float) -> None:
+        """Client: send the call-creation request (R1)."""
+        self._phase_deadline = now + self.config.connect_timeout
+        if not self._transport.create_call(self, None):
+            self._terminate_locally(503, "no connection available", Termination.FAILURE, now)
+
+    def on_created(self, uri: str, now: float) -> None:
+        """Client: 201 Created arrived with the call URI (or re-establishment did)."""
+        self.uri = uri
+        self._phase_deadline = now + self.config.connect_timeout
+        self._open_signaling(now)
+        if self.machine.media_allowed:
+            self._open_media(self._wanted_streams(now), now)
+
+    def on_create_failed(self, code: int, reason: str, now: float) -> None:
+        """Client: the creation request was refused or reset."""
+        if self.phase is MigrationPhase.REESTABLISHING:
+            self._log(logging.WARNING, "re-establishment attempt refused: %d %s", code, reason)
+            self._retry_at = now + self.config.reestablish_attempt_interval
+            return
+        self._terminate_locally(code, reason, Termination.REMOTE, now)
+
+    def on_response(self, channel: int, status: int, reason: str, now: float) -> None:
+        """Client: the response headers of a signaling or media request arrived."""
+        if channel not in self._decoders:
+            return
+        if status == 200:
+            if channel == self.signaling:
+                self.signaling_ready = True
+                self._phase_deadline = None
+                if self.phase is not MigrationPhase.ATTACHED:
+                    self._set_phase(MigrationPhase.ATTACHED, "signaling re-attached")
+                    self.liveness.reset(now)
+                    self.migrations += 1
+                    self._emit(CallAttached(self.handle, self.uri or "", migrated=True))
+                    self._next_adapt = now
+                    self.sender.resume(now)
+                    self._flush_outbox(now)
+                else:
+                    self._emit(CallAttached(self.handle, self.uri or "", migrated=False))
+                self._pump(now)
+            return
+        self._log(logging.WARNING, "request on channel %d refused: %d %s", channel, status, reason)
+        self._forget_channel(channel, now)
+        if channel == self.signaling or self.signaling is None:
+            if self.phase in (MigrationPhase.MOVING, MigrationPhase.REESTABLISHING):
+                self._begin_reestablish(f"signaling refused with {status}", now)
+            elif self.state is not CallState.TERMINATED:
+                self._terminate_locally(
+                    481 if status == 404 else status, reason, Termination.REMOTE, now
+                )
+
+    def _open_signaling(self, now: float) -> None:
+        channel = self._transport.open_signaling(self)
+        if channel is None:
+            self._begin_reestablish("cannot open signaling", now)
+            return
+        self._add_channel(channel, signaling=True, now=now)
+        self.signaling_ready = False
+        self._flush_outbox(now)
+
+    def _wanted_streams(self, now: float) -> int:
+        return streams_for(
+            self.config,
+            self.sender.rtt.smoothed or self.config.initial_rtt,
+            self.sender.frame_interval,
+            self.config.assumed_loss,
+        )
+
+    def _open_media(self, count: int, now: float) -> None:
+        live = len(self.media_channels - self._closing)
+        for _ in range(max(0, count - live)):
+            channel = self._transport.open_media(self)
+            if channel is None:
+                break
+            self._add_channel(channel, signaling=False, now=now)
+        if self._next_adapt is None:
+            self._next_adapt = now + self.config.adapt_interval
+
+    def _adapt_streams(self, now: float) -> None:
+        live = sorted(self.media_channels - self._closing)
+        loss = self.sender.loss_estimate
+        wanted = self.streams.update(
+            now,
+            rtt=self.sender.rtt.smoothed,
+            loss=loss,
+            frame_interval=self.sender.frame_interval,
+            busy_fraction=self.sender.busy_fraction,
+            open_streams=len(live),
+            peer_wanted=self._peer_wanted,
+        )
+        if wanted > len(live):
+            self._open_media(wanted, now)
+        elif wanted < len(live):
+            idle = [c for c in live if self.sender.is_idle(c)]
+            for channel in idle[: len(live) - wanted]:
+                self._end_channel(channel)
+
+    def _begin_reestablish(self, reason: str, now: float) -> None:
+        """Client: the path or server failed; re-create the call elsewhere (R10)."""
+        if self.state is CallState.TERMINATED:
+            return
+        if self.uri is None or self.state is CallState.CREATED:
+            self._terminate_locally(TIMEOUT_CODE, reason, Termination.FAILURE, now)
+            return
+        self._drop_all_channels(now, reset=True)
+        self.sender.pause()
+        if self.phase is not MigrationPhase.REESTABLISHING:
+            self._set_phase(MigrationPhase.REESTABLISHING, reason)
+            self._reestablish_deadline = now + self.config.reestablish_timeout
+        self._phase_deadline = None
+        self._retry_at = None
+        marker = ReestablishMarker(call_uri=self.uri, state=self.state)
+        if not self._transport.create_call(self, marker):
+            self._retry_at = now + self.config.reestablish_attempt_interval
+
+    # ------------------------------------------------------------------ inbound data
+    def on_data(self, channel: int, data: bytes, ended: bool, now: float) -> None:
+        """Body bytes (and possibly END_STREAM) arrived on one of the call's channels."""
+        decoder = self._decoders.get(channel)
+        if decoder is None:
+            return
+        try:
+            frames = decoder.feed(data) if data else []
+            if ended and decoder.buffered:
+                raise _truncated(decoder.buffered)
+        except RippError as exc:
+            self._channel_error(channel, exc, now)
+            return
+        if frames:
+            self.liveness.on_media(now)
+        for frame in frames:
+            if isinstance(frame, MediaFrame):
+                self._on_media(channel, frame, now)
+            elif isinstance(frame, AckFrame):
+                self.sender.on_ack(channel, frame, now)
+            elif isinstance(frame, SignalFrame):
+                self._on_signal(frame, now)
+                if channel not in self._decoders:
+                    return
+        if frames:
+            self._check_marks()
+            self._pump(now)
+        if ended:
+            self._on_peer_end(channel, now)
+
+    def _on_media(self, channel: int, frame: MediaFrame, now: float) -> None:
+        self.media_started = True
+        if channel not in self._closing:
+            self._send(channel, encode_ack(AckFrame(frame.sequence, 0)), now)
+        if not self.receiver.on_frame(frame, now):
+            return
+        if self.jitter is not None:
+            self.jitter.push(frame, now)
+            self._drain_jitter(now)
+        else:
+            self._emit(MediaReceived(self.handle, frame, now))
+
+    def _drain_jitter(self, now: float) -> None:
+        assert self.jitter is not None
+        for item in self.jitter.pop(now):
+            if isinstance(item, Gap):
+                self._emit(MediaGap(self.handle, item.sequence, item.duration))
+            else:
+                self._emit(MediaPlayout(self.handle, item))
+
+    def _on_signal(self, frame: SignalFrame, now: float) -> None:
+        if self.state is CallState.TERMINATED:
+            return  # glare: both sides ended the call at once
+        previous = self.state
+        try:
+            message = decode_message(frame.payload)
+            if isinstance(message, Terminate):
+                self.machine.check_receive(message.type)
+            else:
+                self.machine.receive(message.type)
+        except RemoteProtocolError as exc:
+            # A message that is not valid here is never a silent state change: the call
+            # ends with the error's SIP code, and the peer is told why.
+            self._violation(exc, fatal=True)
+            self.send_signal(Terminate(exc.sip_code, f"protocol error: {exc.message}"), now)
+            return
+        if isinstance(message, Terminate):
+            self._terminate_locally(message.code, message.reason, Termination.REMOTE, now)
+            return
+        self._transition(previous)
+        if isinstance(message, Pending) and self.role is Role.CLIENT:
+            self._open_media(self._wanted_streams(now), now)
+        elif isinstance(message, Move):
+            self._on_move(message, now)
+        elif isinstance(message, Streams):
+            self._peer_wanted = min(message.count, self.config.max_media_streams)
+            self._next_adapt = now
+
+    def _on_move(self, message: Move, now: float) -> None:
+        if self.role is Role.CLIENT:
+            if message.uri is None:
+                self._violation(RemoteProtocolError("server Move without a URI"), fatal=False)
+                return
+            # Stop sending, let the old instance drain, attach to the new URI in parallel.
+            self.sender.pause()
+            self._set_phase(MigrationPhase.MOVING, "moved by server", message.uri)
+            for channel in list(self._decoders):
+                self._end_channel(channel)
+            self.uri = message.uri
+            self._phase_deadline = now + self.config.move_timeout
+            self._open_signaling(now)
+            self._open_media(self._wanted_streams(now), now)
+        else:
+            # The client re-attaches from elsewhere; hold the call and buffer media.
+            self.sender.pause()
+            self._set_phase(MigrationPhase.MOVING, "moved by client")
+            for channel in list(self._decoders):
+                self._end_channel(channel)
+            self._phase_deadline = now + self.config.reattach_timeout
+
+    def _on_peer_end(self, channel: int, now: float) -> None:
+        was_signaling = channel == self.signaling
+        if channel not in self._closing:
+            self._end_channel(channel)
+        self._forget_channel(channel, now)
+        live = was_signaling and self.state is not CallState.TERMINATED
+        if live and self.phase is MigrationPhase.ATTACHED:
+            self._lost("peer ended the signaling channel", now)
+
+    def on_reset(self, channel: int, now: float) -> None:
+        """The peer reset one of the call's channels (or its connection died)."""
+        if channel not in self._decoders:
+            return
+        was_signaling = channel == self.signaling
+        self._forget_channel(channel, now)
+        live = was_signaling and self.state is not CallState.TERMINATED
+        if live and self.phase in (MigrationPhase.ATTACHED, MigrationPhase.MOVING):
+            self._lost("signaling channel reset", now)
+
+    def _lost(self, reason: str, now: float) -> None:
+        """The peer or path is gone (R10)."""
+        self._log(logging.WARNING, "peer lost: %s", reason)
+        if self.role is Role.CLIENT:
+            self._begin_reestablish(reason, now)
+            return
+        self._drop_all_channels(now, reset=True)
+        self.sender.pause()
+        self._set_phase(MigrationPhase.DETACHED, reason)
+        self._phase_deadline = now + self.config.reattach_timeout
+
+    def _channel_error(self, channel: int, exc: RippError, now: float) -> None:
+        fatal = channel == self.signaling
+        self._violation(exc, fatal=fatal)
+        self._transport.reset(channel, exc.stream_error)
+        self._forget_channel(channel, now)
+        if fatal and self.state is not CallState.TERMINATED:
+            self._terminate_locally(
+                exc.sip_code, f"protocol error: {exc.message}", Termination.FAILURE, now
+            )
+
+    def _violation(self, exc: RippError, fatal: bool) -> None:
+        self._log(logging.WARNING, "protocol violation: %s", exc.message)
+        self._emit(
+            ProtocolViolation(
+                self.handle,
+                type(exc).__name__,
+                exc.message,
+                None,
+                exc.stream_error,
+                fatal_to_call=fatal,
+            )
+        )
+
+    # ------------------------------------------------------------------ sending
+    def _pump(self, now: float) -> None:
+        for channel, frame in self.sender.poll(now):
+            self._send(channel, encode_media(frame), now)
+
+    def _check_marks(self) -> None:
+        while self._marks:
+            name, last, dropped_base = self._marks[0]
+            lowest = self.sender.oldest_pending_sequence
+            if lowest is not None and _seq_le(lowest, last):
+                return
+            self._marks.popleft()
+            self._emit(MarkReached(self.handle, name, self.sender.frames_dropped - dropped_base))
+
+    # ------------------------------------------------------------------ timers
+    def next_deadline(self) -> float | None:
+        """The earliest time :meth:`handle_timer` has work to do."""
+        if self.state is CallState.TERMINATED:
+            return None
+        candidates = [
+            self.sender.next_deadline(),
+            self._phase_deadline,
+            self._reestablish_deadline,
+            self._retry_at,
+        ]
+        if self.jitter is not None:
+            candidates.append(self.jitter.next_deadline())
+        if self._keepalive_due():
+            candidates.append(self._last_sent + self.config.keepalive_interval)
+        if self.phase is MigrationPhase.ATTACHED and self.machine.media_allowed:
+            candidates.append(self.liveness.next_deadline(self.sender.oldest_unacked_sent_at))
+            if self.role is Role.CLIENT:
+                candidates.append(self._next_adapt)
+        return min((c for c in candidates if c is not None), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """Run whatever is due at ``now``."""
+        if self.state is CallState.TERMINATED:
+            return
+        if self.jitter is not None:
+            self._drain_jitter(now)
+        self._pump(now)
+        self._check_marks()
+        if self._reestablish_deadline is not None and now >= self._reestablish_deadline:
+            self._terminate_locally(
+                TIMEOUT_CODE, "re-establishment failed", Termination.FAILURE, now
+            )
+            return
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            self._begin_reestablish("retrying re-establishment", now)
+        if self._phase_deadline is not None and now >= self._phase_deadline:
+            self._phase_deadline = None
+            self._on_phase_timeout(now)
+            return
+        if self._keepalive_due() and now >= self._last_sent + self.config.keepalive_interval:
+            self._send_message(Keepalive(), now)
+        if self.phase is MigrationPhase.ATTACHED and self.machine.media_allowed:
+            failure = self.liveness.check(
+                now, oldest_unacked_sent_at=self.sender.oldest_unacked_sent_at
+            )
+            if failure is not None:
+                self._lost(f"failure detected: {failure.value}", now)
+                return
+            if (
+                self.role is Role.CLIENT
+                and self._next_adapt is not None
+                and now >= self._next_adapt
+            ):
+                self._next_adapt = now + self.config.adapt_interval
+                self._adapt_streams(now)
+                self._pump(now)
+
+    def _keepalive_due(self) -> bool:
+        return (
+            self.phase is MigrationPhase.ATTACHED
+            and self.signaling is not None
+            and self.signaling not in self._closing
+            and (self.role is Role.SERVER or self.signaling_ready)
+        )
+
+    def _on_phase_timeout(self, now: float) -> None:
+        if self.phase is MigrationPhase.MOVED_AWAY:
+            # The peer never closed the old streams: abort them and let the call go.
+            self._drop_all_channels(now, reset=True)
+            return
+        if self.role is Role.CLIENT:
+            # creation, signaling attach or move did not complete in time
+            self._begin_reestablish("timed out waiting for the server", now)
+        else:
+            self._terminate_locally(
+                TIMEOUT_CODE, "client did not come back", Termination.FAILURE, now
+            )
+
+
+class _Truncated(RemoteProtocolError):
+    """A body ended in the middle of a frame."""
+
+
+def _truncated(count: int) -> RippError:
+    return _Truncated(f"body ended with {count} bytes of an incomplete frame")
+
+
+def _seq_le(a: int, b: int) -> bool:
+    """``a <= b`` in 32-bit sequence space (RFC 1982 serial number arithmetic)."""
+    return a == b or ((b - a) % (1 << 32)) < (1 << 31)
+
+
+__all__ = [
+    "Call",
+    "CallHandoff",
+    "CallRequest",
+    "CallTransport",
+    "LocalProtocolError",
+    "StateError",
+]

@@ -1,0 +1,119 @@
+"""One object that holds every limit, timer and size of the RIPP core.
+
+Nothing tunable is a literal in the protocol logic: every module reads its numbers from a
+:class:`RippConfig`. Times are in seconds (floats), sizes in bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen
+class RippConfig:
+    """Every limit, timer and size used by the RIPP core, with the documented defaults.
+
+    The defaults are the values given in ``docs/protocol.md`` ("Limits and timers").
+    """
+
+    # --- resources -------------------------------------------------------------------
+    calls_path: str = "/ripp/calls"
+    """Path of the top-level calls URI (call creation and re-establishment)."""
+    instances_path: str = "/ripp/instances"
+    """Prefix of call URIs: ``<instances_path>/<instance-id>/calls/<call-id>``."""
+
+    # --- framing ---------------------------------------------------------------------
+    max_frame_size: int = attrs.field(default=1500, validator=_positive)
+    """Largest RIPP frame payload accepted or sent (bytes)."""
+    max_signal_size: int = attrs.field(default=4096, validator=_positive)
+    """Largest SIGNAL frame payload accepted or sent (bytes)."""
+    max_header_bytes: int = attrs.field(default=16384, validator=_positive)
+    """Largest total size of request header fields accepted (bytes)."""
+    max_buffered_bytes_per_stream: int = attrs.field(default=65536, validator=_positive)
+    """Largest undecoded backlog kept for one stream before it is reset."""
+
+    # --- calls and streams -----------------------------------------------------------
+    max_calls: int = attrs.field(default=10000, validator=_positive)
+    """Calls one server endpoint holds at once; more get 503."""
+    max_calls_per_connection: int = attrs.field(default=250, validator=_positive)
+    """A client opens another QUIC connection when one carries this many calls."""
+    max_connections: int = attrs.field(default=64, validator=_positive)
+    """QUIC connections one endpoint holds at once."""
+    max_streams_per_connection: int = attrs.field(default=2048, validator=_positive)
+    """Our advertised initial_max_streams_bidi (aioquic's default is 128)."""
+    min_media_streams: int = attrs.field(default=2, validator=_positive)
+    """Lower bound of N, the media streams of a call."""
+    max_media_streams: int = attrs.field(default=20, validator=_positive)
+    """Upper bound of N; a server answers 429 to media requests beyond it."""
+    initial_rtt: float = attrs.field(default=0.1, validator=_positive)
+    """RTT assumed for the first N before any measurement."""
+    assumed_loss: float = attrs.field(default=0.01, validator=_non_negative)
+    """Loss rate assumed for the first N before any measurement."""
+    stream_target_quantile: float = attrs.field(default=1e-3, validator=_positive)
+    """Tolerated probability that all N streams are busy when a frame is due."""
+    pto_rtt_factor: float = attrs.field(default=3.0, validator=_positive)
+    """PTO used by the N formula is ``pto_rtt_factor * RTT + pto_extra``."""
+    pto_extra: float = attrs.field(default=0.025, validator=_non_negative)
+    adapt_interval: float = attrs.field(default=1.0, validator=_positive)
+    """How often the client re-computes N."""
+    shrink_hold: float = attrs.field(default=3.0, validator=_positive)
+    """N must have been too high for this long before a stream is closed."""
+    repair_rtt_factor: float = attrs.field(default=1.5, validator=_positive)
+    """An ack whose RTT sample exceeds ``repair_rtt_factor * min RTT + repair_slack`` counts
+    as a frame (or ack) that needed repair: the loss estimate the N formula uses."""
+    repair_slack: float = attrs.field(default=0.015, validator=_non_negative)
+    loss_estimate_gain: float = attrs.field(default=1 / 64, validator=_positive)
+    """Weight of each ack in the moving average of the loss estimate."""
+    busy_fraction_signal: float = attrs.field(default=0.75, validator=_positive)
+    """Fraction of busy streams treated as a congestion signal (adds a stream)."""
+
+    # --- media -----------------------------------------------------------------------
+    send_queue_max_delay: float = attrs.field(default=0.2, validator=_positive)
+    """A frame waiting this long for a free stream is dropped (counted)."""
+    migration_buffer: float = attrs.field(default=5.0, validator=_positive)
+    """Media (in media time) buffered while a call migrates; older is dropped."""
+    receive_window: int = attrs.field(default=1024, validator=_positive)
+    """Sequence numbers remembered for duplicate detection."""
+    jitter_min_delay: float = attrs.field(default=0.02, validator=_non_negative)
+    """Smallest playout delay of the adaptive jitter buffer."""
+    jitter_max_delay: float = attrs.field(default=0.5, validator=_positive)
+    """Largest playout delay of the adaptive jitter buffer."""
+    jitter_initial_delay: float = attrs.field(default=0.06, validator=_non_negative)
+    """Playout delay before any jitter has been measured."""
+    jitter_factor: float = attrs.field(default=4.0, validator=_positive)
+    """Playout delay target is ``jitter_factor`` times the RFC 3550 jitter estimate."""
+    jitter_max_frames: int = attrs.field(default=500, validator=_positive)
+    """Frames the jitter buffer holds at most; beyond it the oldest are dropped."""
+    jitter_buffer: bool = True
+    """Deliver received media through the jitter buffer (MediaPlayout/MediaGap events);
+    when False, frames are delivered on arrival (MediaReceived)."""
+
+    # --- failure detection and migration ---------------------------------------------
+    ack_timeout: float = attrs.field(default=1.0, validator=_positive)
+    """A MEDIA frame unacked for this long means the path or peer has failed."""
+    media_timeout: float = attrs.field(default=1.0, validator=_positive)
+    """Nothing received on a call (media, ack or signaling) for this long means failure."""
+    keepalive_interval: float = attrs.field(default=0.25, validator=_positive)
+    """A call that has sent nothing for this long sends a Keepalive message."""
+    move_timeout: float = attrs.field(default=5.0, validator=_positive)
+    """A moving call not re-attached by then falls back to re-establishment."""
+    reattach_timeout: float = attrs.field(default=10.0, validator=_positive)
+    """A server holds a detached call this long, waiting for the client."""
+    reestablish_timeout: float = attrs.field(default=10.0, validator=_positive)
+    """A client gives up re-establishing a call after this long (408)."""
+    reestablish_attempt_interval: float = attrs.field(default=0.5, validator=_positive)
+    """Pause between re-establishment attempts against the failover URIs."""
+    connect_timeout: float = attrs.field(default=5.0, validator=_positive)
+    """A call request unanswered for this long fails (408)."""

@@ -1,0 +1,156 @@
+"""The media receiver of one direction of one call: duplicates, loss and jitter (R6, R7).
+
+Frames arrive over many streams, so out of order, and a frame re-sent after a stream
+reset or a migration may arrive twice. The receiver tells new frames from duplicates and
+keeps the statistics a gateway needs for RTCP receiver reports. It does not build acks:
+the caller acks every frame (new or duplicate) on the stream it came on.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ._config import RippConfig
+from ._frames import MediaFrame
+from ._stats import InterarrivalJitter, ReceiverStats, unwrap_sequence
+
+
+@attrs.frozen
+class ReceiverWindow:
+    """The duplicate-detection state handed to another instance taking over a call."""
+
+    highest: int | None
+    """Extended highest sequence number received; None before any frame."""
+    recent: frozenset[int]
+    """Extended sequence numbers received within the window below ``highest``."""
+
+
+class MediaReceiver:
+    """Receives the MEDIA frames of one direction of one call.
+
+    Sequence numbers are extended beyond 32 bits relative to the highest one received, as
+    RFC 3550 does, so a call may run through a wrap. Duplicate detection remembers the
+    ``receive_window`` sequence numbers below the highest: a frame older than that window
+    cannot be told apart from a duplicate and is counted as one (and not delivered). With
+    the default window of 1024 frames (20 s of 20 ms frames) only a frame delayed far
+    beyond any playout deadline is affected.
+
+    Statistics: ``lost`` is the RTCP cumulative loss, expected frames (highest minus lowest
+    extended sequence received, plus one) minus distinct frames received, never below 0;
+    after :meth:`import_window`, frames the previous instance received are not counted as
+    lost.
+    ``jitter`` is the RFC 3550 interarrival jitter over consecutive new arrivals; frames
+    flagged RESENT are left out, because their delay measures a stream reset or a
+    migration, not the network, and a MARKER frame starts a new reference instead of
+    giving a sample, because timestamps advance by frame durations only and so do not
+    count the silence before a talkspurt.
+    """
+
+    def __init__(self, config: RippConfig) -> None:
+        self._window = config.receive_window
+        # Duplicate detection (may be imported from another instance).
+        self._top: int | None = None
+        self._seen: set[int] = set()
+        # Statistics over the frames this instance received itself.
+        self._lowest: int | None = None
+        self._highest: int | None = None
+        self._imported: frozenset[int] = frozenset()
+        self._received = 0
+        self._bytes = 0
+        self._duplicates = 0
+        self._jitter = InterarrivalJitter()
+
+    def on_frame(self, frame: MediaFrame, now: float) -> bool:
+        """Account for one arriving frame; True if it is new, False for a duplicate."""
+        extended = unwrap_sequence(frame.sequence, self._top)
+        if not self._remember(extended):
+            self._duplicates += 1
+            return False
+        self._received += 1
+        self._bytes += len(frame.payload)
+        self._lowest = extended if self._lowest is None else min(self._lowest, extended)
+        self._highest = extended if self._highest is None else max(self._highest, extended)
+        if not frame.resent:
+            self._jitter.on_arrival(now, frame.timestamp, restart=frame.marker)
+        return True
+
+    @property
+    def jitter(self) -> float:
+        """RFC 3550 interarrival jitter (seconds)."""
+        return self._jitter.jitter
+
+    @property
+    def received(self) -> int:
+        """Distinct frames received."""
+        return self._received
+
+    @property
+    def duplicates(self) -> int:
+        """Frames counted as duplicates (including those older than the window)."""
+        return self._duplicates
+
+    @property
+    def lost(self) -> int:
+        """Expected minus received frames, at least 0."""
+        if self._lowest is None or self._highest is None:
+            return 0
+        low, high = self._lowest, self._highest
+        # Frames the previous instance received (handoff) are not lost, just not ours.
+        elsewhere = sum(1 for seq in self._imported if low <= seq <= high)
+        return max(0, high - low + 1 - self._received - elsewhere)
+
+    def stats(self, now: float, *, late: int = 0, playout_delay: float = 0.0) -> ReceiverStats:
+        """A snapshot of the receiver statistics.
+
+        ``late`` and ``playout_delay`` come from the jitter buffer the caller plays from,
+        if any.
+        """
+        return ReceiverStats(
+            frames_received=self._received,
+            bytes_received=self._bytes,
+            duplicates=self._duplicates,
+            lost=self.lost,
+            late=late,
+            jitter=self._jitter.jitter,
+            highest_sequence=self._highest,
+            playout_delay=playout_delay,
+        )
+
+    def export_window(self) -> ReceiverWindow:
+        """Duplicate-detection state for a call handoff."""
+        if self._top is None:
+            return ReceiverWindow(None, frozenset())
+        floor = self._top - self._window
+        return ReceiverWindow(self._top, frozenset(seq for seq in self._seen if seq > floor))
+
+    def import_window(self, window: ReceiverWindow) -> None:
+        """Merge the duplicate-detection state of the instance that had this call before.
+
+        Frames that instance received are then dropped here as duplicates.
+        """
+        if window.highest is None:
+            return
+        if self._top is None or window.highest > self._top:
+            self._top = window.highest
+        self._seen |= window.recent
+        self._imported |= window.recent
+        self._prune()
+
+    def _remember(self, extended: int) -> bool:
+        """Record ``extended``; False if it was seen before or is older than the window."""
+        if self._top is None or extended > self._top:
+            self._top = extended
+            self._seen.add(extended)
+            self._prune()
+            return True
+        if extended <= self._top - self._window or extended in self._seen:
+            return False
+        self._seen.add(extended)
+        return True
+
+    def _prune(self) -> None:
+        # Prune in batches: walking the set on every new frame would cost O(window).
+        if self._top is None or len(self._seen) <= 2 * self._window:
+            return
+        floor = self._top - self._window
+        self._seen = {seq for seq in self._seen if seq > floor}

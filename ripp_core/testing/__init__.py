@@ -1,0 +1,34 @@
+"""Deterministic test support for ripp: an in-memory network with virtual time, and a test PKI.
+
+``VirtualNetwork`` connects sans-IO endpoints (anything with aioquic's ``receive_datagram`` /
+``datagrams_to_send`` / ``get_timer`` / ``handle_timer`` contract) through links with
+seeded delay, jitter, loss, duplication and reordering, so that a whole call (handshake,
+setup, media, migration, failure) runs in milliseconds of real time and the same way every
+time. ``make_test_pki`` and the two ``*_quic_configuration`` helpers give both ends real TLS
+1.3 with certificate verification.
+
+Nothing in this package does I/O or reads a clock; it is shipped (not hidden in ``tests/``)
+so that applications built on ripp can test their own call handling the same way.
+"""
+
+from ripp_core.testing._network import Address, Endpoint, Impairment, LinkStats, VirtualNetwork
+from ripp_core.testing._tls import (
+    ServerKey,
+    TestPki,
+    client_quic_configuration,
+    make_test_pki,
+    server_quic_configuration,
+)
+
+__all__ = [
+    "Address",
+    "Endpoint",
+    "Impairment",
+    "LinkStats",
+    "ServerKey",
+    "TestPki",
+    "VirtualNetwork",
+    "client_quic_configuration",
+    "make_test_pki",
+    "server_quic_configuration",
+]

@@ -1,0 +1,1 @@
+"""Trio driver for ripp_core — coming with the drivers issue."""

@@ -1,0 +1,313 @@
+"""Whole calls between a client core and a server core, in virtual time (issue: ripp_core)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ripp_core import (
+    CallAttached,
+    CallCreated,
+    CallIncoming,
+    CallMigrating,
+    CallState,
+    CallTerminated,
+    Codec,
+    MigrationPhase,
+    RippConfig,
+    Termination,
+)
+from ripp_core.testing import Impairment
+
+from .call_harness import Trunk
+
+P, R, C, T = CallState.PENDING, CallState.RINGING, CallState.CONNECTED, CallState.TERMINATED
+
+
+def test_setup_to_connected() -> None:
+    trunk = Trunk()
+    handle = trunk.connect()
+    assert trunk.client.states(handle) == [P, R, C]
+    created = trunk.client.of(CallCreated)
+    assert len(created) == 1
+    assert "/ripp/instances/inst-a/calls/" in created[0].uri
+    name, server_handle = trunk.server_calls[handle]
+    assert trunk.servers[name].states(server_handle) == [P, R, C]
+    incoming = trunk.servers["a"].of(CallIncoming)[0]
+    assert incoming.to.uri == "tel:+12125551234"
+    assert incoming.from_.display_name == "Alice"
+    assert incoming.from_.param("tag") == "1"
+    # the whole setup took a handful of virtual milliseconds on a perfect link
+    assert trunk.net.now < 0.2
+
+
+@pytest.mark.parametrize(("code", "reason"), [(486, "Busy Here"), (603, "Decline")])
+def test_rejected(code: int, reason: str) -> None:
+    trunk = Trunk(auto=f"reject:{code}")
+    handle = trunk.place()
+    assert trunk.run_until(lambda: trunk.client_state(handle) is T)
+    ended = trunk.client.of(CallTerminated)[0]
+    assert (ended.code, ended.reason, ended.by) == (code, reason, Termination.REMOTE)
+    assert trunk.client.states(handle) == [P, T]
+    # both ends forget the call once every stream is closed
+    assert trunk.run_until(lambda: not trunk.rclient.calls and not trunk.rserver().calls, 1.0)
+
+
+def test_cancel_while_ringing() -> None:
+    trunk = Trunk(auto="ring")
+    handle = trunk.place()
+    assert trunk.run_until(lambda: trunk.client_state(handle) is R)
+    trunk.rclient.terminate(handle, trunk.net.now, 487, "Request Terminated")
+    trunk.client.drain()
+    assert trunk.run_until(lambda: bool(trunk.servers["a"].of(CallTerminated)))
+    server_end = trunk.servers["a"].of(CallTerminated)[0]
+    assert (server_end.code, server_end.by) == (487, Termination.REMOTE)
+    client_end = trunk.client.of(CallTerminated)[0]
+    assert (client_end.code, client_end.by) == (487, Termination.LOCAL)
+    assert trunk.run_until(lambda: not trunk.rclient.calls and not trunk.rserver().calls, 1.0)
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_hangup_from_either_side(side: str) -> None:
+    trunk = Trunk()
+    handle = trunk.connect()
+    name, server_handle = trunk.server_calls[handle]
+    if side == "client":
+        trunk.rclient.terminate(handle, trunk.net.now)
+        trunk.client.drain()
+        other = trunk.servers[name]
+    else:
+        trunk.rserver(name).terminate(server_handle, trunk.net.now, 200, "Bye")
+        trunk.servers[name].drain()
+        other = trunk.client
+    assert trunk.run_until(lambda: bool(other.of(CallTerminated)))
+    ended = other.of(CallTerminated)[0]
+    assert ended.by is Termination.REMOTE
+    assert ended.code == 200
+    # R8: every request and response of the call is closed with END_STREAM
+    assert trunk.run_until(lambda: not trunk.rclient.calls and not trunk.rserver(name).calls, 1.0)
+    assert not trunk.rclient._channels and not trunk.rserver(name)._channels
+
+
+def _codec_plan(index: int) -> tuple[Codec, float, bytes]:
+    """Codec and frame duration change mid-call without any signaling (R5)."""
+    if index < 10:
+        return Codec.PCMU, 0.02, bytes([index]) * 160
+    if index < 20:
+        return Codec.PCMA, 0.03, bytes([index]) * 240
+    if index < 30:
+        return Codec.OPUS, 0.02, bytes([0xFC, index]) + b"\x00" * 40
+    if index < 35:
+        return Codec.OPUS, 0.0025, bytes([0x98, index])
+    return Codec.PCMU, 0.06, bytes([index]) * 480
+
+
+def test_two_way_media_with_codec_and_duration_changes() -> None:
+    trunk = Trunk()
+    handle = trunk.connect()
+    start = trunk.net.now + 0.01
+    trunk.stream_media(handle, start=start, count=40, interval=0.03, payload=_codec_plan)
+    trunk.stream_media(
+        handle, start=start, count=40, interval=0.03, payload=_codec_plan, from_server=True
+    )
+    trunk.net.run_for(1.5)
+    for log in (trunk.c2s[handle], trunk.s2c[handle]):
+        assert sorted(log.received) == list(range(40))
+        for seq, frame in log.frames.items():
+            codec, duration, data = _codec_plan(seq)
+            assert (frame.codec, frame.duration, frame.payload) == (codec, duration, data)
+        assert log.duplicates == 0
+    # timestamps advance by each frame's own duration on the 48 kHz clock
+    frames = trunk.c2s[handle].frames
+    for seq in range(1, 40):
+        step = frames[seq].timestamp - frames[seq - 1].timestamp
+        assert step == round(frames[seq - 1].duration * 48000)
+
+
+def _dtmf_and_cn(index: int) -> tuple[Codec, float, bytes]:
+    if index < 3:
+        # digit 5 (event 5), volume 10, growing duration; the last one carries the E bit
+        end = 0x80 if index == 2 else 0
+        return (
+            Codec.TELEPHONE_EVENT,
+            0.02,
+            bytes([5, end | 10]) + (160 * (index + 1)).to_bytes(2, "big"),
+        )
+    return Codec.CN, 0.02, bytes([40])
+
+
+def test_dtmf_and_comfort_noise_both_ways() -> None:
+    trunk = Trunk()
+    handle = trunk.connect()
+    start = trunk.net.now + 0.01
+    trunk.stream_media(handle, start=start, count=5, payload=_dtmf_and_cn)
+    trunk.stream_media(handle, start=start, count=5, payload=_dtmf_and_cn, from_server=True)
+    trunk.net.run_for(0.5)
+    for log in (trunk.c2s[handle], trunk.s2c[handle]):
+        codecs = [log.frames[s].codec for s in range(5)]
+        assert codecs == [Codec.TELEPHONE_EVENT] * 3 + [Codec.CN] * 2
+        last_event = log.frames[2].payload
+        assert (
+            last_event[0] == 5
+            and last_event[1] & 0x80
+            and int.from_bytes(last_event[2:], "big") == 480
+        )
+        assert log.frames[4].payload == bytes([40])
+
+
+def test_early_media_while_ringing() -> None:
+    trunk = Trunk(auto="ring")
+    handle = trunk.place()
+    assert trunk.run_until(lambda: trunk.client_state(handle) is R)
+    trunk.link_server_call(handle)
+    start = trunk.net.now + 0.01
+    trunk.stream_media(handle, start=start, count=10, from_server=True)  # ringback
+    trunk.stream_media(handle, start=start, count=10)
+    trunk.net.run_for(0.5)
+    assert trunk.client_state(handle) is R  # never answered
+    assert sorted(trunk.s2c[handle].received) == list(range(10))
+    assert sorted(trunk.c2s[handle].received) == list(range(10))
+
+
+def test_media_under_loss_is_not_head_of_line_blocked() -> None:
+    one_way = 0.05  # 100 ms RTT
+    trunk = Trunk(seed=7, impairment=Impairment(delay=one_way, loss=0.05))
+    handle = trunk.connect()
+    count = 400
+    trunk.stream_media(handle, start=trunk.net.now + 0.01, count=count)
+    trunk.net.run_for(count * 0.02 + 2.0)
+    log = trunk.c2s[handle]
+    assert sorted(log.received) == list(range(count)), "every frame arrives (QUIC repairs loss)"
+    latency = log.latencies()
+    on_time = one_way + 0.005
+    late = [s for s in range(count) if latency[s] > on_time]
+    # some frames were hit by loss and repaired by retransmission...
+    assert 0.01 * count < len(late) < 0.25 * count
+    # ...but the frames sent right after a late frame were not held behind it: they arrived
+    # before the late frame did, on time (assert per frame, not just counts).
+    overtaken = 0
+    for s in late:
+        following = [n for n in range(s + 1, min(s + 4, count)) if n not in late]
+        for n in following:
+            assert log.received[n] < log.received[s], (s, n)
+            assert latency[n] <= on_time
+            overtaken += 1
+    assert overtaken >= len(late)
+    assert sorted(latency.values())[count // 2] <= on_time
+
+
+def test_stream_count_grows_with_rtt_and_shrinks_back() -> None:
+    config = RippConfig(jitter_buffer=False, adapt_interval=0.5, shrink_hold=1.0)
+    trunk = Trunk(seed=3, impairment=Impairment(delay=0.005), config=config)
+    handle = trunk.connect()
+    call = trunk.rclient.call(handle)
+    trunk.stream_media(handle, start=trunk.net.now + 0.01, count=600)
+    trunk.net.run_for(2.0)
+    low = len(call.media_channels)
+    trunk.net.set_default_impairment(Impairment(delay=0.15))  # RTT 300 ms
+    trunk.net.run_for(4.0)
+    high = len(call.media_channels)
+    assert high >= 16 > low, (low, high)  # ceil(300/20) + 1 = 16 at least
+    trunk.net.set_default_impairment(Impairment(delay=0.005))
+    trunk.net.run_for(6.0)
+    back = len(call.media_channels - call._closing)
+    assert back < high - 4, (low, high, back)
+    # the media never stopped flowing while N changed
+    assert len(trunk.c2s[handle].received) > 550
+
+
+def test_graceful_move_loses_no_frames() -> None:
+    trunk = Trunk(servers=("a", "b"), impairment=Impairment(delay=0.01, jitter=0.002))
+    handle = trunk.connect()
+    count = 150
+    start = trunk.net.now + 0.01
+    trunk.stream_media(handle, start=start, count=count)
+    trunk.stream_media(handle, start=start, count=count, from_server=True)
+
+    def move() -> None:
+        now = trunk.net.now
+        a, b = trunk.rserver("a"), trunk.rserver("b")
+        _, old = trunk.server_calls[handle]
+        handoff = a.export_call(old, now)
+        new_uri = b.import_call(handoff, now)
+        a.move(old, now, new_uri)
+        trunk.link(handle, "b", new_uri.rsplit("/", 1)[1])
+        trunk.servers["a"].drain()
+        trunk.servers["b"].drain()
+
+    trunk.net.schedule(start + 1.0, move)
+    trunk.net.run_for(count * 0.02 + 1.5)
+    attached = [e for e in trunk.client.of(CallAttached) if e.migrated]
+    assert len(attached) == 1 and "/inst-b/" in attached[0].uri
+    assert trunk.client_state(handle) is C
+    # client -> server: every frame reached a or b, none twice at b
+    c2s = trunk.c2s[handle]
+    received = set(c2s.received)
+    assert received == set(range(count)), sorted(set(range(count)) - received)
+    assert c2s.duplicates == 0
+    # server -> client: a's frames then b's continue the sequence with no gap, no duplicate
+    s2c = trunk.s2c[handle]
+    assert set(s2c.received) == set(range(count)), sorted(set(range(count)) - set(s2c.received))
+    assert s2c.duplicates == 0
+    assert not trunk.rserver("a").calls  # a drained and forgot the call
+
+
+def test_silent_server_detected_and_call_reestablished() -> None:
+    config = RippConfig(jitter_buffer=False, ack_timeout=1.0, media_timeout=1.0)
+    trunk = Trunk(servers=("a", "b"), config=config, impairment=Impairment(delay=0.01))
+    handle = trunk.connect()
+    count = 200
+    start = trunk.net.now + 0.01
+    trunk.stream_media(handle, start=start, count=count)
+    killed_at = start + 1.0
+    trunk.net.schedule(killed_at, lambda: trunk.net.remove(trunk.server_addrs["a"]))
+    trunk.net.run_for(count * 0.02 + 2.0)
+    migrating = trunk.client.of(CallMigrating)
+    assert migrating and migrating[0].phase is MigrationPhase.REESTABLISHING
+    detected = next(t for t, e in trunk.client.events if isinstance(e, CallMigrating))
+    # detection within the configured bound (+ one frame interval + path delay)
+    assert killed_at < detected <= killed_at + config.ack_timeout + 0.02 + 0.02
+    incoming_b = trunk.servers["b"].of(CallIncoming)
+    assert len(incoming_b) == 1
+    assert incoming_b[0].reestablishes is not None and "/inst-a/" in incoming_b[0].reestablishes
+    assert incoming_b[0].state is C
+    assert trunk.client_state(handle) is C
+    reattached = next(
+        t for t, e in trunk.client.events if isinstance(e, CallAttached) and e.migrated
+    )
+    assert reattached - detected < 0.5
+    # media resumed on b: frames sent after the re-establishment arrive there
+    b_frames = [k for k in trunk.c2s if k.startswith("b:")]
+    assert b_frames
+    got = trunk.c2s[b_frames[0]].received
+    assert max(got) == count - 1
+    sent = trunk.c2s[handle].sent
+    # frames in flight to the dead server were re-sent to b (RESENT flag), not lost...
+    resent = [s for s, f in trunk.c2s[b_frames[0]].frames.items() if f.resent]
+    assert len(resent) >= 2
+    assert all(sent[s] >= killed_at - 0.1 for s in resent)
+    # ...every frame sent after the call re-attached arrived at b...
+    assert all(s in got for s in sent if sent[s] >= reattached)
+    # ...and the only frames given up are ones that waited too long in the queue while the
+    # failure was being detected (real-time audio: late is worse than lost).
+    delivered = set(got) | set(trunk.c2s[handle].received)
+    missing = [s for s in sent if s not in delivered]
+    assert all(killed_at <= sent[s] < reattached for s in missing)
+    stats = trunk.rclient.stats(handle, trunk.net.now).sender
+    assert stats.frames_dropped == len(missing)
+
+
+def test_two_hundred_concurrent_calls() -> None:
+    config = RippConfig(jitter_buffer=False)
+    trunk = Trunk(config=config, ring_time=0.0)
+    handles = [trunk.place(to=f"tel:+1212555{n:04d}") for n in range(200)]
+    assert trunk.run_until(lambda: all(trunk.client_state(h) is C for h in handles), timeout=10.0)
+    server = trunk.rserver()
+    assert len(server.calls) == 200
+    # every call is up at once, on one client and one server; each gets media through
+    for h in handles:
+        trunk.link_server_call(h)
+        trunk.stream_media(h, start=trunk.net.now + 0.01, count=3)
+    trunk.net.run_for(0.5)
+    assert all(sorted(trunk.c2s[h].received) == [0, 1, 2] for h in handles)
+    streams = sum(len(c.media_channels) + 1 for c in trunk.rclient.calls.values())
+    assert streams > 128  # more than aioquic's default allowance on one connection
