@@ -180,6 +180,8 @@ class Call:
         self.migrations = 0
         self._last_sent = now
         self.attachments = 0
+        self.exported = False
+        self._late_before = 0
 
     # ------------------------------------------------------------------ properties
     @property
@@ -200,7 +202,7 @@ class Call:
 
     def stats(self, now: float) -> CallStats:
         """A snapshot of the call's media statistics (R7)."""
-        late = self.jitter.late if self.jitter is not None else 0
+        late = self._late_before + (self.jitter.late if self.jitter is not None else 0)
         delay = self.jitter.delay if self.jitter is not None else 0.0
         return CallStats(
             sender=self.sender.stats(now, congestion_signals=self.streams.congestion_signals),
@@ -336,6 +338,8 @@ class Call:
     ) -> MediaFrame:
         """Queue one media frame; it leaves on the next free stream (R5, R6)."""
         self._require_live()
+        if self.exported or self.phase is MigrationPhase.MOVED_AWAY:
+            raise LocalStateError("the call was handed over; send media at its new instance")
         if not self.machine.media_allowed and self.state is not CallState.CREATED:
             raise LocalStateError(f"media not allowed in state {self.state.value}")
         if self.state is CallState.CREATED and self.role is Role.SERVER:
@@ -379,6 +383,7 @@ class Call:
         """Server: freeze sending and hand the call over to another instance (R9)."""
         self._require_live()
         self.sender.pause()
+        self.exported = True
         return CallHandoff(
             request=self.request,
             state=self.state,
@@ -433,6 +438,13 @@ class Call:
 
     def on_created(self, uri: str, now: float) -> None:
         """Client: 201 Created arrived with the call URI (or re-establishment did)."""
+        if self.uri is not None and uri != self.uri:
+            # Re-established on an instance that never saw this call: its media sequence
+            # starts afresh, so ours must too or its first frames would look like old ones.
+            self.receiver.restart()
+            if self.jitter is not None:
+                self._late_before += self.jitter.late
+                self.jitter = JitterBuffer(self.config)
         self.uri = uri
         self._phase_deadline = now + self.config.connect_timeout
         self._open_signaling(now)

@@ -297,7 +297,21 @@ class _Endpoint:
         stream = connection.streams.get(stream_id)
         if stream is None or stream.we_ended or connection.closed:
             return
-        connection.h3.send_data(stream_id, data, end_stream=False)
+        self._guarded(
+            connection, stream_id, lambda: connection.h3.send_data(stream_id, data, False)
+        )
+
+    def _guarded(self, connection: _Connection, stream_id: int, write: Callable[[], None]) -> bool:
+        """Run an HTTP/3 write; a stream the peer already aborted must not crash us."""
+        try:
+            write()
+        except Exception as exc:  # aioquic raises RuntimeError/FrameUnexpected on dead streams
+            logger.info("write on stream %d of %s dropped: %s", stream_id, connection.peer, exc)
+            stream = connection.streams.get(stream_id)
+            if stream is not None:
+                stream.we_ended = True
+            return False
+        return True
 
     def end(self, channel: int) -> None:
         """CallTransport: END_STREAM on our body."""
@@ -310,7 +324,9 @@ class _Endpoint:
             return
         stream.we_ended = True
         if not connection.closed:
-            connection.h3.send_data(stream_id, b"", end_stream=True)
+            self._guarded(
+                connection, stream_id, lambda: connection.h3.send_data(stream_id, b"", True)
+            )
         self._maybe_release(connection, stream_id)
 
     def reset(self, channel: int, error_code: int) -> None:
@@ -386,9 +402,9 @@ class _Endpoint:
             elif isinstance(event, quic_events.ConnectionTerminated):
                 self._on_connection_lost(connection, event, now)
                 continue
-            elif isinstance(event, quic_events.StreamReset):
+            elif isinstance(event, quic_events.StreamReset | quic_events.StopSendingReceived):
+                # Either way the peer abandoned the request: for RIPP the channel is gone.
                 self._on_stream_reset(connection, event.stream_id, now)
-                continue
             for h3_event in connection.h3.handle_event(event):
                 self._on_h3_event(connection, h3_event, now)
 
@@ -684,7 +700,10 @@ class RippServer(_Endpoint):
     ) -> None:
         fields: Headers = [(b":status", str(status).encode())]
         fields.extend((name.encode(), value.encode()) for name, value in headers)
-        connection.h3.send_headers(stream_id, fields, end_stream=end)
+        if not self._guarded(
+            connection, stream_id, lambda: connection.h3.send_headers(stream_id, fields, end)
+        ):
+            raise _StreamGone(f"stream {stream_id} was aborted by the peer")
 
     def _refuse(
         self, connection: _Connection, stream_id: int, exc: RippError, call: str | None
@@ -722,8 +741,13 @@ class RippServer(_Endpoint):
                 self._create(connection, stream_id, headers, authority, now)
             else:
                 self._attach(connection, stream_id, headers, target, now)
+        except _StreamGone:
+            connection.streams.pop(stream_id, None)
         except RippError as exc:
-            self._refuse(connection, stream_id, exc, handle)
+            try:
+                self._refuse(connection, stream_id, exc, handle)
+            except _StreamGone:
+                connection.streams.pop(stream_id, None)
 
     def _create(
         self,
@@ -826,9 +850,13 @@ class RippServer(_Endpoint):
                 call.attach_signaling(channel, now)
             else:
                 call.attach_media(channel, now)
+        except _StreamGone:
+            self._channels.pop(channel, None)
+            connection.streams.pop(stream_id, None)
+            return
         except RippError as exc:
             self._channels.pop(channel, None)
-            del connection.streams[stream_id]
+            connection.streams.pop(stream_id, None)
             self._violation(handle, exc, None, exc.stream_error)
             self._reset_stream(connection, stream_id, exc.stream_error)
             return
@@ -942,7 +970,10 @@ class RippClient(_Endpoint):
         if marker is not None:
             fields.append((RIPP_REESTABLISH.encode(), str(marker).encode()))
         fields += [(k.encode(), v.encode()) for k, v in request.headers]
-        connection.h3.send_headers(stream_id, fields, end_stream=True)
+        if not self._guarded(
+            connection, stream_id, lambda: connection.h3.send_headers(stream_id, fields, True)
+        ):
+            return False
         connection.streams[stream_id] = _Stream(kind=_Kind.CREATE, call=call, we_ended=True)
         self._create_streams[call.handle] = (connection, stream_id)
         logger.info(
@@ -1002,11 +1033,12 @@ class RippClient(_Endpoint):
         if kind is _Kind.MEDIA and self._credit(connection) < 1:
             return None
         stream_id = connection.quic.get_next_available_stream_id()
-        connection.h3.send_headers(
-            stream_id,
-            self._request_headers(parts.netloc, parts.path, content_type),
-            end_stream=False,
-        )
+        fields = self._request_headers(parts.netloc, parts.path, content_type)
+        if not self._guarded(
+            connection, stream_id, lambda: connection.h3.send_headers(stream_id, fields, False)
+        ):
+            return None
+
         channel = self._new_channel(connection, stream_id)
         connection.streams[stream_id] = _Stream(kind=kind, call=call, channel=channel)
         return channel
@@ -1108,6 +1140,10 @@ class RippClient(_Endpoint):
                 self._deliver_data(connection, event.stream_id, b"", True, now)
         elif isinstance(event, DataReceived):
             self._deliver_data(connection, event.stream_id, event.data, event.stream_ended, now)
+
+
+class _StreamGone(Exception):
+    """A response could not be written: the peer had already aborted the stream."""
 
 
 def _reason(value: str | None, status: int) -> tuple[int, str]:

@@ -56,6 +56,9 @@ class MediaReceiver:
         self._highest: int | None = None
         self._imported: frozenset[int] = frozenset()
         self._received = 0
+        self._space_received = 0  # frames received in the current sequence space
+        self._lost_before = 0  # losses counted in earlier sequence spaces
+        self.restarts = 0  # how many times the peer's sequence space started afresh
         self._bytes = 0
         self._duplicates = 0
         self._jitter = InterarrivalJitter()
@@ -67,6 +70,7 @@ class MediaReceiver:
             self._duplicates += 1
             return False
         self._received += 1
+        self._space_received += 1
         self._bytes += len(frame.payload)
         self._lowest = extended if self._lowest is None else min(self._lowest, extended)
         self._highest = extended if self._highest is None else max(self._highest, extended)
@@ -93,11 +97,23 @@ class MediaReceiver:
     def lost(self) -> int:
         """Expected minus received frames, at least 0."""
         if self._lowest is None or self._highest is None:
-            return 0
+            return self._lost_before
         low, high = self._lowest, self._highest
         # Frames the previous instance received (handoff) are not lost, just not ours.
         elsewhere = sum(1 for seq in self._imported if low <= seq <= high)
-        return max(0, high - low + 1 - self._received - elsewhere)
+        return self._lost_before + max(0, high - low + 1 - self._space_received - elsewhere)
+
+    def restart(self) -> None:
+        """The peer starts a new sequence space (R10: a new server instance took the call
+        over without a handoff). Duplicate detection starts afresh; counters carry on."""
+        self._lost_before = self.lost
+        self.restarts += 1
+        self._top = None
+        self._seen = set()
+        self._lowest = self._highest = None
+        self._imported = frozenset()
+        self._space_received = 0
+        self._jitter = InterarrivalJitter()
 
     def stats(self, now: float, *, late: int = 0, playout_delay: float = 0.0) -> ReceiverStats:
         """A snapshot of the receiver statistics.
