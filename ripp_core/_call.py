@@ -372,12 +372,9 @@ class Call:
         self.sender.pause()
         self._set_phase(MigrationPhase.MOVED_AWAY, "moved by us", uri)
         self._phase_deadline = now + self.config.move_timeout
-        if self.role is Role.CLIENT:
-            # The client leaves at once; the server acks what it got before each FIN.
-            for channel in list(self._decoders):
-                self._end_channel(channel)
-        # A server keeps its side open and acking until the client has ended each request,
-        # so every frame the client sent here is acknowledged here and never re-sent.
+        # Whoever moves keeps its side of every stream open and acking until the peer has
+        # ended it: every frame the peer sent here is acknowledged here and never re-sent
+        # to the new instance, so the move neither loses nor duplicates media.
 
     def export(self, now: float) -> CallHandoff:
         """Server: freeze sending and hand the call over to another instance (R9)."""
@@ -435,6 +432,13 @@ class Call:
         self._phase_deadline = now + self.config.connect_timeout
         if not self._transport.create_call(self, None):
             self._terminate_locally(503, "no connection available", Termination.FAILURE, now)
+
+    def begin_reattach(self, now: float) -> None:
+        """Client: attach an imported call to its existing call URI (client-side move)."""
+        self._set_phase(MigrationPhase.MOVING, "imported from another client", self.uri)
+        self._phase_deadline = now + self.config.move_timeout
+        self._open_signaling(now)
+        self._open_media(self._wanted_streams(now), now)
 
     def on_created(self, uri: str, now: float) -> None:
         """Client: 201 Created arrived with the call URI (or re-establishment did)."""

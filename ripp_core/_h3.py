@@ -938,6 +938,41 @@ class RippClient(_Endpoint):
         self._settle(now)
         return handle
 
+    def export_call(self, handle: str, now: float) -> CallHandoff:
+        """Freeze a call's sending and return what another client instance needs to take
+        it over. Follow with :meth:`import_call` there and :meth:`move` here (R9)."""
+        result = self._command(handle, lambda c: c.export(now), now)
+        assert isinstance(result, CallHandoff)
+        return result
+
+    def import_call(self, handoff: CallHandoff, now: float) -> str:
+        """Take over a call another client instance exported and moved away from.
+
+        Opens a new signaling request and media requests to the call URI; the server
+        re-attaches the call (R9). Returns the local handle.
+        """
+        self._now_hint = now
+        self._call_counter += 1
+        handle = f"c{self._call_counter}"
+        call = Call(
+            role=Role.CLIENT,
+            handle=handle,
+            config=self.config,
+            transport=self,
+            emit=self._emit,
+            request=handoff.request,
+            now=now,
+            uri=handoff.previous_uri,
+            state=handoff.state,
+            sender_state=handoff.sender,
+        )
+        call.receiver.import_window(handoff.receiver)
+        call.begin_reattach(now)
+        self._calls[handle] = call
+        self._dirty.add(handle)
+        self._settle(now)
+        return handle
+
     # ---------------------------------------------------------------- CallTransport
     def create_call(self, call: Call, marker: ReestablishMarker | None) -> bool:
         """CallTransport: POST the call request (to the next failover URI on re-use)."""

@@ -311,3 +311,61 @@ def test_two_hundred_concurrent_calls() -> None:
     assert all(sorted(trunk.c2s[h].received) == [0, 1, 2] for h in handles)
     streams = sum(len(c.media_channels) + 1 for c in trunk.rclient.calls.values())
     assert streams > 128  # more than aioquic's default allowance on one connection
+
+
+def test_client_initiated_move_to_another_client_instance() -> None:
+    """R9 from the client side: a draining client instance hands its call to another one."""
+    from ripp_core import RippClient
+    from ripp_core.testing import client_quic_configuration
+
+    from .call_harness import _PKI, AppEndpoint
+
+    trunk = Trunk(impairment=Impairment(delay=0.01))
+    handle = trunk.connect()
+    second = AppEndpoint(
+        RippClient(
+            client_quic_configuration(_PKI),
+            calls_uris=["https://a.example:443/ripp/calls"],
+            token="test-token",
+            config=trunk.config,
+            resolver=lambda host, port: trunk.server_addrs["a"],
+        ),
+        trunk.net,
+    )
+    trunk.net.add(("127.0.0.1", 50002), second)
+    received_by_second: list[int] = []
+    second.reactors.append(
+        lambda e: received_by_second.append(e.frame.sequence) if hasattr(e, "frame") else None
+    )
+    count = 100
+    start = trunk.net.now + 0.01
+    trunk.stream_media(handle, start=start, count=count, from_server=True)
+    trunk.stream_media(handle, start=start, count=50)  # first half from the first client
+    imported: list[str] = []
+
+    def move() -> None:
+        now = trunk.net.now
+        first = trunk.rclient
+        handoff = first.export_call(handle, now)
+        first.move(handle, now)
+        imported.append(second.endpoint.import_call(handoff, now))
+        trunk.client.drain()
+        second.drain()
+
+    trunk.net.schedule(start + 50 * 0.02 + 0.005, move)
+    trunk.net.run_for(3.0)
+    server = trunk.servers["a"]
+    assert [e.phase for e in server.of(CallMigrating)] == [MigrationPhase.MOVING]
+    assert any(e.migrated for e in server.of(CallAttached))
+    # the server never lost the call, and its media reached one client or the other, once
+    delivered = set(trunk.s2c[handle].received) | set(received_by_second)
+    assert delivered == set(range(count))
+    assert not set(trunk.s2c[handle].received) & set(received_by_second)
+    assert trunk.rserver().calls[trunk.server_calls[handle][1]].state is C
+    assert handle not in trunk.rclient.calls  # the first client forgot it
+    # the second client carries on sending, continuing the sequence with no gap
+    new = imported[0]
+    for i in range(5):
+        second.endpoint.send_media(new, Codec.PCMU, 0.02, bytes(160), trunk.net.now + i * 0.02)
+    trunk.net.run_for(0.5)
+    assert sorted(trunk.c2s[handle].received) == list(range(55))
