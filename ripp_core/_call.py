@@ -16,10 +16,12 @@ from typing import Protocol
 
 import attrs
 
-from ._codecs import Codec, duration_to_units
+from ._codecs import Codec, duration_to_units, validate_media
 from ._config import RippConfig
+from ._dtmf import decode_event, digit_items
 from ._errors import (
     H3_REQUEST_CANCELLED,
+    FrameError,
     LocalProtocolError,
     LocalStateError,
     RemoteProtocolError,
@@ -33,6 +35,7 @@ from ._events import (
     CallMigrating,
     CallStateChanged,
     CallTerminated,
+    DtmfReceived,
     Event,
     MarkReached,
     MediaGap,
@@ -69,6 +72,7 @@ from ._messages import (
     decode_message,
     encode_message,
 )
+from ._pacer import PacedFrame, PacedMark, Pacer
 from ._receiver import MediaReceiver, ReceiverWindow
 from ._sender import MediaSender, SenderState
 from ._state import CallState, CallStateMachine, Role
@@ -89,6 +93,9 @@ class CallTransport(Protocol):
 
     def end(self, channel: int) -> None:
         """End our body on ``channel`` (END_STREAM)."""
+
+    def stop(self, channel: int, error_code: int) -> None:
+        """Stop reading ``channel`` (STOP_SENDING); sending on it stays possible."""
 
     def reset(self, channel: int, error_code: int) -> None:
         """Abort ``channel`` in both directions with an HTTP/3 error code."""
@@ -168,8 +175,11 @@ class Call:
         self._decoders: dict[int, FrameDecoder] = {}
         self.media_channels: set[int] = set()
         self._closing: set[int] = set()  # our side ended, peer's not yet
+        self._deaf: set[int] = set()  # we sent STOP_SENDING: input is ignored
         self._outbox: deque[Message] = deque()
         self._marks: deque[tuple[str, int, int]] = deque()  # name, last seq, dropped base
+        self.pacer = Pacer()
+        self._last_dtmf_end: tuple[int, int] | None = None  # (event, sequence) of last End
         self._peer_wanted = 0
         self._next_adapt: float | None = None
         self._phase_deadline: float | None = None
@@ -263,6 +273,7 @@ class Call:
 
     def _forget_channel(self, channel: int, now: float) -> None:
         self._decoders.pop(channel, None)
+        self._deaf.discard(channel)
         self._closing.discard(channel)
         if channel in self.media_channels:
             self.media_channels.discard(channel)
@@ -337,6 +348,36 @@ class Call:
         marker: bool = False,
     ) -> MediaFrame:
         """Queue one media frame; it leaves on the next free stream (R5, R6)."""
+        self._require_sendable()
+        frame = self.sender.enqueue(codec, duration_to_units(duration), payload, now, marker=marker)
+        self._pump(now)
+        return frame
+
+    def play(
+        self, codec: Codec, duration: float, payload: bytes, now: float, *, marker: bool = False
+    ) -> None:
+        """Queue audio handed over faster than real time; it leaves at real-time pace (R23)."""
+        self._require_sendable()
+        units = duration_to_units(duration)
+        validate_media(codec, units, payload)
+        self.pacer.push(PacedFrame(codec, units, payload, marker), now)
+        self._release_paced(now)
+
+    def send_dtmf(self, digits: str, now: float, *, duration: float | None = None) -> None:
+        """Play DTMF digits as telephone-event frames, in line with paced audio (R19)."""
+        self._require_sendable()
+        items = digit_items(
+            digits,
+            duration=duration if duration is not None else self.config.dtmf_duration,
+            gap=self.config.dtmf_gap,
+            volume=self.config.dtmf_volume,
+            frame_duration=self.config.dtmf_frame_duration,
+        )
+        for item in items:
+            self.pacer.push(item, now)
+        self._release_paced(now)
+
+    def _require_sendable(self) -> None:
         self._require_live()
         if self.exported or self.phase is MigrationPhase.MOVED_AWAY:
             raise LocalStateError("the call was handed over; send media at its new instance")
@@ -344,21 +385,41 @@ class Call:
             raise LocalStateError(f"media not allowed in state {self.state.value}")
         if self.state is CallState.CREATED and self.role is Role.SERVER:
             raise LocalStateError("server cannot send media before the call is pending")
-        frame = self.sender.enqueue(codec, duration_to_units(duration), payload, now, marker=marker)
-        self._pump(now)
-        return frame
 
     def mark(self, name: str, now: float) -> None:
-        """Report :class:`MarkReached` once every frame queued so far is acknowledged."""
+        """Report :class:`MarkReached` once every frame queued so far (paced or not) has
+        been acknowledged by the far end (R23)."""
+        if self.pacer.next_deadline() is not None:
+            self.pacer.push(PacedMark(name), now)
+            return
+        self._mark_here(name)
+
+    def _mark_here(self, name: str, dropped_ahead: int = 0) -> None:
         last = (self.sender.next_sequence - 1) % (1 << 32)
-        self._marks.append((name, last, self.sender.frames_dropped))
+        # The base is lowered by frames dropped before the mark reached the sender, so
+        # MarkReached.dropped counts every frame ahead of the mark that was given up.
+        self._marks.append((name, last, self.sender.frames_dropped - dropped_ahead))
         self._check_marks()
 
     def clear(self, now: float) -> int:
-        """Drop queued media that has not left yet (barge-in). Returns frames dropped."""
-        dropped = self.sender.clear()
+        """Drop media that has not left yet, paced or queued (barge-in). Returns frames
+        dropped; marks behind the dropped audio fire once what did leave is acknowledged."""
+        paced, marks = self.pacer.clear()
+        for name, dropped_ahead in marks:
+            self._mark_here(name, dropped_ahead)
+        dropped = paced + self.sender.clear()
         self._check_marks()
         return dropped
+
+    def _release_paced(self, now: float) -> None:
+        for item in self.pacer.due(now):
+            if isinstance(item, PacedMark):
+                self._mark_here(item.name)
+            else:
+                self.sender.enqueue(
+                    item.codec, item.duration_units, item.payload, now, marker=item.marker
+                )
+        self._pump(now)
 
     def move(self, uri: str | None, now: float) -> None:
         """Send Move (R9). Server: ``uri`` is where the client goes next. Client: None."""
@@ -563,6 +624,10 @@ class Call:
         decoder = self._decoders.get(channel)
         if decoder is None:
             return
+        if channel in self._deaf:
+            if ended:
+                self._on_peer_end(channel, now)
+            return
         try:
             frames = decoder.feed(data) if data else []
             if ended and decoder.buffered:
@@ -593,11 +658,29 @@ class Call:
             self._send(channel, encode_ack(AckFrame(frame.sequence, 0)), now)
         if not self.receiver.on_frame(frame, now):
             return
+        if frame.codec is Codec.TELEPHONE_EVENT:
+            self._on_telephone_event(frame)
         if self.jitter is not None:
             self.jitter.push(frame, now)
             self._drain_jitter(now)
         else:
             self._emit(MediaReceived(self.handle, frame, now))
+
+    def _on_telephone_event(self, frame: MediaFrame) -> None:
+        event = decode_event(frame.payload)
+        if not event.end or event.digit is None:
+            return
+        last = self._last_dtmf_end
+        # RTP-style senders (a gateway) repeat the End frame; report the digit once.
+        if (
+            last is not None
+            and last[0] == event.event
+            and (frame.sequence - last[1]) % (1 << 32) <= 3
+        ):
+            self._last_dtmf_end = (event.event, frame.sequence)
+            return
+        self._last_dtmf_end = (event.event, frame.sequence)
+        self._emit(DtmfReceived(self.handle, event.digit, event.duration / 8000, event.volume))
 
     def _drain_jitter(self, now: float) -> None:
         assert self.jitter is not None
@@ -620,8 +703,7 @@ class Call:
         except RemoteProtocolError as exc:
             # A message that is not valid here is never a silent state change: the call
             # ends with the error's SIP code, and the peer is told why.
-            self._violation(exc, fatal=True)
-            self.send_signal(Terminate(exc.sip_code, f"protocol error: {exc.message}"), now)
+            self._fail_call(exc, now)
             return
         if isinstance(message, Terminate):
             self._terminate_locally(message.code, message.reason, Termination.REMOTE, now)
@@ -688,14 +770,26 @@ class Call:
         self._phase_deadline = now + self.config.reattach_timeout
 
     def _channel_error(self, channel: int, exc: RippError, now: float) -> None:
-        fatal = channel == self.signaling
-        self._violation(exc, fatal=fatal)
-        self._transport.reset(channel, exc.stream_error)
-        self._forget_channel(channel, now)
-        if fatal and self.state is not CallState.TERMINATED:
-            self._terminate_locally(
-                exc.sip_code, f"protocol error: {exc.message}", Termination.FAILURE, now
-            )
+        if channel != self.signaling:
+            # A broken media stream costs that stream only; the call carries on.
+            self._violation(exc, fatal=False)
+            self._transport.reset(channel, exc.stream_error)
+            self._forget_channel(channel, now)
+            return
+        # A broken signaling body: stop reading it, but tell the peer why on the side that
+        # still works, so it ends the call instead of mistaking this for a failure.
+        self._transport.stop(channel, exc.stream_error)
+        self._deaf.add(channel)
+        self._fail_call(exc, now)
+
+    def _fail_call(self, exc: RippError, now: float) -> None:
+        """The peer broke the protocol on signaling: Terminate with its SIP code (R3)."""
+        self._violation(exc, fatal=True)
+        if self.state is CallState.TERMINATED:
+            return
+        reason = f"protocol error: {exc.message}"
+        self._send_message(Terminate(exc.sip_code, reason), now)
+        self._terminate_locally(exc.sip_code, reason, Termination.FAILURE, now)
 
     def _violation(self, exc: RippError, fatal: bool) -> None:
         self._log(logging.WARNING, "protocol violation: %s", exc.message)
@@ -730,6 +824,7 @@ class Call:
         if self.state is CallState.TERMINATED:
             return None
         candidates = [
+            self.pacer.next_deadline(),
             self.sender.next_deadline(),
             self._phase_deadline,
             self._reestablish_deadline,
@@ -751,7 +846,9 @@ class Call:
             return
         if self.jitter is not None:
             self._drain_jitter(now)
-        self._pump(now)
+        # Paced frames go to the sender even while it is paused by a migration: the
+        # sender's migration buffer holds them, bounded, until the call re-attaches.
+        self._release_paced(now)
         self._check_marks()
         if self._reestablish_deadline is not None and now >= self._reestablish_deadline:
             self._terminate_locally(
@@ -805,12 +902,8 @@ class Call:
             )
 
 
-class _Truncated(RemoteProtocolError):
-    """A body ended in the middle of a frame."""
-
-
 def _truncated(count: int) -> RippError:
-    return _Truncated(f"body ended with {count} bytes of an incomplete frame")
+    return FrameError(f"body ended with {count} bytes of an incomplete frame")
 
 
 def _seq_le(a: int, b: int) -> bool:

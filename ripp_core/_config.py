@@ -12,12 +12,12 @@ import attrs
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
+    if not value > 0:  # also rejects NaN
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
+    if not value >= 0:  # also rejects NaN
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
@@ -99,6 +99,14 @@ class RippConfig:
     """Playout delay target is ``jitter_factor`` times the RFC 3550 jitter estimate."""
     jitter_max_frames: int = attrs.field(default=500, validator=_positive)
     """Frames the jitter buffer holds at most; beyond it the oldest are dropped."""
+    dtmf_duration: float = attrs.field(default=0.1, validator=_positive)
+    """How long each DTMF digit sounds when sent with ``send_dtmf``."""
+    dtmf_gap: float = attrs.field(default=0.05, validator=_non_negative)
+    """Silence between DTMF digits."""
+    dtmf_volume: int = attrs.field(default=10, validator=_non_negative)
+    """DTMF power level in -dBm0 (RFC 4733 volume field)."""
+    dtmf_frame_duration: float = attrs.field(default=0.02, validator=_positive)
+    """Duration of each telephone-event frame."""
     jitter_buffer: bool = True
     """Deliver received media through the jitter buffer (MediaPlayout/MediaGap events);
     when False, frames are delivered on arrival (MediaReceived)."""
@@ -118,5 +126,7 @@ class RippConfig:
     """A client gives up re-establishing a call after this long (408)."""
     reestablish_attempt_interval: float = attrs.field(default=0.5, validator=_positive)
     """Pause between re-establishment attempts against the failover URIs."""
+    handshake_timeout: float = attrs.field(default=5.0, validator=_positive)
+    """A server drops a QUIC connection whose handshake has not completed by then."""
     connect_timeout: float = attrs.field(default=5.0, validator=_positive)
     """A call request unanswered for this long fails (408)."""

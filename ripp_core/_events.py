@@ -107,6 +107,16 @@ class MediaGap(Event):
 
 
 @attrs.frozen
+class DtmfReceived(Event):
+    """A DTMF digit ended at the far end (R19); reported on arrival of its End frame."""
+
+    call: str
+    digit: str
+    duration: float
+    volume: int
+
+
+@attrs.frozen
 class MarkReached(Event):
     """Every frame sent before mark ``name`` has been acknowledged by the far end (R23).
 

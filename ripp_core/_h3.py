@@ -140,6 +140,7 @@ class _Connection:
     calls: set[str] = attrs.Factory(set)
     handshake_done: bool = False
     closed: bool = False
+    handshake_deadline: float | None = None
 
 
 def _raise_stream_limit(quic: QuicConnection, limit: int) -> None:
@@ -176,7 +177,18 @@ class _Endpoint:
         connection = self._connection_for_datagram(data, addr, now)
         if connection is None:
             return
+        fresh = not connection.handshake_done and connection.quic._state.name == "FIRSTFLIGHT"
         connection.quic.receive_datagram(data, addr, now)
+        if (
+            fresh
+            and not connection.quic._is_client
+            and connection.quic._state.name == "FIRSTFLIGHT"
+        ):
+            # Not one packet of this "Initial" decrypted: garbage or spoofed. Forget it at
+            # once rather than hold a connection slot until the handshake times out.
+            logger.debug("undecryptable Initial from %s dropped", addr)
+            self._drop_connection(connection)
+            return
         self._process(connection, now)
         self._settle(now)
 
@@ -193,9 +205,9 @@ class _Endpoint:
         """The next time :meth:`handle_timer` must run, or None."""
         timer: float | None = None
         for connection in self._connections:
-            at = connection.quic.get_timer()
-            if at is not None and (timer is None or at < timer):
-                timer = at
+            for at in (connection.quic.get_timer(), connection.handshake_deadline):
+                if at is not None and (timer is None or at < timer):
+                    timer = at
         while self._heap:
             at, _, handle = self._heap[0]
             if self._deadlines.get(handle) != at:
@@ -209,6 +221,17 @@ class _Endpoint:
     def handle_timer(self, now: float) -> None:
         """Run the QUIC and call timers that are due."""
         for connection in list(self._connections):
+            deadline = connection.handshake_deadline
+            if deadline is not None and deadline <= now and not connection.closed:
+                # A handshake that never completes (garbage or spoofed Initials) must not
+                # hold one of the max_connections slots until the idle timeout.
+                logger.info("handshake with %s timed out", connection.peer)
+                connection.handshake_deadline = None
+                connection.quic.close(error_code=0, reason_phrase="handshake timeout")
+                self._process(connection, now)
+                connection.closed = True
+                self._drop_connection(connection)
+                continue
             at = connection.quic.get_timer()
             if at is not None and at <= now:
                 connection.quic.handle_timer(now)
@@ -257,6 +280,14 @@ class _Endpoint:
         )
         assert isinstance(frame, MediaFrame)
         return frame
+
+    def play(self, handle: str, codec: Codec, duration: float, payload: bytes, now: float) -> None:
+        """Queue audio at any speed; it leaves at real-time pace (R23, paced sender)."""
+        self._command(handle, lambda c: c.play(codec, duration, payload, now), now)
+
+    def send_dtmf(self, handle: str, digits: str, now: float) -> None:
+        """Send DTMF digits as telephone-event frames, in line with paced audio (R19)."""
+        self._command(handle, lambda c: c.send_dtmf(digits, now), now)
 
     def terminate(self, handle: str, now: float, code: int = 200, reason: str = "Normal") -> None:
         """End a call with a SIP-style status (hang up: 200; cancel: 487; reject: 486...)."""
@@ -329,6 +360,18 @@ class _Endpoint:
             )
         self._maybe_release(connection, stream_id)
 
+    def stop(self, channel: int, error_code: int) -> None:
+        """CallTransport: stop reading a channel (STOP_SENDING); we may still send on it."""
+        entry = self._channels.get(channel)
+        if entry is None:
+            return
+        connection, stream_id = entry
+        if not connection.closed:
+            try:
+                connection.quic.stop_stream(stream_id, error_code)
+            except Exception:  # already finished in that direction
+                logger.debug("stop of finished stream %d ignored", stream_id)
+
     def reset(self, channel: int, error_code: int) -> None:
         """CallTransport: abort a channel in both directions."""
         entry = self._channels.pop(channel, None)
@@ -399,6 +442,7 @@ class _Endpoint:
                     del self._by_cid[event.connection_id]
             elif isinstance(event, quic_events.HandshakeCompleted):
                 connection.handshake_done = True
+                connection.handshake_deadline = None
             elif isinstance(event, quic_events.ConnectionTerminated):
                 self._on_connection_lost(connection, event, now)
                 continue
@@ -636,7 +680,13 @@ class RippServer(_Endpoint):
     def _accept(self, header: object, data: bytes, addr: Address, now: float) -> _Connection | None:
         version = getattr(header, "version", None)
         packet_type = getattr(header, "packet_type", None)
-        if version is not None and version not in self._quic_configuration.supported_versions:
+        if (
+            version is not None
+            and version not in self._quic_configuration.supported_versions
+            # RFC 9000 5.2.2 / 6.1: only answer full-size Initials, never a VN packet.
+            and version != 0
+            and len(data) >= 1200
+        ):
             self._pending_datagrams.append(
                 (
                     encode_quic_version_negotiation(
@@ -647,6 +697,8 @@ class RippServer(_Endpoint):
                     addr,
                 )
             )
+            return None
+        if version not in self._quic_configuration.supported_versions:
             return None
         if packet_type != QuicPacketType.INITIAL or len(data) < 1200:
             return None
@@ -660,7 +712,12 @@ class RippServer(_Endpoint):
             original_destination_connection_id=header.destination_cid,  # type: ignore[attr-defined]
         )
         _raise_stream_limit(quic, self.config.max_streams_per_connection)
-        connection = _Connection(quic=quic, h3=H3Connection(quic), peer=addr)
+        connection = _Connection(
+            quic=quic,
+            h3=H3Connection(quic),
+            peer=addr,
+            handshake_deadline=now + self.config.handshake_timeout,
+        )
         self._connections.append(connection)
         self._register_cids(connection)
         self._by_cid[header.destination_cid] = connection  # type: ignore[attr-defined]
@@ -731,7 +788,7 @@ class RippServer(_Endpoint):
             path = headers.get(":path", "")
             authority = headers.get(":authority", "")
             target = _split_call_path(path, self.config.instances_path)
-            if target is not None:
+            if target is not None and target[0] == self.instance_id and target[1] in self._calls:
                 handle = target[1]
             elif path != self.config.calls_path:
                 raise UnknownCall(f"no resource at {path!r}")

@@ -133,7 +133,7 @@ def decode_message(payload: bytes) -> Message:
     """Decode a SIGNAL frame payload, raising :class:`MessageError` if it is not valid."""
     try:
         body = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise MessageError(f"signaling message is not UTF-8 JSON: {exc}") from None
     if not isinstance(body, dict):
         raise MessageError("signaling message is not a JSON object")
