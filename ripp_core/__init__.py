@@ -70,6 +70,7 @@ from ._h3 import (
 )
 from ._headers import NameAddr, ReestablishMarker, parse_name_addr
 from ._messages import Answer, Message, Move, Pending, Ringing, Streams, Terminate
+from ._router import AudioItem, CallInbox, EventRouter
 from ._state import TRANSITIONS, CallState, Role
 from ._stats import CallStats, ReceiverStats, SenderStats
 from ._striping import required_streams, streams_for
@@ -80,6 +81,7 @@ __all__ = [
     "TRANSITIONS",
     "AckFrame",
     "Answer",
+    "AudioItem",
     "AuthRequest",
     "Authorizer",
     "BadDuration",
@@ -89,6 +91,7 @@ __all__ = [
     "CallAttached",
     "CallCreated",
     "CallHandoff",
+    "CallInbox",
     "CallIncoming",
     "CallMigrating",
     "CallRequest",
@@ -101,6 +104,7 @@ __all__ = [
     "ConnectionClosed",
     "DtmfReceived",
     "Event",
+    "EventRouter",
     "Forbidden",
     "FrameDecoder",
     "FrameError",

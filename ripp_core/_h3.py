@@ -247,6 +247,23 @@ class _Endpoint:
                 self._dirty.add(handle)
         self._settle(now)
 
+    def close(self, now: float, code: int = 200, reason: str = "Endpoint closing") -> None:
+        """Orderly shutdown: terminate every live call, then close every QUIC connection.
+
+        Collect :meth:`datagrams_to_send` afterwards to put the goodbyes on the wire.
+        """
+        for handle, call in list(self._calls.items()):
+            if call.state is not CallState.TERMINATED and not call.exported:
+                try:
+                    call.terminate(code, reason, now)
+                except RippError as exc:  # a call that cannot say goodbye is just dropped
+                    logger.debug("[%s] not terminated on close: %s", handle, exc.message)
+            self._dirty.add(handle)
+        for connection in self._connections:
+            if not connection.closed:
+                connection.quic.close(error_code=0, reason_phrase=reason)
+        self._settle(now)
+
     def next_event(self) -> Event | None:
         """The next event for the user, or None."""
         return self._events.popleft() if self._events else None

@@ -64,10 +64,11 @@ class NameAddr:
         return text
 
 
+# Possessive quantifiers (Python 3.11+): no backtracking, so hostile values parse in linear time.
 _NAME_ADDR = re.compile(
-    r'^\s*(?:"(?P<quoted>(?:[^"\\]|\\.)*)"\s*|(?P<token>[^<";]*?)\s*)?<(?P<uri>[^>]+)>(?P<rest>.*)$'
+    r'^\s*+(?:"(?P<quoted>(?:[^"\\]|\\.)*+)"\s*+|(?P<token>[^<";\\]*+))?<(?P<uri>[^>]++)>(?P<rest>.*)$'
 )
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s<>]+$")
 
 
 def _parse_params(text: str, original: str) -> tuple[tuple[str, str | None], ...]:

@@ -1,1 +1,18 @@
-"""Trio driver for ripp_core — coming with the drivers issue."""
+"""ripp_trio: RIPP calls over real UDP sockets with Trio.
+
+A thin driver around :mod:`ripp_core`: sockets, timers and wake-ups only. The same API
+shape exists for asyncio in :mod:`ripp_asyncio`::
+
+    async with open_server(server_config) as server:
+        async for call in server.calls():
+            await call.answer()
+
+    async with open_client(client_config, calls_uris=[...], token="...") as client:
+        call = await client.place_call(to="<tel:+12125551234>", from_="<tel:+14085551234>",
+                                       identity=passport)
+        await call.wait_state(CallState.CONNECTED)
+"""
+
+from ._api import Call, CallEnded, Client, Server, ServerCall, open_client, open_server
+
+__all__ = ["Call", "CallEnded", "Client", "Server", "ServerCall", "open_client", "open_server"]

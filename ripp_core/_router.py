@@ -1,0 +1,119 @@
+"""Sorting endpoint events into per-call inboxes, for drivers with async APIs.
+
+A driver pulls events from an endpoint and hands each to :meth:`EventRouter.route`, which
+files it under its call and says which call changed; the driver then only wakes whoever
+waits on that call. Everything a driver's ``Call`` object exposes (its state, received
+audio and DTMF, reached marks, how it ended) is read from a :class:`CallInbox`, so the
+Trio and asyncio drivers share all of this and hold no protocol logic of their own.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import attrs
+
+from ._events import (
+    CallAttached,
+    CallCreated,
+    CallIncoming,
+    CallMigrating,
+    CallStateChanged,
+    CallTerminated,
+    DtmfReceived,
+    Event,
+    MarkReached,
+    MediaGap,
+    MediaPlayout,
+    MediaReceived,
+)
+from ._frames import MediaFrame
+from ._state import CallState
+
+#: What a call's audio iterator yields: a frame to play, or a gap to conceal.
+AudioItem = MediaFrame | MediaGap
+
+
+@attrs.define(eq=False)
+class CallInbox:
+    """Everything that happened to one call, as a driver's API presents it."""
+
+    handle: str
+    state: CallState = CallState.CREATED
+    uri: str | None = None
+    states: list[CallState] = attrs.Factory(list)
+    audio: deque[AudioItem] = attrs.Factory(deque)
+    audio_dropped: int = 0
+    dtmf: deque[DtmfReceived] = attrs.Factory(deque)
+    marks: dict[str, MarkReached] = attrs.Factory(dict)
+    migrations: list[Event] = attrs.Factory(list)
+    terminated: CallTerminated | None = None
+    max_audio: int = 1000
+
+    @property
+    def ended(self) -> bool:
+        """True once the call is terminated."""
+        return self.terminated is not None
+
+
+class EventRouter:
+    """Files endpoint events under their calls; keeps new incoming calls in a queue."""
+
+    def __init__(self, max_audio: int = 1000) -> None:
+        self.calls: dict[str, CallInbox] = {}
+        self.incoming: deque[CallIncoming] = deque()
+        self.other: deque[Event] = deque()
+        self._max_audio = max_audio
+
+    def inbox(self, handle: str) -> CallInbox:
+        """The inbox of ``handle``, created on first use."""
+        inbox = self.calls.get(handle)
+        if inbox is None:
+            inbox = self.calls[handle] = CallInbox(handle, max_audio=self._max_audio)
+        return inbox
+
+    def route(self, event: Event) -> str | None:
+        """File ``event``; return the handle of the call it changed, or None."""
+        handle = getattr(event, "call", None)
+        if not isinstance(handle, str):
+            self.other.append(event)
+            return None
+        inbox = self.inbox(handle)
+        if isinstance(event, CallIncoming):
+            inbox.uri = event.uri
+            inbox.state = event.state
+            self.incoming.append(event)
+        elif isinstance(event, CallCreated):
+            inbox.uri = event.uri
+        elif isinstance(event, CallStateChanged):
+            inbox.state = event.state
+            inbox.states.append(event.state)
+        elif isinstance(event, MediaPlayout | MediaReceived):
+            self._audio(inbox, event.frame)
+        elif isinstance(event, MediaGap):
+            self._audio(inbox, event)
+        elif isinstance(event, DtmfReceived):
+            inbox.dtmf.append(event)
+        elif isinstance(event, MarkReached):
+            inbox.marks[event.name] = event
+        elif isinstance(event, CallMigrating | CallAttached):
+            if isinstance(event, CallAttached):
+                inbox.uri = event.uri
+            inbox.migrations.append(event)
+        elif isinstance(event, CallTerminated):
+            inbox.terminated = event
+        else:
+            self.other.append(event)
+        return handle
+
+    def _audio(self, inbox: CallInbox, item: AudioItem) -> None:
+        # A consumer that stopped reading must not grow memory without bound: drop the
+        # oldest audio (it is stale anyway) and count it.
+        if len(inbox.audio) >= inbox.max_audio:
+            inbox.audio.popleft()
+            inbox.audio_dropped += 1
+        inbox.audio.append(item)
+
+    def forget(self, handle: str) -> None:
+        """Drop a finished call's inbox."""
+        self.calls.pop(handle, None)
