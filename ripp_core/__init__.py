@@ -70,7 +70,7 @@ from ._h3 import (
 )
 from ._headers import NameAddr, ReestablishMarker, parse_name_addr
 from ._messages import Answer, Message, Move, Pending, Ringing, Streams, Terminate
-from ._router import AudioItem, CallInbox, EventRouter
+from ._router import AudioItem, CallInbox, EventRouter, drain
 from ._state import TRANSITIONS, CallState, Role
 from ._stats import CallStats, ReceiverStats, SenderStats
 from ._striping import required_streams, streams_for
@@ -153,6 +153,7 @@ __all__ = [
     "UnsupportedMediaType",
     "accept_any_bearer",
     "accept_well_formed_identity",
+    "drain",
     "parse_name_addr",
     "required_streams",
     "streams_for",

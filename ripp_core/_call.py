@@ -47,6 +47,7 @@ from ._events import (
 )
 from ._frames import (
     MEDIA_FRAMES,
+    MEDIA_HEADER_SIZE,
     SIGNALING_FRAMES,
     AckFrame,
     FrameDecoder,
@@ -179,7 +180,10 @@ class Call:
         self._outbox: deque[Message] = deque()
         self._marks: deque[tuple[str, int, int]] = deque()  # name, last seq, dropped base
         self.pacer = Pacer()
-        self._last_dtmf_end: tuple[int, int] | None = None  # (event, sequence) of last End
+        # Recent telephone-event End frames and event starts, by sequence number, to tell a
+        # repeated End (RTP style) from a new digit whatever order the frames arrive in.
+        self._dtmf_ends: deque[tuple[int, bytes]] = deque(maxlen=_DTMF_HISTORY)
+        self._dtmf_starts: deque[int] = deque(maxlen=_DTMF_HISTORY)
         self._peer_wanted = 0
         self._next_adapt: float | None = None
         self._phase_deadline: float | None = None
@@ -349,6 +353,7 @@ class Call:
     ) -> MediaFrame:
         """Queue one media frame; it leaves on the next free stream (R5, R6)."""
         self._require_sendable()
+        self._check_size(payload)
         frame = self.sender.enqueue(codec, duration_to_units(duration), payload, now, marker=marker)
         self._pump(now)
         return frame
@@ -360,6 +365,7 @@ class Call:
         self._require_sendable()
         units = duration_to_units(duration)
         validate_media(codec, units, payload)
+        self._check_size(payload)
         self.pacer.push(PacedFrame(codec, units, payload, marker), now)
         self._release_paced(now)
 
@@ -376,6 +382,13 @@ class Call:
         for item in items:
             self.pacer.push(item, now)
         self._release_paced(now)
+
+    def _check_size(self, payload: bytes) -> None:
+        if len(payload) + MEDIA_HEADER_SIZE > self.config.max_frame_size:
+            raise LocalProtocolError(
+                f"a {len(payload)}-byte payload exceeds max_frame_size "
+                f"({self.config.max_frame_size} bytes with the {MEDIA_HEADER_SIZE}-byte header)"
+            )
 
     def _require_sendable(self) -> None:
         self._require_live()
@@ -668,18 +681,20 @@ class Call:
 
     def _on_telephone_event(self, frame: MediaFrame) -> None:
         event = decode_event(frame.payload)
+        if frame.marker:
+            self._dtmf_starts.append(frame.sequence)
         if not event.end or event.digit is None:
             return
-        last = self._last_dtmf_end
-        # RTP-style senders (a gateway) repeat the End frame; report the digit once.
-        if (
-            last is not None
-            and last[0] == event.event
-            and (frame.sequence - last[1]) % (1 << 32) <= 3
-        ):
-            self._last_dtmf_end = (event.event, frame.sequence)
+        seq = frame.sequence
+        repeat = any(
+            payload == frame.payload
+            and 0 < _distance(seq, other) <= _DTMF_REPEAT_WINDOW
+            and not any(_between(start, seq, other) for start in self._dtmf_starts)
+            for other, payload in self._dtmf_ends
+        )
+        self._dtmf_ends.append((seq, frame.payload))
+        if repeat:
             return
-        self._last_dtmf_end = (event.event, frame.sequence)
         self._emit(DtmfReceived(self.handle, event.digit, event.duration / 8000, event.volume))
 
     def _drain_jitter(self, now: float) -> None:
@@ -747,6 +762,11 @@ class Call:
         live = was_signaling and self.state is not CallState.TERMINATED
         if live and self.phase is MigrationPhase.ATTACHED:
             self._lost("peer ended the signaling channel", now)
+
+    def on_peer_stopped_reading(self, channel: int) -> None:
+        """The peer sent STOP_SENDING on ``channel``: write nothing more on it."""
+        if channel in self._decoders:
+            self._closing.add(channel)
 
     def on_reset(self, channel: int, now: float) -> None:
         """The peer reset one of the call's channels (or its connection died)."""
@@ -904,6 +924,23 @@ class Call:
 
 def _truncated(count: int) -> RippError:
     return FrameError(f"body ended with {count} bytes of an incomplete frame")
+
+
+#: Repeated End frames of one event lie within this many sequence numbers of each other.
+_DTMF_REPEAT_WINDOW = 3
+_DTMF_HISTORY = 16
+
+
+def _distance(a: int, b: int) -> int:
+    """Absolute distance between two 32-bit sequence numbers."""
+    forward = (a - b) % (1 << 32)
+    return min(forward, (1 << 32) - forward)
+
+
+def _between(x: int, a: int, b: int) -> bool:
+    """``x`` lies after the earlier and at or before the later of ``a`` and ``b``."""
+    low, high = (a, b) if _seq_le(a, b) else (b, a)
+    return x != low and _seq_le(low, x) and _seq_le(x, high)
 
 
 def _seq_le(a: int, b: int) -> bool:

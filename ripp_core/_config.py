@@ -130,3 +130,11 @@ class RippConfig:
     """A server drops a QUIC connection whose handshake has not completed by then."""
     connect_timeout: float = attrs.field(default=5.0, validator=_positive)
     """A call request unanswered for this long fails (408)."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.min_media_streams > self.max_media_streams:
+            raise ValueError("min_media_streams must not exceed max_media_streams")
+        if self.jitter_min_delay > self.jitter_max_delay:
+            raise ValueError("jitter_min_delay must not exceed jitter_max_delay")
+        if self.dtmf_volume > 63:
+            raise ValueError("dtmf_volume is a 6-bit field (0-63, in -dBm0)")

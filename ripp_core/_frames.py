@@ -14,7 +14,7 @@ import attrs
 
 from ._codecs import DURATION_UNIT, Codec, codec_from_id, validate_media
 from ._errors import BufferOverflow, FrameError, FrameTooLarge
-from ._varint import decode_varint, decode_varint_exact, encode_varint
+from ._varint import VARINT_MAX, decode_varint, decode_varint_exact, encode_varint
 
 
 class FrameType(enum.IntEnum):
@@ -58,7 +58,7 @@ class MediaFrame:
 
     sequence: int
     timestamp: int
-    codec: Codec
+    codec: Codec = attrs.field(converter=codec_from_id)
     duration_units: int
     payload: bytes
     flags: int = 0
@@ -98,6 +98,12 @@ class AckFrame:
 
     sequence: int
     ack_delay_us: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 <= self.sequence < SEQUENCE_MODULUS:
+            raise FrameError(f"ack sequence {self.sequence} out of range")
+        if not 0 <= self.ack_delay_us <= VARINT_MAX:
+            raise FrameError(f"ack delay {self.ack_delay_us} out of range")
 
 
 Frame = SignalFrame | MediaFrame | AckFrame

@@ -298,13 +298,24 @@ class _Endpoint:
         assert isinstance(frame, MediaFrame)
         return frame
 
-    def play(self, handle: str, codec: Codec, duration: float, payload: bytes, now: float) -> None:
+    def play(
+        self,
+        handle: str,
+        codec: Codec,
+        duration: float,
+        payload: bytes,
+        now: float,
+        *,
+        marker: bool = False,
+    ) -> None:
         """Queue audio at any speed; it leaves at real-time pace (R23, paced sender)."""
-        self._command(handle, lambda c: c.play(codec, duration, payload, now), now)
+        self._command(handle, lambda c: c.play(codec, duration, payload, now, marker=marker), now)
 
-    def send_dtmf(self, handle: str, digits: str, now: float) -> None:
+    def send_dtmf(
+        self, handle: str, digits: str, now: float, *, duration: float | None = None
+    ) -> None:
         """Send DTMF digits as telephone-event frames, in line with paced audio (R19)."""
-        self._command(handle, lambda c: c.send_dtmf(digits, now), now)
+        self._command(handle, lambda c: c.send_dtmf(digits, now, duration=duration), now)
 
     def terminate(self, handle: str, now: float, code: int = 200, reason: str = "Normal") -> None:
         """End a call with a SIP-style status (hang up: 200; cancel: 487; reject: 486...)."""
@@ -463,9 +474,10 @@ class _Endpoint:
             elif isinstance(event, quic_events.ConnectionTerminated):
                 self._on_connection_lost(connection, event, now)
                 continue
-            elif isinstance(event, quic_events.StreamReset | quic_events.StopSendingReceived):
-                # Either way the peer abandoned the request: for RIPP the channel is gone.
+            elif isinstance(event, quic_events.StreamReset):
                 self._on_stream_reset(connection, event.stream_id, now)
+            elif isinstance(event, quic_events.StopSendingReceived):
+                self._on_stop_sending(connection, event.stream_id, now)
             for h3_event in connection.h3.handle_event(event):
                 self._on_h3_event(connection, h3_event, now)
 
@@ -490,6 +502,19 @@ class _Endpoint:
             self._connections.remove(connection)
         for cid in [c for c, conn in self._by_cid.items() if conn is connection]:
             del self._by_cid[cid]
+
+    def _on_stop_sending(self, connection: _Connection, stream_id: int, now: float) -> None:
+        stream = connection.streams.get(stream_id)
+        if stream is None:
+            return
+        if stream.kind is _Kind.SIGNALING and stream.call is not None and stream.channel:
+            # The peer stopped reading our signaling (it found an error in what we sent)
+            # but still writes: its Terminate, which says why, follows on its side.
+            stream.we_ended = True
+            stream.call.on_peer_stopped_reading(stream.channel)
+            self._dirty.add(stream.call.handle)
+            return
+        self._on_stream_reset(connection, stream_id, now)
 
     def _on_stream_reset(self, connection: _Connection, stream_id: int, now: float) -> None:
         stream = connection.streams.pop(stream_id, None)

@@ -86,8 +86,13 @@ class Streams:
     sending direction. Advisory: the client clamps it to its configured bounds.
     """
 
-    count: int
+    count: int = attrs.field()
     type = MessageType.STREAMS
+
+    @count.validator
+    def _check_count(self, attribute: attrs.Attribute[int], value: int) -> None:
+        if value < 1:
+            raise MessageError("streams count must be >= 1")
 
 
 @attrs.frozen
@@ -114,7 +119,11 @@ def encode_message(message: Message) -> bytes:
             body["uri"] = message.uri
     elif isinstance(message, Streams):
         body["count"] = message.count
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    # A reason text may carry a lone surrogate (it can come from a peer's JSON escape);
+    # it must not make the reply unencodable.
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", errors="replace"
+    )
 
 
 def _member(body: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:

@@ -28,6 +28,7 @@ from ._events import (
     MediaReceived,
 )
 from ._frames import MediaFrame
+from ._h3 import RippServer
 from ._state import CallState
 
 #: What a call's audio iterator yields: a frame to play, or a gap to conceal.
@@ -54,6 +55,22 @@ class CallInbox:
     def ended(self) -> bool:
         """True once the call is terminated."""
         return self.terminated is not None
+
+    def reached(self, state: CallState) -> bool:
+        """True once the call has been in ``state`` or gone past it while alive.
+
+        A re-established call starts CONNECTED without a PENDING of its own, and a call
+        answered at once never rings: both have still reached PENDING and RINGING. A call
+        that ended has reached nothing it was not in before (and TERMINATED).
+        """
+        if state in self.states or state is self.state:
+            return True
+        if CallState.TERMINATED in (state, self.state):
+            return False
+        return _PROGRESS.index(self.state) > _PROGRESS.index(state)
+
+
+_PROGRESS = list(CallState)
 
 
 class EventRouter:
@@ -117,3 +134,17 @@ class EventRouter:
     def forget(self, handle: str) -> None:
         """Drop a finished call's inbox."""
         self.calls.pop(handle, None)
+
+
+def drain(source: RippServer, target: RippServer, now: float) -> list[str]:
+    """Move every live call of ``source`` to ``target``, both in this process (rolling
+    upgrade, R9, R17): export, import there, Move here. Returns the calls' handles on
+    ``target``; collect both endpoints' datagrams afterwards."""
+    moved = []
+    for handle, call in list(source.calls.items()):
+        if call.state is CallState.TERMINATED or call.exported:
+            continue
+        uri = target.import_call(source.export_call(handle, now), now)
+        source.move(handle, now, uri)
+        moved.append(uri.rsplit("/", 1)[1])  # a server's call URI ends with its handle
+    return moved

@@ -369,3 +369,22 @@ def test_client_initiated_move_to_another_client_instance() -> None:
         second.endpoint.send_media(new, Codec.PCMU, 0.02, bytes(160), trunk.net.now + i * 0.02)
     trunk.net.run_for(0.5)
     assert sorted(trunk.c2s[handle].received) == list(range(55))
+
+
+def test_signaling_frame_error_ends_the_call_and_is_not_taken_for_a_failure() -> None:
+    """The peer STOP_SENDINGs our broken signaling body; its Terminate must still be read,
+    so the client ends the call instead of re-establishing it (found by the spec review)."""
+    from ripp_core._frames import MediaFrame, encode_media
+
+    trunk = Trunk(servers=("a", "b"), impairment=Impairment(delay=0.01))
+    handle = trunk.connect()
+    call = trunk.rclient.call(handle)
+    assert call.signaling is not None
+    bad = encode_media(MediaFrame(0, 0, Codec.PCMU, 40, bytes(160)))
+    trunk.rclient.send(call.signaling, bad)  # a MEDIA frame where SIGNAL frames belong
+    trunk.client.drain()
+    trunk.net.run_for(2.0)
+    ended = trunk.client.of(CallTerminated)
+    assert len(ended) == 1 and ended[0].code == 400 and ended[0].by is Termination.REMOTE
+    assert not trunk.client.of(CallMigrating)
+    assert not trunk.servers["b"].of(CallIncoming) and not trunk.rserver("a").calls

@@ -147,3 +147,44 @@ def test_dtmf_end_to_end_both_ways() -> None:
     assert [d.digit for d in at_server] == ["1", "5", "9", "#"]
     assert [d.digit for d in at_client] == ["*", "0", "D"]
     assert all(d.duration == pytest.approx(0.1) and d.volume == 10 for d in at_server + at_client)
+
+
+def test_equal_short_digits_in_a_row_are_all_reported() -> None:
+    trunk = Trunk(impairment=Impairment(delay=0.01))
+    handle = trunk.connect()
+    # 60 ms digits are three frames each: End frames of the two 5s are 3 sequence numbers
+    # apart, exactly what a repeated End looks like, but the second 5 starts with MARKER.
+    trunk.rclient.send_dtmf(handle, "1559#", trunk.net.now, duration=0.06)
+    trunk.client.drain()
+    trunk.net.run_for(1.5)
+    assert [d.digit for d in trunk.servers["a"].of(DtmfReceived)] == list("1559#")
+
+
+def test_repeated_end_frames_from_rtp_style_senders_report_one_digit() -> None:
+    from ripp_core._dtmf import encode_event
+
+    trunk = Trunk(impairment=Impairment(delay=0.01))
+    handle = trunk.connect()
+    now = trunk.net.now
+    for n, end in enumerate([False, False, True, True, True]):  # End sent three times
+        trunk.rclient.send_media(
+            handle,
+            Codec.TELEPHONE_EVENT,
+            0.02,
+            encode_event(7, end, 10, 160 * min(n + 1, 3)),
+            now,
+            marker=n == 0,
+        )
+    trunk.client.drain()
+    trunk.net.run_for(0.5)
+    assert [d.digit for d in trunk.servers["a"].of(DtmfReceived)] == ["7"]
+
+
+def test_oversized_payload_is_refused_locally() -> None:
+    trunk = Trunk()
+    handle = trunk.connect()
+    with pytest.raises(LocalProtocolError, match="max_frame_size"):
+        trunk.rclient.send_media(handle, Codec.OPUS, 0.02, bytes(1490), trunk.net.now)
+    with pytest.raises(LocalProtocolError, match="max_frame_size"):
+        trunk.rclient.play(handle, Codec.OPUS, 0.02, bytes(1490), trunk.net.now)
+    assert trunk.rclient.call(handle).state.value == "connected"
