@@ -80,8 +80,8 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 class _Simulation:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.codec = _CODECS[args.codec]
-        self.frame = args.frame_ms / 1000
+        self.codec: Codec = _CODECS[args.codec]
+        self.frame: float = args.frame_ms / 1000
         impairment = Impairment(
             delay=args.delay_ms / 1000, jitter=args.jitter_ms / 1000, loss=args.loss
         )

@@ -180,6 +180,7 @@ class Call:
         self._outbox: deque[Message] = deque()
         self._marks: deque[tuple[str, int, int]] = deque()  # name, last seq, dropped base
         self.pacer = Pacer()
+        self._arrivals: dict[int, float] = {}  # sequence -> arrival, frames in the jitter buffer
         # Recent telephone-event End frames and event starts, by sequence number, to tell a
         # repeated End (RTP style) from a new digit whatever order the frames arrive in.
         self._dtmf_ends: deque[tuple[int, bytes]] = deque(maxlen=_DTMF_HISTORY)
@@ -674,7 +675,10 @@ class Call:
         if frame.codec is Codec.TELEPHONE_EVENT:
             self._on_telephone_event(frame)
         if self.jitter is not None:
-            self.jitter.push(frame, now)
+            if self.jitter.push(frame, now):
+                if len(self._arrivals) >= self.config.jitter_max_frames:
+                    self._arrivals.pop(next(iter(self._arrivals)))  # oldest: dropped frame
+                self._arrivals[frame.sequence] = now
             self._drain_jitter(now)
         else:
             self._emit(MediaReceived(self.handle, frame, now))
@@ -703,7 +707,8 @@ class Call:
             if isinstance(item, Gap):
                 self._emit(MediaGap(self.handle, item.sequence, item.duration))
             else:
-                self._emit(MediaPlayout(self.handle, item))
+                arrival = self._arrivals.pop(item.sequence, now)
+                self._emit(MediaPlayout(self.handle, item, arrival))
 
     def _on_signal(self, frame: SignalFrame, now: float) -> None:
         if self.state is CallState.TERMINATED:

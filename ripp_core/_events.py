@@ -91,10 +91,12 @@ class MediaReceived(Event):
 
 @attrs.frozen
 class MediaPlayout(Event):
-    """The jitter buffer releases ``frame`` for playout now (R23)."""
+    """The jitter buffer releases ``frame`` for playout now (R23); it arrived at ``arrival``
+    (so a caller can tell network delay from jitter-buffer delay)."""
 
     call: str
     frame: MediaFrame
+    arrival: float = 0.0
 
 
 @attrs.frozen
