@@ -1,1 +1,21 @@
-"""asyncio driver for ripp_core — coming with the drivers issue."""
+"""ripp_asyncio: RIPP calls over real UDP sockets with asyncio.
+
+A thin driver around :mod:`ripp_core`: sockets, timers and wake-ups only. The same API
+shape exists for Trio in :mod:`ripp_trio`::
+
+    async with open_server(server_config) as server:
+        async for call in server.calls():
+            await call.answer()
+
+    async with open_client(client_config, calls_uris=[...], token="...") as client:
+        call = await client.place_call(to="<tel:+12125551234>", from_="<tel:+14085551234>",
+                                       identity=passport)
+        await call.wait_state(CallState.CONNECTED)
+"""
+
+from ripp_core import CallEnded
+from ripp_core.aio import Call, Client, Server, ServerCall
+
+from ._api import open_client, open_server
+
+__all__ = ["Call", "CallEnded", "Client", "Server", "ServerCall", "open_client", "open_server"]

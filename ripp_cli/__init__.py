@@ -1,8 +1,9 @@
 """Command-line entry point for ripp (the ``ripp`` console script).
 
-``ripp simulate`` runs whole calls between real RIPP cores over an in-memory network in
-virtual time. The commands over real UDP sockets (``serve``, ``call``, ``demo``) arrive with
-the Trio and asyncio drivers.
+``ripp demo`` runs a server and a client on loopback with real QUIC, TLS and audio codecs;
+``ripp serve`` and ``ripp call`` are the two halves on their own; ``ripp simulate`` runs
+whole calls in virtual time over an in-memory network. All but ``simulate`` take
+``--driver trio|asyncio``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import _simulate
+from . import _app, _simulate
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description=_simulate.__doc__,
     )
     _simulate.add_arguments(simulate)
+    _app.add_arguments(subcommands)
     return parser
 
 
@@ -33,4 +35,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "simulate":
         return _simulate.run(args)
-    return 2
+    return _app.run(args.command, args)

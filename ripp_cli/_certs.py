@@ -488,6 +488,19 @@ def client_configuration(
     return configuration
 
 
+def client_configuration_from_ca(
+    ca_file: Path, server_name: str = "localhost", **quic_kwargs: Any
+) -> QuicConfiguration:
+    """A client QUIC configuration trusting the CA certificate(s) in ``ca_file`` only."""
+    verify_mode = quic_kwargs.get("verify_mode")
+    if verify_mode is not None and verify_mode != ssl.CERT_REQUIRED:
+        raise ValueError("ripp never switches certificate verification off")
+    quic_kwargs.setdefault("alpn_protocols", list(H3_ALPN))
+    configuration = QuicConfiguration(is_client=True, server_name=server_name, **quic_kwargs)
+    configuration.load_verify_locations(cafile=str(ca_file))
+    return configuration
+
+
 def configure_debugging(
     configuration: QuicConfiguration,
     *,

@@ -70,7 +70,7 @@ from ._h3 import (
 )
 from ._headers import NameAddr, ReestablishMarker, parse_name_addr
 from ._messages import Answer, Message, Move, Pending, Ringing, Streams, Terminate
-from ._router import AudioItem, CallInbox, EventRouter, drain
+from ._router import AudioItem, CallEnded, CallInbox, EventRouter, drain
 from ._state import TRANSITIONS, CallState, Role
 from ._stats import CallStats, ReceiverStats, SenderStats
 from ._striping import required_streams, streams_for
@@ -90,6 +90,7 @@ __all__ = [
     "Call",
     "CallAttached",
     "CallCreated",
+    "CallEnded",
     "CallHandoff",
     "CallInbox",
     "CallIncoming",

@@ -302,7 +302,7 @@ class Call:
         self.machine.force_terminated()
         self.terminated_code = code
         self._transition(previous)
-        self._emit(CallTerminated(self.handle, code, reason, by))
+        self._emit(CallTerminated(self.handle, code, reason, by, self.stats(now)))
         self._phase_deadline = self._reestablish_deadline = self._retry_at = None
         self._next_adapt = None
         self._outbox.clear()

@@ -13,6 +13,7 @@ import attrs
 from ._frames import MediaFrame
 from ._headers import NameAddr
 from ._state import CallState
+from ._stats import CallStats
 
 
 class Event:
@@ -74,6 +75,8 @@ class CallTerminated(Event):
     code: int
     reason: str
     by: Termination
+    stats: CallStats | None = None
+    """The call's media statistics as it ended (for a final report, e.g. an RTCP BYE)."""
 
 
 @attrs.frozen

@@ -170,6 +170,7 @@ class _Endpoint:
         self._deadlines: dict[str, float] = {}
         self._heap_seq = 0
         self._dirty: set[str] = set()
+        self._goodbyes: list[tuple[bytes, Address]] = []
 
     # ---------------------------------------------------------------- aioquic contract
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
@@ -194,7 +195,7 @@ class _Endpoint:
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Every datagram ready to go, each with the address to send it to."""
-        datagrams: list[tuple[bytes, Address]] = []
+        datagrams, self._goodbyes = self._goodbyes, []
         for connection in list(self._connections):
             datagrams.extend(connection.quic.datagrams_to_send(now))
             if connection.closed:
@@ -261,6 +262,9 @@ class _Endpoint:
             self._dirty.add(handle)
         for connection in self._connections:
             if not connection.closed:
+                # The Terminates must leave first: once a connection is closing, aioquic
+                # sends nothing but CONNECTION_CLOSE, and the peer would see a lost call.
+                self._goodbyes.extend(connection.quic.datagrams_to_send(now))
                 connection.quic.close(error_code=0, reason_phrase=reason)
         self._settle(now)
 

@@ -10,6 +10,7 @@ Trio and asyncio drivers share all of this and hold no protocol logic of their o
 from __future__ import annotations
 
 from collections import deque
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -35,6 +36,15 @@ from ._state import CallState
 AudioItem = MediaFrame | MediaGap
 
 
+class CallEnded(Exception):
+    """The call ended while we waited for something else or tried to act on it; ``ended``
+    says how. Both drivers raise this same class."""
+
+    def __init__(self, ended: CallTerminated) -> None:
+        super().__init__(f"call ended: {ended.code} {ended.reason}")
+        self.ended = ended
+
+
 @attrs.define(eq=False)
 class CallInbox:
     """Everything that happened to one call, as a driver's API presents it."""
@@ -50,6 +60,8 @@ class CallInbox:
     migrations: list[Event] = attrs.Factory(list)
     terminated: CallTerminated | None = None
     max_audio: int = 1000
+    arrivals: dict[int, float] = attrs.Factory(dict)
+    """Arrival time of recently received frames, by sequence number (bounded)."""
 
     @property
     def ended(self) -> bool:
@@ -63,9 +75,11 @@ class CallInbox:
         answered at once never rings: both have still reached PENDING and RINGING. A call
         that ended has reached nothing it was not in before (and TERMINATED).
         """
+        if state is CallState.TERMINATED:
+            return self.terminated is not None or self.state is state
         if state in self.states or state is self.state:
             return True
-        if CallState.TERMINATED in (state, self.state):
+        if self.state is CallState.TERMINATED:
             return False
         return _PROGRESS.index(self.state) > _PROGRESS.index(state)
 
@@ -106,6 +120,9 @@ class EventRouter:
             inbox.state = event.state
             inbox.states.append(event.state)
         elif isinstance(event, MediaPlayout | MediaReceived):
+            if len(inbox.arrivals) >= 2 * inbox.max_audio:
+                inbox.arrivals.pop(next(iter(inbox.arrivals)))
+            inbox.arrivals[event.frame.sequence] = event.arrival
             self._audio(inbox, event.frame)
         elif isinstance(event, MediaGap):
             self._audio(inbox, event)
@@ -136,15 +153,20 @@ class EventRouter:
         self.calls.pop(handle, None)
 
 
-def drain(source: RippServer, target: RippServer, now: float) -> list[str]:
+def drain(
+    source: RippServer, target: RippServer, now: float, authority: str | None = None
+) -> list[str]:
     """Move every live call of ``source`` to ``target``, both in this process (rolling
-    upgrade, R9, R17): export, import there, Move here. Returns the calls' handles on
-    ``target``; collect both endpoints' datagrams afterwards."""
+    upgrade, R9, R17): export, import there, Move here. ``authority`` is the host[:port]
+    clients reach ``target`` at (default: ``target.authority``, else the calls' current
+    one, as behind a load balancer). Returns the calls' handles on ``target``; collect both
+    endpoints' datagrams afterwards."""
     moved = []
     for handle, call in list(source.calls.items()):
         if call.state is CallState.TERMINATED or call.exported:
             continue
-        uri = target.import_call(source.export_call(handle, now), now)
+        reach = authority or target.authority or urlsplit(call.uri or "").netloc or None
+        uri = target.import_call(source.export_call(handle, now), now, reach)
         source.move(handle, now, uri)
         moved.append(uri.rsplit("/", 1)[1])  # a server's call URI ends with its handle
     return moved

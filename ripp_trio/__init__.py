@@ -13,6 +13,9 @@ shape exists for asyncio in :mod:`ripp_asyncio`::
         await call.wait_state(CallState.CONNECTED)
 """
 
-from ._api import Call, CallEnded, Client, Server, ServerCall, open_client, open_server
+from ripp_core import CallEnded
+from ripp_core.aio import Call, Client, Server, ServerCall
+
+from ._api import open_client, open_server
 
 __all__ = ["Call", "CallEnded", "Client", "Server", "ServerCall", "open_client", "open_server"]

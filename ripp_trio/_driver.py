@@ -80,6 +80,10 @@ class Driver:
     def _wake_timer(self) -> None:
         self._timer_changed.set()
 
+    async def checkpoint(self) -> None:
+        """Let other tasks run (a Trio checkpoint)."""
+        await trio.lowlevel.checkpoint()
+
     async def wait_changed(self, handle: str | None) -> None:
         """Sleep until the router reports a change for ``handle`` (None: endpoint-level)."""
         event = self._changed.get(handle)
@@ -96,26 +100,36 @@ class Driver:
 
     async def _receive_loop(self) -> None:
         while True:
-            await trio.lowlevel.wait_readable(self.sock)
-            while True:
-                try:
-                    data, addr = self.sock.recvfrom(_MAX_DATAGRAM)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except ConnectionRefusedError:  # ICMP from an earlier send; not for us
-                    continue
-                self.endpoint.receive_datagram(data, addr[:2], self.now())
-            self.flush()
+            try:
+                await trio.lowlevel.wait_readable(self.sock)
+            except trio.ClosedResourceError:
+                return
+            if self.closed:  # closed while this task was waking up
+                return
+            self._receive_ready()
+
+    def _receive_ready(self) -> None:
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionRefusedError:  # ICMP from an earlier send; not for us
+                continue
+            self.endpoint.receive_datagram(data, addr[:2], self.now())
+        self.flush()
 
     async def _timer_loop(self) -> None:
         while True:
             self._timer_changed = trio.Event()
             deadline = self.endpoint.get_timer()
-            with trio.move_on_at(deadline if deadline is not None else math.inf):
+            with trio.move_on_at(deadline if deadline is not None else math.inf) as sleep:
                 await self._timer_changed.wait()
-                continue
-            self.endpoint.handle_timer(self.now())
-            self.flush()
+            if self.closed:
+                return
+            if sleep.cancelled_caught:
+                self.endpoint.handle_timer(self.now())
+                self.flush()
 
     def close(self) -> None:
         """Terminate calls, close connections, send the goodbyes and close the socket."""
@@ -126,6 +140,7 @@ class Driver:
             self.endpoint.close(self.now())
             self.flush()
         finally:
+            trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
             for handle in list(self._changed):
                 self._wake(handle)

@@ -1,0 +1,86 @@
+"""The public asyncio API: open_server and open_client.
+
+The API classes themselves (Call, ServerCall, Server, Client) are shared with the other
+driver and live in :mod:`ripp_core.aio`; this module only runs the driver's tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from aioquic.quic.configuration import QuicConfiguration
+
+from ripp_core import (
+    Authorizer,
+    IdentityVerifier,
+    RippClient,
+    RippConfig,
+    RippServer,
+    accept_any_bearer,
+    accept_well_formed_identity,
+)
+from ripp_core.aio import Client, Server
+
+from ._driver import Driver, open_udp_socket
+
+
+@asynccontextmanager
+async def _running(driver: Driver) -> AsyncIterator[None]:
+    async with asyncio.TaskGroup() as tasks:
+        serving = tasks.create_task(driver.serve())
+        try:
+            yield
+        finally:
+            # Runs on normal exit, cancellation and Ctrl-C alike: calls are terminated
+            # and connections closed before the socket goes.
+            driver.close()
+            serving.cancel()
+
+
+@asynccontextmanager
+async def open_server(
+    quic_configuration: QuicConfiguration,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    instance_id: str | None = None,
+    authority: str | None = None,
+    config: RippConfig | None = None,
+    authorizer: Authorizer = accept_any_bearer,
+    identity_verifier: IdentityVerifier = accept_well_formed_identity,
+) -> AsyncIterator[Server]:
+    """Run a RIPP server on ``host:port`` (port 0: any free port) for the ``async with``."""
+    endpoint = RippServer(
+        quic_configuration,
+        instance_id=instance_id or secrets.token_hex(4),
+        authority=authority,
+        config=config,
+        authorizer=authorizer,
+        identity_verifier=identity_verifier,
+    )
+    driver = Driver(endpoint, open_udp_socket(host, port))
+    async with _running(driver):
+        yield Server(driver, endpoint)
+
+
+@asynccontextmanager
+async def open_client(
+    quic_configuration: QuicConfiguration,
+    *,
+    calls_uris: list[str],
+    token: str | Callable[[str], str],
+    config: RippConfig | None = None,
+    resolver: Callable[[str, int], tuple[str, int]] | None = None,
+    host: str = "127.0.0.1",
+) -> AsyncIterator[Client]:
+    """Run a RIPP client for the ``async with``; ``calls_uris[0]`` places calls, the rest
+    are failover targets for re-establishment (R10)."""
+    endpoint = RippClient(
+        quic_configuration, calls_uris=calls_uris, token=token, config=config, resolver=resolver
+    )
+    driver = Driver(endpoint, open_udp_socket(host, 0))
+    async with _running(driver):
+        yield Client(driver, endpoint)

@@ -1,0 +1,159 @@
+"""The asyncio I/O loop around one RIPP endpoint: a UDP socket, a timer, wake-ups.
+
+It holds no protocol logic: datagrams go into the endpoint, the endpoint's datagrams go to
+the socket, its timer is slept on, and its events are filed by the core's EventRouter;
+callers waiting on a call are woken when the router says that call changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from typing import TypeVar
+
+from ripp_core import EventRouter, RippClient, RippServer
+
+logger = logging.getLogger("ripp.asyncio")
+
+Endpoint = RippClient | RippServer
+T = TypeVar("T")
+_MAX_DATAGRAM = 65536
+
+
+class Driver:
+    """Runs ``endpoint`` over a non-blocking UDP socket inside an asyncio task group."""
+
+    def __init__(self, endpoint: Endpoint, sock: socket.socket) -> None:
+        self.endpoint = endpoint
+        self.sock = sock
+        self.router = EventRouter()
+        self._changed: dict[str | None, asyncio.Event] = {}
+        self._timer_changed = asyncio.Event()
+        self.closed = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The local UDP address."""
+        host, port = self.sock.getsockname()[:2]
+        return host, port
+
+    def now(self) -> float:
+        """The driver's clock (the event loop's, so QUIC and RIPP timers use loop time)."""
+        return asyncio.get_running_loop().time()
+
+    def run(self, action: Callable[[float], T]) -> T:
+        """Apply a command to the endpoint at the current time, then flush its effects."""
+        result = action(self.now())
+        self.flush()
+        return result
+
+    def flush(self) -> None:
+        """Send what the endpoint has to send, file its events, wake whoever waits."""
+        now = self.now()
+        for data, addr in self.endpoint.datagrams_to_send(now):
+            try:
+                self.sock.sendto(data, addr)
+            except OSError as exc:
+                # UDP may drop: a full buffer (EAGAIN) or a vanished peer port is loss,
+                # which QUIC repairs; anything else is worth a log line.
+                if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNREFUSED):
+                    logger.warning("sendto %s failed: %s", addr, exc)
+        touched: set[str | None] = set()
+        while (event := self.endpoint.next_event()) is not None:
+            touched.add(self.router.route(event))
+        if self.router.incoming:
+            touched.add(None)  # whoever waits for new calls
+        for handle in touched:
+            self._wake(handle)
+        self._wake_timer()
+
+    def _wake(self, handle: str | None) -> None:
+        event = self._changed.pop(handle, None)
+        if event is not None:
+            event.set()
+
+    def _wake_timer(self) -> None:
+        self._timer_changed.set()
+
+    async def checkpoint(self) -> None:
+        """Let other tasks run (an asyncio yield)."""
+        await asyncio.sleep(0)
+
+    async def wait_changed(self, handle: str | None) -> None:
+        """Sleep until the router reports a change for ``handle`` (None: endpoint-level)."""
+        event = self._changed.get(handle)
+        if event is None:
+            event = self._changed[handle] = asyncio.Event()
+        await event.wait()
+
+    async def serve(self) -> None:
+        """Run the receive and timer loops until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._receive_loop())
+            tasks.create_task(self._timer_loop())
+
+    async def _receive_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(self.sock, readable.set)
+        try:
+            while True:
+                await readable.wait()
+                readable.clear()
+                if self.closed:  # closed while this task was waking up
+                    return
+                self._receive_ready()
+        finally:
+            if self.sock.fileno() != -1:  # close() has not removed it yet
+                loop.remove_reader(self.sock)
+
+    def _receive_ready(self) -> None:
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionRefusedError:  # ICMP from an earlier send; not for us
+                continue
+            self.endpoint.receive_datagram(data, addr[:2], self.now())
+        self.flush()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self._timer_changed.clear()
+            deadline = self.endpoint.get_timer()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline) as sleep:
+                    await self._timer_changed.wait()
+            if self.closed:
+                return
+            if sleep.expired():
+                self.endpoint.handle_timer(self.now())
+                self.flush()
+
+    def close(self) -> None:
+        """Terminate calls, close connections, send the goodbyes and close the socket."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.endpoint.close(self.now())
+            self.flush()
+        finally:
+            asyncio.get_running_loop().remove_reader(self.sock)
+            self.sock.close()
+            for handle in list(self._changed):
+                self._wake(handle)
+
+
+def open_udp_socket(host: str, port: int) -> socket.socket:
+    """A bound, non-blocking UDP socket (IPv4 or IPv6 by the host's form)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.bind((host, port))
+    return sock

@@ -1,0 +1,434 @@
+"""``ripp serve``, ``ripp call`` and ``ripp demo``: real calls over UDP with real audio.
+
+Written once over :mod:`._runtime` and the drivers' shared API, so ``--driver trio`` and
+``--driver asyncio`` run the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ripp_audio import WavWriter, decoder_for, encoder_for, frames_from_wav, tone
+from ripp_core import CallState, Codec, MediaFrame, MediaGap, NoSuchCall, RippConfig
+from ripp_core.testing import Impairment
+
+from . import _certs
+from ._passport import make_identity
+from ._relay_thread import RelayThread
+from ._runtime import Runtime, runtime
+
+log = logging.getLogger("ripp.cli")
+CODECS = {"pcmu": Codec.PCMU, "pcma": Codec.PCMA, "opus": Codec.OPUS}
+TO, FROM = "<tel:+12125551234>", '"ripp" <tel:+14085551234>;tag=cli'
+
+
+# ------------------------------------------------------------------ arguments
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every command takes."""
+    parser.add_argument("--driver", choices=("trio", "asyncio"), default="trio")
+    parser.add_argument("--qlog", type=Path, metavar="DIR", help="write qlog files to DIR")
+    parser.add_argument(
+        "--keylog",
+        type=Path,
+        metavar="FILE",
+        help="append TLS secrets to FILE (default: $SSLKEYLOGFILE)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object last")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log protocol events")
+
+
+def add_media(parser: argparse.ArgumentParser) -> None:
+    """Options of commands that send audio."""
+    parser.add_argument("--codec", choices=sorted(CODECS), default="pcmu")
+    parser.add_argument("--frame-ms", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of the tone")
+    parser.add_argument("--wav", type=Path, help="play this WAV file instead of a tone")
+    parser.add_argument("--record", type=Path, metavar="FILE", help="record what comes back")
+
+
+def add_arguments(subcommands: Any) -> None:
+    """Register serve, call and demo."""
+    demo = subcommands.add_parser("demo", help="a server and a client in one command, on loopback")
+    add_common(demo)
+    add_media(demo)
+    demo.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay (relay)")
+    demo.add_argument("--jitter-ms", type=float, default=0.0, help="+- delay variation (relay)")
+    demo.add_argument("--loss", type=float, default=0.0, help="loss fraction (relay)")
+    demo.add_argument("--seed", type=int, default=1)
+    serve = subcommands.add_parser("serve", help="answer calls: echo, or play a WAV")
+    add_common(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=4433)
+    serve.add_argument("--play", type=Path, help="play this WAV to each caller (else echo)")
+    serve.add_argument("--record", type=Path, metavar="DIR", help="record each call to DIR")
+    serve.add_argument("--codec", choices=sorted(CODECS), default="pcmu")
+    serve.add_argument("--frame-ms", type=float, default=20.0)
+    call = subcommands.add_parser("call", help="place a call to a RIPP server")
+    add_common(call)
+    add_media(call)
+    call.add_argument("uri", help="calls URI, e.g. https://localhost:4433/ripp/calls")
+    call.add_argument("--token", default="ripp-local", help="OAuth bearer token")
+    call.add_argument("--to", default=TO)
+    call.add_argument("--from", dest="from_", default=FROM)
+    call.add_argument("--ca", type=Path, help="CA certificate (default: the local ripp CA)")
+
+
+# ------------------------------------------------------------------ audio
+def source_frames(args: argparse.Namespace) -> list[bytes]:
+    """The encoded frames to send: the WAV file, or a 440 Hz tone."""
+    codec, frame = CODECS[args.codec], args.frame_ms / 1000
+    if args.wav is not None:
+        return list(frames_from_wav(args.wav, codec, frame))
+    encoder = encoder_for(codec, frame)
+    pcm = tone(440.0, args.seconds, encoder.input_rate)
+    step = encoder.samples_per_frame
+    count = len(pcm) // step
+    return [encoder.encode(pcm[i * step : (i + 1) * step]) for i in range(count)]
+
+
+class Recorder:
+    """Decodes received frames (any codec, as they come) into a WAV file."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._writer = WavWriter(path, 8000) if path is not None else None
+        self._decoders: dict[Codec, Any] = {}
+
+    def add(self, item: MediaFrame | MediaGap) -> None:
+        if self._writer is None:
+            return
+        if isinstance(item, MediaGap):
+            decoder = next(iter(self._decoders.values()), None)
+            if decoder is not None:
+                self._writer.write(decoder.conceal(item.duration), decoder.output_rate)
+            return
+        if item.codec not in (Codec.PCMU, Codec.PCMA, Codec.OPUS):
+            return  # DTMF and comfort noise are not recorded
+        decoder = self._decoders.get(item.codec) or decoder_for(item.codec)
+        self._decoders = {item.codec: decoder}
+        self._writer.write(decoder.decode(item.payload), decoder.output_rate)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+# ------------------------------------------------------------------ measurement
+@attrs.define
+class Direction:
+    """Send and arrival times of one direction's frames, by sequence number."""
+
+    sent: dict[int, float] = attrs.Factory(dict)
+    received: dict[int, float] = attrs.Factory(dict)
+    duplicates: int = 0
+    late: int = 0  # arrived after their playout time (the receiver's jitter buffer dropped them)
+
+    def summary(self) -> dict[str, Any]:
+        latencies = [self.received[s] - self.sent[s] for s in self.received if s in self.sent]
+        missing = len(set(self.sent) - set(self.received))
+        return {
+            "sent": len(self.sent),
+            "received": len(self.received),
+            "late": self.late,
+            "lost": max(0, missing - self.late),
+            "duplicates": self.duplicates,
+            "latency_ms": percentiles(latencies),
+        }
+
+
+def percentiles(
+    values: list[float], keys: tuple[str, ...] = ("p50", "p90", "p99", "max")
+) -> dict[str, float | None]:
+    """Nearest-rank percentiles in milliseconds."""
+    if not values:
+        return dict.fromkeys(keys)
+    ordered = sorted(values)
+    out: dict[str, float | None] = {}
+    for key in keys:
+        q = 1.0 if key == "max" else int(key[1:]) / 100
+        index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
+        out[key] = round(ordered[index] * 1000, 2)
+    return out
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """Human progress output (suppressed with --json)."""
+    if not args.json:
+        print(text, flush=True)
+
+
+# ------------------------------------------------------------------ server side
+async def serve_call(
+    rt: Runtime,
+    call: Any,
+    args: argparse.Namespace,
+    echo: bool,
+    s2c: Direction,
+    c2s: Direction,
+    record: Path | None,
+) -> None:
+    """Answer ``call``; echo what arrives (or play a WAV), record it if asked."""
+    recorder = Recorder(record)
+    try:
+        await call.ring()
+        await rt.sleep(0.1)
+        await call.answer()
+        if not echo:
+            for payload in frames_from_wav(args.play, CODECS[args.codec], args.frame_ms / 1000):
+                call.play(CODECS[args.codec], args.frame_ms / 1000, payload)
+        async for item in call.audio():
+            recorder.add(item)
+            if not isinstance(item, MediaFrame):
+                continue
+            arrival = call.arrival_time(item.sequence)
+            if item.sequence in c2s.received:
+                c2s.duplicates += 1
+            c2s.received[item.sequence] = arrival if arrival is not None else rt.now()
+            if echo and call.ended is None:
+                try:
+                    sent = call.send_audio(item.codec, item.duration, item.payload)
+                except Exception as exc:  # the call may be ending under us
+                    log.info("echo stopped: %s", exc)
+                    continue
+                s2c.sent[sent.sequence] = rt.now()
+    finally:
+        recorder.close()
+        with contextlib.suppress(NoSuchCall):
+            c2s.late += call.stats().receiver.late
+
+
+async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
+    """``ripp serve``: answer every call until interrupted."""
+    pki = _certs.ensure_local_pki(hostnames=("localhost", args.host))
+    config = _certs.server_configuration(pki)
+    with _certs.debugging(config, qlog_dir=args.qlog, keylog_file=args.keylog):
+        async with rt.driver.open_server(config, host=args.host, port=args.port) as server:
+            say(
+                args,
+                f"ripp serve ({rt.name}): https://localhost:{server.address[1]}"
+                f"{RippConfig().calls_path}  CA {pki.ca_cert_path}",
+            )
+            async with rt.tasks() as tasks:
+                async for call in server.calls():
+                    say(args, f"call {call.incoming.uri} from {call.incoming.from_.uri}")
+                    record = None
+                    if args.record is not None:
+                        args.record.mkdir(parents=True, exist_ok=True)
+                        record = args.record / f"call-{call.handle}.wav"
+                    tasks.start_soon(
+                        serve_call,
+                        rt,
+                        call,
+                        args,
+                        args.play is None,
+                        Direction(),
+                        Direction(),
+                        record,
+                    )
+    return 0
+
+
+# ------------------------------------------------------------------ client side
+async def place_and_play(
+    rt: Runtime,
+    client: Any,
+    args: argparse.Namespace,
+    to: str,
+    from_: str,
+    c2s: Direction,
+    s2c: Direction,
+) -> dict[str, Any]:
+    """Place a call, play the source audio (paced), collect what comes back, hang up."""
+    codec, frame = CODECS[args.codec], args.frame_ms / 1000
+    frames = source_frames(args)
+    states: list[str] = []
+    rtts: list[float] = []
+    max_streams = 0
+    recorder = Recorder(args.record)
+    call = await client.place_call(to=to, from_=from_, identity=make_identity(to, from_))
+
+    async def watch_states() -> None:
+        async for state in call.states():
+            states.append(state.value)
+            say(args, f"  {rt.now() - began:6.3f}s  {state.value}")
+
+    async def collect() -> None:
+        async for item in call.audio():
+            recorder.add(item)
+            if isinstance(item, MediaFrame):
+                if item.sequence in s2c.received:
+                    s2c.duplicates += 1
+                arrival = call.arrival_time(item.sequence)
+                s2c.received[item.sequence] = arrival if arrival is not None else rt.now()
+
+    async def sample() -> None:
+        nonlocal max_streams
+        ticks = 0
+        while True:
+            await rt.sleep(0.1)
+            stats = call.stats()
+            if stats.sender.rtt_latest is not None:
+                rtts.append(stats.sender.rtt_latest)
+            max_streams = max(max_streams, stats.sender.streams_open)
+            ticks += 1
+            if ticks % 10 == 0:
+                say(
+                    args,
+                    f"  {rt.now() - began:6.3f}s  sent {stats.sender.frames_sent}"
+                    f"  acked {stats.sender.frames_acked}  received {len(s2c.received)}"
+                    f"  streams {stats.sender.streams_open}",
+                )
+
+    began = rt.now()
+    try:
+        async with rt.tasks() as tasks:
+            tasks.start_soon(watch_states)
+            tasks.start_soon(collect)
+            tasks.start_soon(sample)
+            await call.wait_state(CallState.CONNECTED)
+            start = rt.now()
+            for index, payload in enumerate(frames):
+                call.play(codec, frame, payload)
+                # The pacer releases frame k at start + k * frame: that is its send time.
+                c2s.sent[index] = start + index * frame
+            await call.mark("all-sent")
+            # An echo server plays our last frames out of its jitter buffer before echoing
+            # them: give the echoes time to come back (bounded) before hanging up.
+            deadline = rt.now() + 1.5
+            while len(s2c.received) < len(frames) and rt.now() < deadline:
+                await rt.sleep(0.05)
+            await rt.sleep(0.1)
+            ended = await call.terminate()
+            await rt.sleep(0.05)
+    finally:
+        recorder.close()
+        with contextlib.suppress(NoSuchCall):
+            s2c.late = call.stats().receiver.late
+    return {
+        "states": states,
+        "codec": args.codec,
+        "ended": {"code": ended.code, "reason": ended.reason},
+        "rtt_ms": percentiles(rtts, ("p50", "p99")),
+        "streams": max_streams,
+    }
+
+
+async def run_call(rt: Runtime, args: argparse.Namespace) -> int:
+    """``ripp call URI``."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(args.uri).hostname or "localhost"
+    if args.ca is not None:
+        config = _certs.client_configuration_from_ca(args.ca, host)
+    else:
+        config = _certs.client_configuration(_certs.ensure_local_pki(), host)
+    c2s, s2c = Direction(), Direction()
+    with _certs.debugging(config, qlog_dir=args.qlog, keylog_file=args.keylog):
+        async with rt.driver.open_client(
+            config, calls_uris=[args.uri], token=args.token, resolver=_resolve
+        ) as client:
+            say(args, f"ripp call ({rt.name}) {args.uri}")
+            result = await place_and_play(rt, client, args, args.to, args.from_, c2s, s2c)
+    result["media"] = {
+        "client_to_server": {"sent": len(c2s.sent)},
+        "server_to_client": {"received": len(s2c.received), "duplicates": s2c.duplicates},
+    }
+    report(args, result)
+    return 0
+
+
+def _resolve(host: str, port: int) -> tuple[str, int]:
+    import socket
+
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    address = info[0][4]
+    return str(address[0]), int(address[1])
+
+
+async def run_demo(rt: Runtime, args: argparse.Namespace) -> int:
+    """``ripp demo``: server, optional impairment relay and client on loopback."""
+    pki = _certs.ensure_local_pki()
+    server_config = _certs.server_configuration(pki)
+    client_config = _certs.client_configuration(pki)
+    c2s, s2c = Direction(), Direction()
+    impairment = Impairment(
+        delay=args.delay_ms / 1000, jitter=args.jitter_ms / 1000, loss=args.loss
+    )
+    with ExitStack() as stack:
+        stack.enter_context(
+            _certs.debugging(client_config, qlog_dir=args.qlog, keylog_file=args.keylog)
+        )
+        if args.qlog is not None:
+            stack.enter_context(
+                _certs.debugging(server_config, qlog_dir=args.qlog, keylog_file=None)
+            )
+        async with rt.driver.open_server(server_config) as server:
+            target = server.address
+            if impairment != Impairment():
+                relay = stack.enter_context(RelayThread(target, impairment, args.seed))
+                target = relay.address
+            say(
+                args,
+                f"ripp demo ({rt.name}): server on udp/{server.address[1]}"
+                + (f", relay on udp/{target[1]}" if target != server.address else ""),
+            )
+            async with rt.tasks() as tasks:
+
+                async def answer() -> None:
+                    async for call in server.calls():
+                        tasks.start_soon(serve_call, rt, call, args, True, s2c, c2s, None)
+
+                tasks.start_soon(answer)
+                uri = f"https://localhost:{target[1]}{RippConfig().calls_path}"
+                async with rt.driver.open_client(
+                    client_config, calls_uris=[uri], token="ripp-demo"
+                ) as client:
+                    result = await place_and_play(rt, client, args, TO, FROM, c2s, s2c)
+    result["media"] = {"client_to_server": c2s.summary(), "server_to_client": s2c.summary()}
+    report(args, result)
+    return 0
+
+
+def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Summary table for people, or one JSON object as the last line (--json)."""
+    if args.json:
+        print(json.dumps(result), flush=True)
+        return
+    print(
+        f"\nstates: {' -> '.join(result['states'])}; ended {result['ended']['code']} "
+        f"{result['ended']['reason']}; codec {result['codec']}"
+    )
+    for name, row in result["media"].items():
+        cells = "  ".join(f"{k} {v}" for k, v in row.items() if k != "latency_ms")
+        latency = row.get("latency_ms")
+        if latency:
+            cells += "  latency ms " + " ".join(f"{k}={v}" for k, v in latency.items())
+        print(f"  {name:<17} {cells}")
+    print(
+        f"  rtt ms p50={result['rtt_ms']['p50']} p99={result['rtt_ms']['p99']}; "
+        f"media streams (max) {result['streams']}"
+    )
+
+
+def run(command: str, args: argparse.Namespace) -> int:
+    """Entry point for the three commands."""
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    rt = runtime(args.driver)
+    main = {"demo": run_demo, "serve": run_serve, "call": run_call}[command]
+    try:
+        return rt.run(lambda: main(rt, args))
+    except KeyboardInterrupt:
+        return 130

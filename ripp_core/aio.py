@@ -1,0 +1,262 @@
+"""ripp_core.aio: the async API both drivers expose, written once and loop-agnostic.
+
+These classes hold no I/O and import no event loop: they read the per-call inboxes the
+:class:`~ripp_core.EventRouter` fills and await ``driver.wait_changed`` / ``driver.checkpoint``,
+which each driver (Trio, asyncio) implements with its own primitives. So the two drivers'
+public API is the same code, and a behaviour fixed here is fixed in both.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncGenerator, Callable
+from typing import Protocol, TypeVar
+
+from ._codecs import Codec
+from ._errors import NoSuchCall
+from ._events import CallIncoming, CallTerminated, DtmfReceived, MarkReached
+from ._frames import MediaFrame
+from ._h3 import RippClient, RippServer
+from ._router import AudioItem, CallEnded, CallInbox, EventRouter, drain
+from ._state import CallState
+from ._stats import CallStats
+
+T = TypeVar("T")
+
+
+class DriverLike(Protocol):
+    """What the API classes need from a driver (see ripp_trio/ripp_asyncio ``Driver``)."""
+
+    router: EventRouter
+    closed: bool
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+    def now(self) -> float: ...
+
+    def run(self, action: Callable[[float], T]) -> T: ...
+
+    def flush(self) -> None: ...
+
+    async def wait_changed(self, handle: str | None) -> None: ...
+
+    async def checkpoint(self) -> None: ...
+
+
+class Call:
+    """One call, on either side. Commands apply at once (and raise CallEnded once the call
+    has ended); waits are async."""
+
+    def __init__(self, driver: DriverLike, endpoint: RippClient | RippServer, handle: str) -> None:
+        self._driver = driver
+        self._endpoint = endpoint
+        self.handle = handle
+        self._inbox: CallInbox = driver.router.inbox(handle)
+        self._last_stats: CallStats | None = None
+
+    # ------------------------------------------------------------ what happened
+    @property
+    def state(self) -> CallState:
+        """The call's current state (R3)."""
+        return self._inbox.state
+
+    @property
+    def uri(self) -> str | None:
+        """The call URI, once the server has created the call."""
+        return self._inbox.uri
+
+    @property
+    def ended(self) -> CallTerminated | None:
+        """How the call ended, or None while it lives."""
+        return self._inbox.terminated
+
+    def _command(self, action: Callable[[float], T]) -> T:
+        if self._inbox.terminated is not None:
+            raise CallEnded(self._inbox.terminated)
+        return self._driver.run(action)
+
+    def arrival_time(self, sequence: int) -> float | None:
+        """When a recently received frame arrived (driver clock), before jitter buffering."""
+        return self._inbox.arrivals.get(sequence)
+
+    def stats(self) -> CallStats:
+        """Media statistics (R7): RTT, loss, jitter, late and duplicate frames. After the
+        call has ended and been forgotten by the core, the last snapshot taken."""
+        if self.handle in self._endpoint.calls:
+            self._last_stats = self._driver.run(
+                lambda now: self._endpoint.stats(self.handle, now)
+            )
+        elif self._inbox.terminated is not None and self._inbox.terminated.stats is not None:
+            self._last_stats = self._inbox.terminated.stats
+        if self._last_stats is None:
+            raise NoSuchCall(f"no statistics for call {self.handle!r}")
+        return self._last_stats
+
+    async def wait_state(self, state: CallState) -> None:
+        """Wait until the call has reached ``state``; raise CallEnded if it ends first."""
+        while not self._inbox.reached(state):
+            if self._inbox.terminated is not None:
+                raise CallEnded(self._inbox.terminated)
+            await self._driver.wait_changed(self.handle)
+
+    async def wait_ended(self) -> CallTerminated:
+        """Wait for the end of the call and say how it ended."""
+        while self._inbox.terminated is None:
+            await self._driver.wait_changed(self.handle)
+        return self._inbox.terminated
+
+    async def states(self) -> AsyncGenerator[CallState, None]:
+        """Every state the call enters, from now until it ends."""
+        seen = len(self._inbox.states)
+        while True:
+            while seen < len(self._inbox.states):
+                seen += 1
+                yield self._inbox.states[seen - 1]
+            if self._inbox.terminated is not None:
+                return
+            await self._driver.wait_changed(self.handle)
+
+    def audio(self) -> AsyncGenerator[AudioItem, None]:
+        """Received media in playout order (through the jitter buffer): frames, and gaps
+        to conceal. Ends when the call ends."""
+        return self._drain(self._inbox.audio)
+
+    def dtmf(self) -> AsyncGenerator[DtmfReceived, None]:
+        """DTMF digits from the far end (R19)."""
+        return self._drain(self._inbox.dtmf)
+
+    async def _drain(self, queue: deque[T]) -> AsyncGenerator[T, None]:
+        while True:
+            while queue:
+                yield queue.popleft()
+            if self._inbox.terminated is not None:
+                return
+            await self._driver.wait_changed(self.handle)
+
+    # ------------------------------------------------------------ commands
+    def send_audio(self, codec: Codec, duration: float, payload: bytes) -> MediaFrame:
+        """Send one frame now, on the next free media stream (R5, R6)."""
+        return self._command(
+            lambda now: self._endpoint.send_media(self.handle, codec, duration, payload, now)
+        )
+
+    def play(self, codec: Codec, duration: float, payload: bytes) -> None:
+        """Queue audio at any speed; it leaves at real-time pace (R23)."""
+        self._command(lambda now: self._endpoint.play(self.handle, codec, duration, payload, now))
+
+    def clear(self) -> int:
+        """Barge-in: drop audio not yet sent; returns the number of frames dropped."""
+        return self._command(lambda now: self._endpoint.clear(self.handle, now))
+
+    async def mark(self, name: str) -> MarkReached:
+        """Wait until the far end has acknowledged all audio queued before this point."""
+        self._command(lambda now: self._endpoint.mark(self.handle, name, now))
+        while name not in self._inbox.marks:
+            if self._inbox.terminated is not None:
+                raise CallEnded(self._inbox.terminated)
+            await self._driver.wait_changed(self.handle)
+        return self._inbox.marks.pop(name)
+
+    def send_dtmf(self, digits: str) -> None:
+        """Send DTMF digits in line with the paced audio (R19)."""
+        self._command(lambda now: self._endpoint.send_dtmf(self.handle, digits, now))
+
+    async def terminate(self, code: int = 200, reason: str = "Normal") -> CallTerminated:
+        """Hang up (or cancel: 487, or reject on a server: 486/603...) and wait for the end."""
+        if self._inbox.terminated is None:
+            self._command(lambda now: self._endpoint.terminate(self.handle, now, code, reason))
+        return await self.wait_ended()
+
+    def move(self, uri: str | None = None) -> None:
+        """Send Move (R9). Servers name the new call URI; clients send none."""
+        self._command(lambda now: self._endpoint.move(self.handle, now, uri))
+
+
+class ServerCall(Call):
+    """A call that arrived at a server."""
+
+    def __init__(self, driver: DriverLike, server: RippServer, incoming: CallIncoming) -> None:
+        super().__init__(driver, server, incoming.call)
+        self._server = server
+        self.incoming = incoming
+
+    async def ring(self) -> None:
+        """Alert the caller (waits for the call to be pending first)."""
+        await self.wait_state(CallState.PENDING)
+        self._command(lambda now: self._server.ring(self.handle, now))
+
+    async def answer(self) -> None:
+        """Answer the call (waits for the call to be pending first)."""
+        await self.wait_state(CallState.PENDING)
+        self._command(lambda now: self._server.answer(self.handle, now))
+
+    async def reject(self, code: int = 486, reason: str = "Busy Here") -> CallTerminated:
+        """Refuse the call with a SIP-style status and wait for it to end."""
+        await self.wait_state(CallState.PENDING)
+        self._command(lambda now: self._server.reject(self.handle, now, code, reason))
+        return await self.wait_ended()
+
+
+class Server:
+    """A RIPP server instance on a UDP address. Use :func:`open_server`."""
+
+    def __init__(self, driver: DriverLike, server: RippServer) -> None:
+        self._driver = driver
+        self.endpoint = server
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The UDP address the server listens on."""
+        return self._driver.address
+
+    async def calls(self) -> AsyncGenerator[ServerCall, None]:
+        """Incoming calls, as they arrive."""
+        incoming = self._driver.router.incoming
+        while True:
+            while incoming:
+                yield ServerCall(self._driver, self.endpoint, incoming.popleft())
+            if self._driver.closed:
+                return
+            await self._driver.wait_changed(None)
+
+    def drain_to(self, other: Server, authority: str | None = None) -> list[Call]:
+        """Move every live call to ``other`` (rolling upgrade, R9, R17); returns the moved
+        calls as ``other`` sees them, for its application to take over. ``authority`` is
+        the host[:port] clients reach ``other`` at, if not the one they use now."""
+        handles = self._driver.run(
+            lambda now: drain(self.endpoint, other.endpoint, now, authority)
+        )
+        other._driver.flush()
+        self._driver.flush()
+        return [Call(other._driver, other.endpoint, handle) for handle in handles]
+
+
+class Client:
+    """A RIPP client. Use :func:`open_client`."""
+
+    def __init__(self, driver: DriverLike, client: RippClient) -> None:
+        self._driver = driver
+        self.endpoint = client
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The local UDP address."""
+        return self._driver.address
+
+    async def place_call(
+        self,
+        *,
+        to: str,
+        from_: str,
+        identity: str,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> Call:
+        """Create a call (R1); returns at once, with the call on its way to PENDING."""
+        handle = self._driver.run(
+            lambda now: self.endpoint.place_call(
+                to=to, from_=from_, identity=identity, now=now, headers=headers
+            )
+        )
+        await self._driver.checkpoint()
+        return Call(self._driver, self.endpoint, handle)
