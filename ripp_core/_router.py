@@ -90,8 +90,13 @@ _PROGRESS = list(CallState)
 class EventRouter:
     """Files endpoint events under their calls; keeps new incoming calls in a queue."""
 
-    def __init__(self, max_audio: int = 1000) -> None:
+    def __init__(self, max_audio: int = 1000, max_ended: int = 256) -> None:
         self.calls: dict[str, CallInbox] = {}
+        # Inboxes of ended calls are kept for late readers, but only the most recent ones:
+        # a server that runs for months must not keep every call it ever had. A Call object
+        # holds its own inbox, so forgetting it here does not break it.
+        self._ended: deque[str] = deque()
+        self._max_ended = max_ended
         self.incoming: deque[CallIncoming] = deque()
         self.other: deque[Event] = deque()
         self._max_audio = max_audio
@@ -136,6 +141,9 @@ class EventRouter:
             inbox.migrations.append(event)
         elif isinstance(event, CallTerminated):
             inbox.terminated = event
+            self._ended.append(handle)
+            while len(self._ended) > self._max_ended:
+                self.calls.pop(self._ended.popleft(), None)
         else:
             self.other.append(event)
         return handle

@@ -441,3 +441,17 @@ def test_inbox_reached_counts_skipped_states() -> None:
     rejected.states.append(CallState.TERMINATED)
     assert rejected.reached(CallState.PENDING) and rejected.reached(CallState.TERMINATED)
     assert not rejected.reached(CallState.CONNECTED)
+
+
+def test_router_forgets_old_ended_calls_but_keeps_recent_ones() -> None:
+    from ripp_core import CallTerminated, EventRouter, Termination
+
+    router = EventRouter(max_ended=3)
+    inboxes = []
+    for n in range(10):
+        handle = f"c{n}"
+        inboxes.append(router.inbox(handle))
+        router.route(CallTerminated(handle, 200, "Normal", Termination.REMOTE))
+    assert sorted(router.calls) == ["c7", "c8", "c9"]
+    # a caller still holding an old inbox still sees how its call ended
+    assert inboxes[0].terminated is not None and inboxes[0].terminated.code == 200
