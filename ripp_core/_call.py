@@ -9,9 +9,10 @@ feeds it body bytes, response statuses and stream ends; the call decides everyth
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import attrs
@@ -355,7 +356,10 @@ class Call:
         """Queue one media frame; it leaves on the next free stream (R5, R6)."""
         self._require_sendable()
         self._check_size(payload)
-        frame = self.sender.enqueue(codec, duration_to_units(duration), payload, now, marker=marker)
+        with _ours():
+            units = duration_to_units(duration)
+            validate_media(codec, units, payload)
+        frame = self.sender.enqueue(codec, units, payload, now, marker=marker)
         self._pump(now)
         return frame
 
@@ -364,8 +368,9 @@ class Call:
     ) -> None:
         """Queue audio handed over faster than real time; it leaves at real-time pace (R23)."""
         self._require_sendable()
-        units = duration_to_units(duration)
-        validate_media(codec, units, payload)
+        with _ours():
+            units = duration_to_units(duration)
+            validate_media(codec, units, payload)
         self._check_size(payload)
         self.pacer.push(PacedFrame(codec, units, payload, marker), now)
         self._release_paced(now)
@@ -925,6 +930,16 @@ class Call:
             self._terminate_locally(
                 TIMEOUT_CODE, "client did not come back", Termination.FAILURE, now
             )
+
+
+@contextlib.contextmanager
+def _ours() -> Iterator[None]:
+    """Checks shared with the receive path raise the *remote* error classes; applied to
+    what our own user asked for, they are our user's mistake (LocalProtocolError)."""
+    try:
+        yield
+    except RemoteProtocolError as exc:
+        raise LocalProtocolError(exc.message) from exc
 
 
 def _truncated(count: int) -> RippError:

@@ -1017,10 +1017,14 @@ class RippClient(_Endpoint):
         headers: Iterable[tuple[str, str]] = (),
     ) -> str:
         """Create a call (R1): returns its local handle; events follow."""
-        check_identity_syntax(identity)
+        try:
+            check_identity_syntax(identity)
+            to_addr, from_addr = parse_name_addr(to), parse_name_addr(from_)
+        except RippError as exc:  # the same checks refuse a peer's request; here it's ours
+            raise LocalProtocolError(exc.message) from exc
         request = CallRequest(
-            to=parse_name_addr(to),
-            from_=parse_name_addr(from_),
+            to=to_addr,
+            from_=from_addr,
             identity=identity,
             headers=tuple((k.lower(), v) for k, v in headers),
         )

@@ -156,6 +156,12 @@ class EventRouter:
             inbox.audio_dropped += 1
         inbox.audio.append(item)
 
+    def adopt(self, handle: str, uri: str, state: CallState) -> CallInbox:
+        """Open the inbox of a call taken over from another instance, already in ``state``."""
+        inbox = self.inbox(handle)
+        inbox.uri, inbox.state = uri, state
+        return inbox
+
     def forget(self, handle: str) -> None:
         """Drop a finished call's inbox."""
         self.calls.pop(handle, None)

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from typing import Protocol, TypeVar
 
+from ._call import CallHandoff
 from ._codecs import Codec
 from ._errors import NoSuchCall
 from ._events import CallIncoming, CallTerminated, DtmfReceived, MarkReached
@@ -168,6 +169,14 @@ class Call:
             self._command(lambda now: self._endpoint.terminate(self.handle, now, code, reason))
         return await self.wait_ended()
 
+    def hand_over(self) -> CallHandoff:
+        """Freeze the call and return what another instance needs to take it over (R9).
+
+        On a client, follow with :meth:`Client.take_over` on the new client instance and
+        :meth:`move` here; on a server, :meth:`Server.drain_to` does all three steps.
+        """
+        return self._command(lambda now: self._endpoint.export_call(self.handle, now))
+
     def move(self, uri: str | None = None) -> None:
         """Send Move (R9). Servers name the new call URI; clients send none."""
         self._command(lambda now: self._endpoint.move(self.handle, now, uri))
@@ -243,6 +252,14 @@ class Client:
     def address(self) -> tuple[str, int]:
         """The local UDP address."""
         return self._driver.address
+
+    async def take_over(self, handoff: CallHandoff) -> Call:
+        """Adopt a call another client instance handed over (client-side move, R9): opens
+        new requests to the same call URI; the server re-attaches the call."""
+        handle = self._driver.run(lambda now: self.endpoint.import_call(handoff, now))
+        self._driver.router.adopt(handle, handoff.previous_uri, handoff.state)
+        await self._driver.checkpoint()
+        return Call(self._driver, self.endpoint, handle)
 
     async def place_call(
         self,

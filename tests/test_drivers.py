@@ -455,3 +455,38 @@ def test_router_forgets_old_ended_calls_but_keeps_recent_ones() -> None:
     assert sorted(router.calls) == ["c7", "c8", "c9"]
     # a caller still holding an old inbox still sees how its call ended
     assert inboxes[0].terminated is not None and inboxes[0].terminated.code == 200
+
+
+@pytest.mark.timeout(30)
+def test_client_instance_hands_its_call_to_another_client_instance() -> None:
+    """Client-side move through the driver API: hand_over, move, take_over (R9)."""
+    count = 60
+    config = RippConfig(jitter_buffer=False)
+    server = TrioServer(EchoApp(), config)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            async with (
+                open_client("trio", server.uri) as first,
+                open_client("trio", server.uri) as second,
+            ):
+                call = await place_call(first)
+                with trio.fail_after(10):
+                    await call.wait_state(CallState.CONNECTED)
+                    for i in range(count // 2):
+                        call.play(Codec.PCMU, 0.02, bytes([i]) * 160)
+                    await call.mark("first-half")
+                    handoff = call.hand_over()
+                    call.move()
+                    adopted = await second.take_over(handoff)
+                    assert adopted.uri == call.uri
+                    for i in range(count // 2, count):
+                        adopted.play(Codec.PCMU, 0.02, bytes([i]) * 160)
+                    await adopted.mark("second-half")
+                    assert adopted.state is CallState.CONNECTED
+                    await adopted.terminate()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert sorted(server.app.sequences) == list(range(count))  # each frame once, no gap
