@@ -99,6 +99,8 @@ class Driver:
     async def _receive_loop(self) -> None:
         loop = asyncio.get_running_loop()
         readable = asyncio.Event()
+        if self.sock.fileno() == -1:  # closed (Ctrl-C at startup) before this task ran
+            return
         loop.add_reader(self.sock, readable.set)
         try:
             while True:

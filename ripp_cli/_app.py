@@ -131,6 +131,7 @@ class Direction:
     received: dict[int, float] = attrs.Factory(dict)
     duplicates: int = 0
     late: int = 0  # arrived after their playout time (the receiver's jitter buffer dropped them)
+    streams_used: int = 0  # most media streams this direction's sender had in flight at once
 
     def summary(self) -> dict[str, Any]:
         latencies = [self.received[s] - self.sent[s] for s in self.received if s in self.sent]
@@ -197,13 +198,15 @@ async def serve_call(
                 try:
                     sent = call.send_audio(item.codec, item.duration, item.payload)
                 except Exception as exc:  # the call may be ending under us
-                    log.info("echo stopped: %s", exc)
+                    log.info("[server %s] echo stopped: %s", call.incoming.uri, exc)
                     continue
                 s2c.sent[sent.sequence] = rt.now()
     finally:
         recorder.close()
         with contextlib.suppress(NoSuchCall):
-            c2s.late += call.stats().receiver.late
+            stats = call.stats()
+            c2s.late += stats.receiver.late
+            s2c.streams_used = max(s2c.streams_used, stats.sender.streams_max_busy)
 
 
 async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
@@ -312,13 +315,15 @@ async def place_and_play(
     finally:
         recorder.close()
         with contextlib.suppress(NoSuchCall):
-            s2c.late = call.stats().receiver.late
+            stats = call.stats()
+            s2c.late = stats.receiver.late
+            c2s.streams_used = stats.sender.streams_max_busy
     return {
         "states": states,
         "codec": args.codec,
         "ended": {"code": ended.code, "reason": ended.reason},
         "rtt_ms": percentiles(rtts, ("p50", "p99")),
-        "streams": max_streams,
+        "streams_open_max": max_streams,
     }
 
 
@@ -338,10 +343,17 @@ async def run_call(rt: Runtime, args: argparse.Namespace) -> int:
         ) as client:
             say(args, f"ripp call ({rt.name}) {args.uri}")
             result = await place_and_play(rt, client, args, args.to, args.from_, c2s, s2c)
+    # A lone caller knows its own send times and what came back, not the server's clock:
+    # one-way latency needs both ends (ripp demo), so it is not reported here.
     result["media"] = {
         "client_to_server": {"sent": len(c2s.sent)},
-        "server_to_client": {"received": len(s2c.received), "duplicates": s2c.duplicates},
+        "server_to_client": {
+            "received": len(s2c.received),
+            "late": s2c.late,
+            "duplicates": s2c.duplicates,
+        },
     }
+    result["streams"] = {"client_to_server": c2s.streams_used}
     report(args, result)
     return 0
 
@@ -349,7 +361,9 @@ async def run_call(rt: Runtime, args: argparse.Namespace) -> int:
 def _resolve(host: str, port: int) -> tuple[str, int]:
     import socket
 
-    info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    # The client's socket is IPv4 (127.0.0.1 for loopback use): ask for IPv4 addresses, so
+    # "localhost" never resolves to ::1 first.
+    info = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
     address = info[0][4]
     return str(address[0]), int(address[1])
 
@@ -394,6 +408,7 @@ async def run_demo(rt: Runtime, args: argparse.Namespace) -> int:
                 ) as client:
                     result = await place_and_play(rt, client, args, TO, FROM, c2s, s2c)
     result["media"] = {"client_to_server": c2s.summary(), "server_to_client": s2c.summary()}
+    result["streams"] = {"client_to_server": c2s.streams_used, "server_to_client": s2c.streams_used}
     report(args, result)
     return 0
 
@@ -415,7 +430,8 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
         print(f"  {name:<17} {cells}")
     print(
         f"  rtt ms p50={result['rtt_ms']['p50']} p99={result['rtt_ms']['p99']}; "
-        f"media streams (max) {result['streams']}"
+        "media streams in use at once (max): "
+        + ", ".join(f"{k} {v}" for k, v in result["streams"].items())
     )
 
 
@@ -429,6 +445,7 @@ def run(command: str, args: argparse.Namespace) -> int:
     rt = runtime(args.driver)
     main = {"demo": run_demo, "serve": run_serve, "call": run_call}[command]
     try:
-        return rt.run(lambda: main(rt, args))
-    except KeyboardInterrupt:
+        status = rt.run_until_interrupted(lambda: main(rt, args))
+    except KeyboardInterrupt:  # Ctrl-C before the loop took the signal over
         return 130
+    return 130 if status is None else status

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import ssl
@@ -46,7 +47,7 @@ from typing import IO, Any, TypeAlias
 import attrs
 from aioquic.h3.connection import H3_ALPN
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.logger import QuicFileLogger
+from aioquic.quic.logger import QLOG_VERSION, QuicFileLogger, QuicLoggerTrace
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -501,6 +502,45 @@ def client_configuration_from_ca(
     return configuration
 
 
+class _QlogFiles(QuicFileLogger):
+    """aioquic's :class:`QuicFileLogger` with two changes.
+
+    * Files are named ``<ODCID>.client.qlog`` / ``<ODCID>.server.qlog``: both ends of a
+      connection share the ODCID, so with plain ``<ODCID>.qlog`` a server and a client
+      logging to one directory (``ripp demo --qlog``) overwrite each other's trace.
+    * :meth:`flush` writes the traces of connections that have not finished: aioquic writes
+      a trace only when its connection leaves the closing period (3 PTO after the close),
+      which a command that exits right after hanging up never reaches, so without it
+      ``--qlog`` left the directory empty.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._open: list[QuicLoggerTrace] = []
+
+    def start_trace(self, is_client: bool, odcid: bytes) -> QuicLoggerTrace:
+        # Kept in our own list (not the base class's), so end_trace and flush need no
+        # private attribute of aioquic.
+        trace = QuicLoggerTrace(is_client=is_client, odcid=odcid)
+        self._open.append(trace)
+        return trace
+
+    def end_trace(self, trace: QuicLoggerTrace) -> None:
+        if trace not in self._open:  # already written by flush()
+            return
+        self._open.remove(trace)
+        data = trace.to_dict()
+        side = data["vantage_point"]["type"]
+        path = Path(self.path) / f"{data['common_fields']['ODCID']}.{side}.qlog"
+        document = {"qlog_format": "JSON", "qlog_version": QLOG_VERSION, "traces": [data]}
+        path.write_text(json.dumps(document), encoding="utf-8")
+
+    def flush(self) -> None:
+        """Write every trace still open (its connection is cut short where it stands)."""
+        for trace in list(self._open):
+            self.end_trace(trace)
+
+
 def configure_debugging(
     configuration: QuicConfiguration,
     *,
@@ -509,11 +549,13 @@ def configure_debugging(
 ) -> IO[str] | None:
     """Turn on qlog traces and TLS key logging for connections made with ``configuration``.
 
-    ``qlog_dir`` (created if missing): aioquic writes one ``<ODCID>.qlog`` file per
-    connection there when the connection ends, for qvis. ``keylog_file``: TLS secrets are
-    appended in NSS key log format (what Wireshark reads via ``SSLKEYLOGFILE``); when it is
-    None the ``SSLKEYLOGFILE`` environment variable, if set, names the file. The file is
-    created with mode 0600, since anyone holding it can decrypt the calls.
+    ``qlog_dir`` (created if missing): one ``<ODCID>.client.qlog`` or
+    ``<ODCID>.server.qlog`` file (qlog JSON, for qvis) per connection, written when the
+    connection ends or, for connections still open, when :func:`debugging` exits.
+    ``keylog_file``: TLS secrets are appended in NSS key log format (what Wireshark reads
+    via ``SSLKEYLOGFILE``); when it is None the ``SSLKEYLOGFILE`` environment variable, if
+    set, names the file. The file is created with mode 0600, since anyone holding it can
+    decrypt the calls.
 
     Returns the opened key log file, or None if key logging is off. **The caller must close
     it** once the connections using ``configuration`` are done; :func:`debugging` does that
@@ -521,7 +563,7 @@ def configure_debugging(
     """
     if qlog_dir is not None:
         qlog_dir.mkdir(parents=True, exist_ok=True)
-        configuration.quic_logger = QuicFileLogger(str(qlog_dir))
+        configuration.quic_logger = _QlogFiles(str(qlog_dir))
     if keylog_file is None:
         env = os.environ.get("SSLKEYLOGFILE")
         if env:
@@ -544,13 +586,16 @@ def debugging(
 ) -> Iterator[QuicConfiguration]:
     """Context-manager form of :func:`configure_debugging` that closes the key log file.
 
-    On exit the key log is closed and detached from ``configuration``; use the
-    configuration's connections only inside the block.
+    On exit the qlog traces of connections still open are written and the key log is
+    closed and detached from ``configuration``; use the configuration's connections only
+    inside the block.
     """
     log = configure_debugging(configuration, qlog_dir=qlog_dir, keylog_file=keylog_file)
     try:
         yield configuration
     finally:
+        if isinstance(configuration.quic_logger, _QlogFiles):
+            configuration.quic_logger.flush()
         if log is not None:
             configuration.secrets_log_file = None
             log.close()

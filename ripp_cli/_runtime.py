@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import ModuleType
@@ -29,6 +30,15 @@ class Runtime:
     driver: ModuleType
 
     def run(self, main: Callable[[], Awaitable[T]]) -> T:
+        raise NotImplementedError
+
+    def run_until_interrupted(self, main: Callable[[], Awaitable[T]]) -> T | None:
+        """Run ``main``; Ctrl-C (SIGINT) cancels it in an orderly way and gives None.
+
+        SIGINT is taken as a signal and turned into a cancellation, instead of a
+        KeyboardInterrupt that could land anywhere (even inside the shutdown that closes
+        calls and connections).
+        """
         raise NotImplementedError
 
     async def sleep(self, seconds: float) -> None:
@@ -61,6 +71,30 @@ class TrioRuntime(Runtime):
 
     def run(self, main: Callable[[], Awaitable[T]]) -> T:
         return self._trio.run(main)
+
+    def run_until_interrupted(self, main: Callable[[], Awaitable[T]]) -> T | None:
+        trio = self._trio
+
+        async def guarded() -> T | None:
+            result: T | None = None
+            with trio.open_signal_receiver(signal.SIGINT) as signals:
+                async with trio.open_nursery() as nursery:
+
+                    async def on_signal() -> None:
+                        async for _ in signals:
+                            nursery.cancel_scope.cancel()
+                            return
+
+                    async def body() -> None:
+                        nonlocal result
+                        result = await main()
+                        nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(on_signal)
+                    nursery.start_soon(body)
+            return result
+
+        return self._trio.run(guarded)
 
     async def sleep(self, seconds: float) -> None:
         await self._trio.sleep(max(0.0, seconds))
@@ -98,6 +132,20 @@ class AsyncioRuntime(Runtime):
             return await main()
 
         return asyncio.run(runner())
+
+    def run_until_interrupted(self, main: Callable[[], Awaitable[T]]) -> T | None:
+        async def guarded() -> T | None:
+            task = asyncio.ensure_future(main())
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGINT, task.cancel)
+            try:
+                return await task
+            except asyncio.CancelledError:
+                return None
+            finally:
+                loop.remove_signal_handler(signal.SIGINT)
+
+        return asyncio.run(guarded())
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))

@@ -1,0 +1,3 @@
+from ripp_cli import main
+
+raise SystemExit(main())
