@@ -126,6 +126,9 @@ class RippConfig:
     """A client gives up re-establishing a call after this long (408)."""
     reestablish_attempt_interval: float = attrs.field(default=0.5, validator=_positive)
     """Pause between re-establishment attempts against the failover URIs."""
+    full_poll_interval: float = attrs.field(default=0.05, validator=_positive)
+    """Endpoints ask only recently touched connections for datagrams, and every
+    connection at least this often (a safety net; aioquic's own timers drive the rest)."""
     handshake_timeout: float = attrs.field(default=5.0, validator=_positive)
     """A server drops a QUIC connection whose handshake has not completed by then."""
     connect_timeout: float = attrs.field(default=5.0, validator=_positive)

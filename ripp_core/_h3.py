@@ -160,6 +160,8 @@ class _Endpoint:
         self._quic_configuration = quic_configuration
         if not quic_configuration.alpn_protocols:
             quic_configuration.alpn_protocols = list(H3_ALPN)
+        self._touched: set[_Connection] = set()  # may have something to send
+        self._next_full_poll = 0.0
         self._connections: list[_Connection] = []
         self._by_cid: dict[bytes, _Connection] = {}
         self._channels: dict[int, tuple[_Connection, int]] = {}
@@ -169,7 +171,9 @@ class _Endpoint:
         self._heap: list[tuple[float, int, str]] = []
         self._deadlines: dict[str, float] = {}
         self._heap_seq = 0
-        self._dirty: set[str] = set()
+        # Insertion-ordered (a dict, not a set): string hashes differ between processes,
+        # and the order calls are re-armed in must not, or runs stop being reproducible.
+        self._dirty: dict[str, None] = {}
         self._goodbyes: list[tuple[bytes, Address]] = []
 
     # ---------------------------------------------------------------- aioquic contract
@@ -180,6 +184,7 @@ class _Endpoint:
             return
         fresh = not connection.handshake_done and connection.quic._state.name == "FIRSTFLIGHT"
         connection.quic.receive_datagram(data, addr, now)
+        self._touched.add(connection)
         if (
             fresh
             and not connection.quic._is_client
@@ -194,9 +199,20 @@ class _Endpoint:
         self._settle(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        """Every datagram ready to go, each with the address to send it to."""
+        """Every datagram ready to go, each with the address to send it to.
+
+        Only connections touched since the last call (a datagram in, a timer, a write) are
+        asked: polling every connection of a busy endpoint for every batch was a third of
+        a server's time. Every ``full_poll_interval`` all are asked anyway, as a safety net.
+        """
         datagrams, self._goodbyes = self._goodbyes, []
-        for connection in list(self._connections):
+        if now >= self._next_full_poll:
+            self._next_full_poll = now + self.config.full_poll_interval
+            candidates = list(self._connections)
+        else:
+            candidates = [c for c in self._connections if c in self._touched]
+        self._touched.clear()
+        for connection in candidates:
             datagrams.extend(connection.quic.datagrams_to_send(now))
             if connection.closed:
                 self._drop_connection(connection)
@@ -229,6 +245,7 @@ class _Endpoint:
                 logger.info("handshake with %s timed out", connection.peer)
                 connection.handshake_deadline = None
                 connection.quic.close(error_code=0, reason_phrase="handshake timeout")
+                self._touched.add(connection)
                 self._process(connection, now)
                 connection.closed = True
                 self._drop_connection(connection)
@@ -236,6 +253,7 @@ class _Endpoint:
             at = connection.quic.get_timer()
             if at is not None and at <= now:
                 connection.quic.handle_timer(now)
+                self._touched.add(connection)
                 self._process(connection, now)
         while self._heap and self._heap[0][0] <= now:
             at, _, handle = heapq.heappop(self._heap)
@@ -245,7 +263,7 @@ class _Endpoint:
             call = self._calls.get(handle)
             if call is not None:
                 call.handle_timer(now)
-                self._dirty.add(handle)
+                self._dirty[handle] = None
         self._settle(now)
 
     def close(self, now: float, code: int = 200, reason: str = "Endpoint closing") -> None:
@@ -259,13 +277,14 @@ class _Endpoint:
                     call.terminate(code, reason, now)
                 except RippError as exc:  # a call that cannot say goodbye is just dropped
                     logger.debug("[%s] not terminated on close: %s", handle, exc.message)
-            self._dirty.add(handle)
+            self._dirty[handle] = None
         for connection in self._connections:
             if not connection.closed:
                 # The Terminates must leave first: once a connection is closing, aioquic
                 # sends nothing but CONNECTION_CLOSE, and the peer would see a lost call.
                 self._goodbyes.extend(connection.quic.datagrams_to_send(now))
                 connection.quic.close(error_code=0, reason_phrase=reason)
+                self._touched.add(connection)
         self._settle(now)
 
     def next_event(self) -> Event | None:
@@ -346,7 +365,7 @@ class _Endpoint:
     def _command(self, handle: str, action: Callable[[Call], object], now: float) -> object:
         call = self.call(handle)
         result = action(call)
-        self._dirty.add(handle)
+        self._dirty[handle] = None
         self._settle(now)
         return result
 
@@ -366,6 +385,7 @@ class _Endpoint:
 
     def _guarded(self, connection: _Connection, stream_id: int, write: Callable[[], None]) -> bool:
         """Run an HTTP/3 write; a stream the peer already aborted must not crash us."""
+        self._touched.add(connection)
         try:
             write()
         except Exception as exc:  # aioquic raises RuntimeError/FrameUnexpected on dead streams
@@ -399,6 +419,7 @@ class _Endpoint:
             return
         connection, stream_id = entry
         if not connection.closed:
+            self._touched.add(connection)
             try:
                 connection.quic.stop_stream(stream_id, error_code)
             except Exception:  # already finished in that direction
@@ -417,10 +438,12 @@ class _Endpoint:
         if connection.closed:
             return
         try:
+            self._touched.add(connection)
             connection.quic.reset_stream(stream_id, error_code)
         except Exception:  # the stream may already be finished in that direction
             logger.debug("reset of finished stream %d ignored", stream_id)
         try:
+            self._touched.add(connection)
             connection.quic.stop_stream(stream_id, error_code)
         except Exception:
             logger.debug("stop of finished stream %d ignored", stream_id)
@@ -516,7 +539,7 @@ class _Endpoint:
             # but still writes: its Terminate, which says why, follows on its side.
             stream.we_ended = True
             stream.call.on_peer_stopped_reading(stream.channel)
-            self._dirty.add(stream.call.handle)
+            self._dirty[stream.call.handle] = None
             return
         self._on_stream_reset(connection, stream_id, now)
 
@@ -533,7 +556,7 @@ class _Endpoint:
             self._on_create_stream_lost(connection, call, now)
         elif stream.channel is not None:
             call.on_reset(stream.channel, now)
-        self._dirty.add(call.handle)
+        self._dirty[call.handle] = None
 
     def _on_create_stream_lost(self, connection: _Connection, call: Call, now: float) -> None:
         call.on_create_failed(503, "call request reset", now)
@@ -551,7 +574,7 @@ class _Endpoint:
             stream.peer_ended = True
         if stream.call is not None and stream.channel is not None:
             stream.call.on_data(stream.channel, data, ended, now)
-            self._dirty.add(stream.call.handle)
+            self._dirty[stream.call.handle] = None
         if ended:
             if stream.kind in (_Kind.REFUSED, _Kind.CREATE):
                 stream.we_ended = True
@@ -671,7 +694,7 @@ class RippServer(_Endpoint):
         call.receiver.import_window(handoff.receiver)
         # Hold the call for the client to attach, as after a client-side move.
         call._phase_deadline = now + self.config.move_timeout
-        self._dirty.add(call.handle)
+        self._dirty[call.handle] = None
         self._settle(now)
         assert call.uri is not None
         return call.uri
@@ -765,6 +788,7 @@ class RippServer(_Endpoint):
             handshake_deadline=now + self.config.handshake_timeout,
         )
         self._connections.append(connection)
+        self._touched.add(connection)
         self._register_cids(connection)
         self._by_cid[header.destination_cid] = connection  # type: ignore[attr-defined]
         return connection
@@ -885,7 +909,7 @@ class RippServer(_Endpoint):
             if existing is not None:
                 # Our own call came back (R10): detach whatever is left of the old path.
                 existing._lost("re-established by the client", now)
-                self._dirty.add(existing.handle)
+                self._dirty[existing.handle] = None
                 self._respond(connection, stream_id, 201, [(LOCATION, existing.uri or "")])
                 connection.streams[stream_id] = _Stream(kind=_Kind.CREATE, we_ended=True)
                 return
@@ -895,7 +919,7 @@ class RippServer(_Endpoint):
         call._phase_deadline = now + (
             self.config.reattach_timeout if marker is not None else self.config.connect_timeout
         )
-        self._dirty.add(call.handle)
+        self._dirty[call.handle] = None
         connection.streams[stream_id] = _Stream(kind=_Kind.CREATE, we_ended=True)
         self._respond(connection, stream_id, 201, [(LOCATION, call.uri or "")])
         logger.info(
@@ -964,7 +988,7 @@ class RippServer(_Endpoint):
             self._reset_stream(connection, stream_id, exc.stream_error)
             return
         connection.calls.add(handle)
-        self._dirty.add(handle)
+        self._dirty[handle] = None
 
 
 # ====================================================================== client
@@ -1041,7 +1065,7 @@ class RippClient(_Endpoint):
         )
         self._calls[handle] = call
         call.start(now)
-        self._dirty.add(handle)
+        self._dirty[handle] = None
         self._settle(now)
         return handle
 
@@ -1076,7 +1100,7 @@ class RippClient(_Endpoint):
         call.receiver.import_window(handoff.receiver)
         call.begin_reattach(now)
         self._calls[handle] = call
-        self._dirty.add(handle)
+        self._dirty[handle] = None
         self._settle(now)
         return handle
 
@@ -1229,6 +1253,7 @@ class RippClient(_Endpoint):
             quic=quic, h3=H3Connection(quic), peer=address, authority=authority
         )
         self._connections.append(connection)
+        self._touched.add(connection)
         self._register_cids(connection)
         connection.calls.add(call.handle)
         logger.info("new connection to %s (%s:%d)", authority, *address)
@@ -1277,7 +1302,7 @@ class RippClient(_Endpoint):
                     stream.call.on_create_failed(code, reason, now)
             elif stream.channel is not None:
                 stream.call.on_response(stream.channel, status, reason, now)
-            self._dirty.add(stream.call.handle)
+            self._dirty[stream.call.handle] = None
             if event.stream_ended:
                 self._deliver_data(connection, event.stream_id, b"", True, now)
         elif isinstance(event, DataReceived):

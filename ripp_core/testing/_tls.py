@@ -141,7 +141,7 @@ def make_test_pki(
         raise ValueError(f"unknown server_key_type {server_key_type!r}")
     alt_names: list[x509.GeneralName] = [x509.DNSName(name) for name in hostnames]
     alt_names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    server_cert = (
+    server_builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])]))
         .issuer_name(ca_name)
@@ -170,9 +170,30 @@ def make_test_pki(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
-        .sign(ca_key, hashes.SHA256())
     )
+    server_cert = _sign_full_length(server_builder, ca_key)
     return TestPki(ca_cert=ca_cert, ca_key=ca_key, server_cert=server_cert, server_key=server_key)
+
+
+#: DER length of an ECDSA P-256 signature whose r and s both need 33 bytes.
+_FULL_ECDSA_P256_SIGNATURE = 72
+
+
+def _sign_full_length(
+    builder: x509.CertificateBuilder, key: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
+    """Sign, retrying until the signature has its maximal DER length.
+
+    An ECDSA signature is 70 to 72 bytes long depending on its random r and s. The server
+    certificate travels in every handshake, so a varying length shifts packet boundaries
+    and, with them, a seeded VirtualNetwork's loss pattern: runs in different processes
+    would differ. A constant length keeps them reproducible (each try succeeds with
+    probability about 1/4).
+    """
+    while True:
+        cert = builder.sign(key, hashes.SHA256())
+        if len(cert.signature) == _FULL_ECDSA_P256_SIGNATURE:
+            return cert
 
 
 def server_quic_configuration(pki: TestPki, alpn: Sequence[str] = H3_ALPN) -> QuicConfiguration:
