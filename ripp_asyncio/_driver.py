@@ -33,6 +33,7 @@ class Driver:
         self.router = EventRouter()
         self._changed: dict[str | None, asyncio.Event] = {}
         self._timer_changed = asyncio.Event()
+        self._flush_wanted = asyncio.Event()
         self.closed = False
 
     @property
@@ -46,10 +47,19 @@ class Driver:
         return asyncio.get_running_loop().time()
 
     def run(self, action: Callable[[float], T]) -> T:
-        """Apply a command to the endpoint at the current time, then flush its effects."""
+        """Apply a command to the endpoint at the current time; its effects are flushed
+        once the running tasks yield, so that commands issued together (say, a frame for
+        each of many calls) leave in the same datagrams instead of one flush each."""
         result = action(self.now())
-        self.flush()
+        self._flush_wanted.set()
         return result
+
+    async def _flush_loop(self) -> None:
+        while not self.closed:
+            await self._flush_wanted.wait()
+            self._flush_wanted = asyncio.Event()
+            if not self.closed:
+                self.flush()
 
     def flush(self) -> None:
         """Send what the endpoint has to send, file its events, wake whoever waits."""
@@ -95,6 +105,7 @@ class Driver:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._receive_loop())
             tasks.create_task(self._timer_loop())
+            tasks.create_task(self._flush_loop())
 
     async def _receive_loop(self) -> None:
         loop = asyncio.get_running_loop()

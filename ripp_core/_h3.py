@@ -1041,6 +1041,7 @@ class RippClient(_Endpoint):
         headers: Iterable[tuple[str, str]] = (),
     ) -> str:
         """Create a call (R1): returns its local handle; events follow."""
+        self._now_hint = now  # a new QUIC connection may be opened at this time
         try:
             check_identity_syntax(identity)
             to_addr, from_addr = parse_name_addr(to), parse_name_addr(from_)

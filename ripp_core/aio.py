@@ -108,8 +108,9 @@ class Call:
         return self._inbox.terminated
 
     async def states(self) -> AsyncGenerator[CallState, None]:
-        """Every state the call enters, from now until it ends."""
-        seen = len(self._inbox.states)
+        """Every state the call has entered since it was created, then each new one until
+        it ends (replaying the past makes a late subscriber miss nothing)."""
+        seen = 0
         while True:
             while seen < len(self._inbox.states):
                 seen += 1

@@ -34,6 +34,7 @@ class Driver:
         self.router = EventRouter()
         self._changed: dict[str | None, trio.Event] = {}
         self._timer_changed = trio.Event()
+        self._flush_wanted = trio.Event()
         self.closed = False
 
     @property
@@ -47,10 +48,19 @@ class Driver:
         return trio.current_time()
 
     def run(self, action: Callable[[float], T]) -> T:
-        """Apply a command to the endpoint at the current time, then flush its effects."""
+        """Apply a command to the endpoint at the current time; its effects are flushed
+        once the running tasks yield, so that commands issued together (say, a frame for
+        each of many calls) leave in the same datagrams instead of one flush each."""
         result = action(self.now())
-        self.flush()
+        self._flush_wanted.set()
         return result
+
+    async def _flush_loop(self) -> None:
+        while not self.closed:
+            await self._flush_wanted.wait()
+            self._flush_wanted = trio.Event()
+            if not self.closed:
+                self.flush()
 
     def flush(self) -> None:
         """Send what the endpoint has to send, file its events, wake whoever waits."""
@@ -96,6 +106,7 @@ class Driver:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._receive_loop)
             nursery.start_soon(self._timer_loop)
+            nursery.start_soon(self._flush_loop)
             task_status.started()
 
     async def _receive_loop(self) -> None:

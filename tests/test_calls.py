@@ -388,3 +388,25 @@ def test_signaling_frame_error_ends_the_call_and_is_not_taken_for_a_failure() ->
     assert len(ended) == 1 and ended[0].code == 400 and ended[0].by is Termination.REMOTE
     assert not trunk.client.of(CallMigrating)
     assert not trunk.servers["b"].of(CallIncoming) and not trunk.rserver("a").calls
+
+
+def test_first_call_opens_its_connection_at_the_callers_time() -> None:
+    """place_call at a large 'now' (Trio's clock has a random offset) must not open the
+    QUIC connection at time 0, where the first timer would find it long idle."""
+    from ripp_core.testing import VirtualNetwork
+
+    trunk = Trunk()
+    late = VirtualNetwork(seed=1, start=5000.0)
+    trunk.net = late
+    for name, addr in trunk.server_addrs.items():
+        late.add(addr, trunk.servers[name])
+    late.add(("127.0.0.1", 50000), trunk.client)
+    for app in (trunk.client, *trunk.servers.values()):
+        app.net = late
+    handle = trunk.place()
+    # A driver may run the endpoint's timers before it next collects datagrams (which
+    # would re-arm aioquic's idle timer): do exactly that.
+    trunk.rclient.handle_timer(trunk.net.now)
+    trunk.client.drain()
+    assert trunk.run_until(lambda: trunk.client_state(handle) is C), trunk.client.events
+    assert not trunk.client.of(CallTerminated)
