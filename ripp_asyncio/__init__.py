@@ -13,9 +13,18 @@ shape exists for Trio in :mod:`ripp_trio`::
         await call.wait_state(CallState.CONNECTED)
 """
 
-from ripp_core import CallEnded
+from ripp_core import CallEnded, CallMovedAway
 from ripp_core.aio import Call, Client, Server, ServerCall
 
 from ._api import open_client, open_server
 
-__all__ = ["Call", "CallEnded", "Client", "Server", "ServerCall", "open_client", "open_server"]
+__all__ = [
+    "Call",
+    "CallEnded",
+    "CallMovedAway",
+    "Client",
+    "Server",
+    "ServerCall",
+    "open_client",
+    "open_server",
+]

@@ -19,6 +19,7 @@ from ._errors import (
     BadDuration,
     BadRequest,
     BufferOverflow,
+    CallHandedOver,
     Forbidden,
     FrameError,
     FrameTooLarge,
@@ -70,7 +71,7 @@ from ._h3 import (
 )
 from ._headers import NameAddr, ReestablishMarker, parse_name_addr
 from ._messages import Answer, Message, Move, Pending, Ringing, Streams, Terminate
-from ._router import AudioItem, CallEnded, CallInbox, EventRouter, drain
+from ._router import AudioItem, CallEnded, CallInbox, CallMovedAway, EventRouter, drain
 from ._state import TRANSITIONS, CallState, Role
 from ._stats import CallStats, ReceiverStats, SenderStats
 from ._striping import required_streams, streams_for
@@ -91,10 +92,12 @@ __all__ = [
     "CallAttached",
     "CallCreated",
     "CallEnded",
+    "CallHandedOver",
     "CallHandoff",
     "CallInbox",
     "CallIncoming",
     "CallMigrating",
+    "CallMovedAway",
     "CallRequest",
     "CallState",
     "CallStateChanged",

@@ -22,6 +22,7 @@ from ._config import RippConfig
 from ._dtmf import decode_event, digit_items
 from ._errors import (
     H3_REQUEST_CANCELLED,
+    CallHandedOver,
     FrameError,
     LocalProtocolError,
     LocalStateError,
@@ -110,6 +111,10 @@ class CallTransport(Protocol):
 
     def create_call(self, call: Call, marker: ReestablishMarker | None) -> bool:
         """Client: send the call-creation request (to the next calls URI on re-use)."""
+
+    def path_rtt(self, call: Call) -> float | None:
+        """The transport's own RTT estimate for the call's path (QUIC measures it during
+        the handshake), or None: sizes N before the call's first media ack."""
 
 
 @attrs.frozen
@@ -399,7 +404,7 @@ class Call:
     def _require_sendable(self) -> None:
         self._require_live()
         if self.exported or self.phase is MigrationPhase.MOVED_AWAY:
-            raise LocalStateError("the call was handed over; send media at its new instance")
+            raise CallHandedOver("the call was handed over; send media at its new instance")
         if not self.machine.media_allowed and self.state is not CallState.CREATED:
             raise LocalStateError(f"media not allowed in state {self.state.value}")
         if self.state is CallState.CREATED and self.role is Role.SERVER:
@@ -583,9 +588,10 @@ class Call:
         self._flush_outbox(now)
 
     def _wanted_streams(self, now: float) -> int:
+        rtt = self.sender.rtt.smoothed or self._transport.path_rtt(self) or self.config.initial_rtt
         return streams_for(
             self.config,
-            self.sender.rtt.smoothed or self.config.initial_rtt,
+            rtt,
             self.sender.frame_interval,
             self.config.assumed_loss,
         )

@@ -93,6 +93,10 @@ class RemoteStateError(StateError, RemoteProtocolError):
     """The peer sent a message that the call state does not allow."""
 
 
+class CallHandedOver(LocalStateError):
+    """Our user acted on a call this instance has handed over to another (R9)."""
+
+
 class UnknownCall(RemoteProtocolError):
     """A request names a call URI this endpoint does not know."""
 

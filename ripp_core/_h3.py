@@ -448,6 +448,15 @@ class _Endpoint:
         except Exception:
             logger.debug("stop of finished stream %d ignored", stream_id)
 
+    def path_rtt(self, call: Call) -> float | None:
+        """CallTransport: the smoothed RTT QUIC measured on the call's connection."""
+        for connection in self._connections:
+            if call.handle in connection.calls and not connection.closed:
+                recovery = connection.quic._loss  # aioquic keeps its estimator private
+                if getattr(recovery, "_rtt_initialized", False):
+                    return float(recovery._rtt_smoothed)
+        return None
+
     # ---------------------------------------------------------------- internals
     def _new_channel(self, connection: _Connection, stream_id: int) -> int:
         channel = self._next_channel

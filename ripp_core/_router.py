@@ -27,6 +27,7 @@ from ._events import (
     MediaGap,
     MediaPlayout,
     MediaReceived,
+    MigrationPhase,
 )
 from ._frames import MediaFrame
 from ._h3 import RippServer
@@ -45,6 +46,15 @@ class CallEnded(Exception):
         self.ended = ended
 
 
+class CallMovedAway(Exception):
+    """This instance handed the call over to another (R9): its application is done with
+    it here, and the call carries on at ``uri``."""
+
+    def __init__(self, uri: str | None) -> None:
+        super().__init__(f"call moved away to {uri}")
+        self.uri = uri
+
+
 @attrs.define(eq=False)
 class CallInbox:
     """Everything that happened to one call, as a driver's API presents it."""
@@ -59,6 +69,9 @@ class CallInbox:
     marks: dict[str, MarkReached] = attrs.Factory(dict)
     migrations: list[Event] = attrs.Factory(list)
     terminated: CallTerminated | None = None
+    moved_to: str | None = None
+    moved_away: bool = False
+    """True once this instance handed the call over (its iterators end)."""
     max_audio: int = 1000
     arrivals: dict[int, float] = attrs.Factory(dict)
     """Arrival time of recently received frames, by sequence number (bounded)."""
@@ -138,6 +151,8 @@ class EventRouter:
         elif isinstance(event, CallMigrating | CallAttached):
             if isinstance(event, CallAttached):
                 inbox.uri = event.uri
+            elif event.phase is MigrationPhase.MOVED_AWAY:
+                inbox.moved_away, inbox.moved_to = True, event.uri
             inbox.migrations.append(event)
         elif isinstance(event, CallTerminated):
             inbox.terminated = event

@@ -14,11 +14,11 @@ from typing import Protocol, TypeVar
 
 from ._call import CallHandoff
 from ._codecs import Codec
-from ._errors import NoSuchCall
+from ._errors import CallHandedOver, NoSuchCall
 from ._events import CallIncoming, CallTerminated, DtmfReceived, MarkReached
 from ._frames import MediaFrame
 from ._h3 import RippClient, RippServer
-from ._router import AudioItem, CallEnded, CallInbox, EventRouter, drain
+from ._router import AudioItem, CallEnded, CallInbox, CallMovedAway, EventRouter, drain
 from ._state import CallState
 from ._stats import CallStats
 
@@ -75,7 +75,12 @@ class Call:
     def _command(self, action: Callable[[float], T]) -> T:
         if self._inbox.terminated is not None:
             raise CallEnded(self._inbox.terminated)
-        return self._driver.run(action)
+        if self._inbox.moved_away:
+            raise CallMovedAway(self._inbox.moved_to)
+        try:
+            return self._driver.run(action)
+        except CallHandedOver:
+            raise CallMovedAway(self._inbox.moved_to) from None
 
     def arrival_time(self, sequence: int) -> float | None:
         """When a recently received frame arrived (driver clock), before jitter buffering."""
@@ -85,9 +90,7 @@ class Call:
         """Media statistics (R7): RTT, loss, jitter, late and duplicate frames. After the
         call has ended and been forgotten by the core, the last snapshot taken."""
         if self.handle in self._endpoint.calls:
-            self._last_stats = self._driver.run(
-                lambda now: self._endpoint.stats(self.handle, now)
-            )
+            self._last_stats = self._driver.run(lambda now: self._endpoint.stats(self.handle, now))
         elif self._inbox.terminated is not None and self._inbox.terminated.stats is not None:
             self._last_stats = self._inbox.terminated.stats
         if self._last_stats is None:
@@ -132,7 +135,7 @@ class Call:
         while True:
             while queue:
                 yield queue.popleft()
-            if self._inbox.terminated is not None:
+            if self._inbox.terminated is not None or self._inbox.moved_away:
                 return
             await self._driver.wait_changed(self.handle)
 
@@ -234,9 +237,7 @@ class Server:
         """Move every live call to ``other`` (rolling upgrade, R9, R17); returns the moved
         calls as ``other`` sees them, for its application to take over. ``authority`` is
         the host[:port] clients reach ``other`` at, if not the one they use now."""
-        handles = self._driver.run(
-            lambda now: drain(self.endpoint, other.endpoint, now, authority)
-        )
+        handles = self._driver.run(lambda now: drain(self.endpoint, other.endpoint, now, authority))
         other._driver.flush()
         self._driver.flush()
         return [Call(other._driver, other.endpoint, handle) for handle in handles]

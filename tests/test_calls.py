@@ -410,3 +410,16 @@ def test_first_call_opens_its_connection_at_the_callers_time() -> None:
     trunk.client.drain()
     assert trunk.run_until(lambda: trunk.client_state(handle) is C), trunk.client.events
     assert not trunk.client.of(CallTerminated)
+
+
+def test_first_media_streams_are_sized_from_the_measured_path_rtt() -> None:
+    """Before any media ack, N comes from QUIC's handshake RTT, not the 100 ms guess."""
+    from ripp_core import streams_for
+
+    config = RippConfig(jitter_buffer=False)
+    trunk = Trunk(impairment=Impairment(delay=0.005), config=config)
+    handle = trunk.place()
+    assert trunk.run_until(lambda: trunk.client_state(handle) is R)
+    opened = len(trunk.rclient.call(handle).media_channels)
+    assert opened == streams_for(config, 0.010, 0.02, config.assumed_loss)  # 10 ms RTT
+    assert opened < streams_for(config, config.initial_rtt, 0.02, config.assumed_loss)

@@ -30,6 +30,7 @@ import ripp_trio
 from ripp_core import (
     CallEnded,
     CallInbox,
+    CallMovedAway,
     CallState,
     CallTerminated,
     Codec,
@@ -112,7 +113,8 @@ class EchoApp:
         async for item in call.audio():
             if isinstance(item, MediaFrame):
                 self.sequences.append(item.sequence)
-                with contextlib.suppress(CallEnded):  # audio may outlive the call a little
+                # audio may outlive the call a little, or the call may have moved away
+                with contextlib.suppress(CallEnded, CallMovedAway):
                     call.send_audio(item.codec, item.duration, item.payload)
         self.ended.append(call.ended)
 

@@ -1,0 +1,608 @@
+"""Run the benchmarks and write ``docs/performance.md``.
+
+    python -m benchmarks.run                 # everything (5 to 10 minutes on 2 cores)
+    python -m benchmarks.run --quick         # smoke run (about 1 minute), doc to /tmp
+    python -m benchmarks.run --only capacity # one benchmark; other sections keep the
+                                             # figures of their last run
+
+Every figure is printed beside its baseline, measured in the same run. The raw results
+are kept in ``docs/performance.json`` so that ``--only`` can re-render the whole doc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import fmt, machine_info, table, write_pki
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "performance.md"
+RESULTS = ROOT / "docs" / "performance.json"
+SECTIONS = ("hol", "capacity", "setup", "profile")
+QUIET = 15.0  # % of one core of other work below which the machine counts as quiet
+DISTURBED = 40.0  # % of one core of other work during a measurement that disturbs it
+
+
+# ---------------------------------------------------------------- running
+def background_load(seconds: float = 2.0) -> float:
+    """CPU the machine spends on other work while we wait, in % of one core."""
+    from .capacity import machine_busy_seconds
+
+    before = machine_busy_seconds()
+    time.sleep(seconds)
+    return 100 * (machine_busy_seconds() - before) / seconds
+def run_hol(quick: bool) -> dict[str, Any]:
+    from . import hol
+
+    seconds = 5.0 if quick else 30.0
+    rows = hol.run(seconds=seconds)
+    for row in rows:  # the raw latencies are not worth keeping
+        for stack in ("ripp", "single"):
+            row[stack].pop("latencies", None)
+    return {"seconds": seconds, "delay": 0.050, "seed": 1, "rows": rows}
+
+
+def run_capacity(quick: bool, duration: float | None) -> dict[str, Any]:
+    from . import capacity
+
+    calls = (10, 50) if quick else (10, 20, 30, 50, 100, 200, 400)
+    seconds = duration or (2.0 if quick else 10.0)
+
+    def progress(result: dict[str, Any]) -> None:
+        print(
+            f"  {result['stack']:<4} {result['calls']:>4} calls: server "
+            f"{fmt(result['server_cpu_ms_per_call_s'])} ms CPU/call/s, delivered "
+            f"{fmt(result['delivered_pct'])} %, p99 {fmt(result['c2s']['p99_ms'])}/"
+            f"{fmt(result['s2c']['p99_ms'])} ms, other load "
+            f"{fmt(result.get('other_load_pct'), 0)} %"
+            + (" SATURATED" if result["saturated"] else "")
+            + (" (second try)" if result.get("retried") else ""),
+            flush=True,
+        )
+
+    points = capacity.run(
+        calls=calls, duration=seconds, progress=progress, disturbed=None if quick else DISTURBED
+    )
+    return {"seconds": seconds, "points": points}
+
+
+def run_setup(quick: bool) -> dict[str, Any]:
+    from . import setup
+
+    calls = 100 if quick else 500
+    return {"calls": calls, "stacks": setup.run(calls=calls)}
+
+
+def run_profile(quick: bool, capacity_results: dict[str, Any] | None) -> dict[str, Any]:
+    """Profile the RIPP server at the highest load it kept up with, then bare H3 there.
+
+    The profiler slows the process down; if the profiled RIPP server cannot keep up at that
+    load, the next lower load that was measured is tried, then the lowest.
+    """
+    from . import capacity
+
+    loads = [10]
+    if capacity_results is not None:
+        fine = sorted(
+            (p["calls"] for p in capacity_results["points"]
+             if p["stack"] == "ripp" and not p["saturated"]),
+            reverse=True,
+        )  # fmt: skip
+        # The two highest, then the lowest as a last resort.
+        loads = list(dict.fromkeys([*fine[:2], *fine[-1:]])) or loads
+    seconds = 2.0 if quick else 10.0
+    out: dict[str, Any] = {"highest": loads[0], "seconds": seconds, "tried": []}
+    with tempfile.TemporaryDirectory(prefix="ripp-profile-") as tmp:
+        write_pki(Path(tmp))
+        for load in loads:
+            path = Path(tmp) / f"ripp-{load}.profile.json"
+            point = capacity.run_point("ripp", load, seconds, Path(tmp), profile=path)
+            out["tried"].append({"calls": load, "saturated": point["saturated"]})
+            out["calls"] = load
+            out["ripp"] = json.loads(path.read_text())
+            out["ripp"]["point"] = point
+            if not point["saturated"]:
+                break
+        path = Path(tmp) / "bare.profile.json"
+        point = capacity.run_point("bare", out["calls"], seconds, Path(tmp), profile=path)
+        out["bare"] = json.loads(path.read_text())
+        out["bare"]["point"] = point
+    return out
+
+
+# ---------------------------------------------------------------- rendering
+def _pct(value: float) -> str:
+    return fmt(value, 1)
+
+
+def render_hol(data: dict[str, Any]) -> str:
+    rows = []
+    for row in data["rows"]:
+        for stack, name in (("ripp", "RIPP striped"), ("single", "single stream")):
+            r = row[stack]
+            lat = r["latency_ms"]
+            rows.append(
+                [
+                    f"{row['loss'] * 100:g} %",
+                    name,
+                    f"{r['delivered']}/{r['sent']}",
+                    fmt(lat["p50"], 0),
+                    fmt(lat["p90"], 0),
+                    fmt(lat["p99"], 0),
+                    fmt(lat["max"], 0),
+                    _pct(r["late_pct"]),
+                ]
+            )
+    return table(
+        ["loss", "stack", "delivered", "p50 ms", "p90 ms", "p99 ms", "max ms", "> 150 ms %"],
+        rows,
+    )
+
+
+def _status(point: dict[str, Any]) -> str:
+    if point["saturated"]:
+        return "SATURATED"
+    worst = max(point["c2s"]["p99_ms"], point["s2c"]["p99_ms"])
+    return "ok" if worst <= 150 else "late"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b and not math.isnan(a) and not math.isnan(b) else "-"
+
+
+def _load(row: dict[str, Any]) -> str:
+    """Other load in % of a core; tick sampling makes small values noisy, so floor at 0."""
+    value = row.get("other_load_pct")
+    return fmt(max(0.0, value) if value is not None and not math.isnan(value) else None, 0)
+
+
+def _point_ratio(ripp: dict[str, Any], bare: dict[str, Any], key: str) -> str:
+    """RIPP/bare of a cost; a saturated point's CPU is capped by the core, not a cost."""
+    if ripp["saturated"] or bare["saturated"]:
+        return "n/a (saturated)"
+    return _ratio(ripp[key], bare[key])
+
+
+def render_capacity(data: dict[str, Any]) -> str:
+    by = {(p["stack"], p["calls"]): p for p in data["points"]}
+    calls = sorted({p["calls"] for p in data["points"]})
+    cpu_rows, media_rows = [], []
+    for n in calls:
+        r, b = by.get(("ripp", n)), by.get(("bare", n))
+        if r is None or b is None:
+            continue
+        cpu_rows.append(
+            [
+                str(n),
+                fmt(r["server_cpu_ms_per_call_s"], 2),
+                fmt(b["server_cpu_ms_per_call_s"], 2),
+                _point_ratio(r, b, "server_cpu_ms_per_call_s"),
+                fmt(r["client_cpu_ms_per_call_s"], 2),
+                fmt(b["client_cpu_ms_per_call_s"], 2),
+                _point_ratio(r, b, "client_cpu_ms_per_call_s"),
+                f"{fmt(r['server_core_pct'], 0)} / {fmt(b['server_core_pct'], 0)}",
+                f"{_load(r)} / {_load(b)}",
+            ]
+        )
+        media_rows.append(
+            [
+                str(n),
+                f"{_pct(r['c2s']['delivered_pct'])} / {_pct(r['s2c']['delivered_pct'])}",
+                f"{fmt(r['c2s']['p50_ms'])} / {fmt(r['c2s']['p99_ms'])}",
+                f"{fmt(r['s2c']['p50_ms'])} / {fmt(r['s2c']['p99_ms'])}",
+                _status(r),
+                f"{_pct(b['c2s']['delivered_pct'])} / {_pct(b['s2c']['delivered_pct'])}",
+                f"{fmt(b['c2s']['p50_ms'])} / {fmt(b['c2s']['p99_ms'])}",
+                f"{fmt(b['s2c']['p50_ms'])} / {fmt(b['s2c']['p99_ms'])}",
+                _status(b),
+                f"{fmt(r['datagrams_per_frame'], 2)} / {fmt(b['datagrams_per_frame'], 2)}",
+            ]
+        )
+    cpu = table(
+        [
+            "calls",
+            "RIPP server",
+            "bare server",
+            "ratio",
+            "RIPP client",
+            "bare client",
+            "ratio",
+            "server core % RIPP / bare",
+            "other load % RIPP / bare",
+        ],
+        cpu_rows,
+    )
+    media = table(
+        [
+            "calls",
+            "RIPP delivered % c→s / s→c",
+            "RIPP c→s p50 / p99 ms",
+            "RIPP s→c p50 / p99 ms",
+            "RIPP",
+            "bare delivered %",
+            "bare c→s p50 / p99 ms",
+            "bare s→c p50 / p99 ms",
+            "bare",
+            "UDP datagrams per frame RIPP / bare",
+        ],
+        media_rows,
+    )
+    best = {
+        stack: max(
+            (p["calls"] for p in data["points"] if p["stack"] == stack and not p["saturated"]),
+            default=0,
+        )
+        for stack in ("ripp", "bare")
+    }
+    disturbed = [
+        f"{p['stack']} {p['calls']}"
+        for p in data["points"]
+        if p.get("other_load_pct", 0.0) > DISTURBED
+    ]
+    warning = (
+        f"**Disturbed** (other work above {DISTURBED:g} % of a core during the window, "
+        "also when measured a second time): "
+        + ", ".join(disturbed)
+        + ". Their latency and capacity figures are pessimistic; re-run with "
+        "`--only capacity` on a quiet machine.\n\n"
+        if disturbed
+        else ""
+    )
+    on_time = {
+        stack: max(
+            (p["calls"] for p in data["points"] if p["stack"] == stack and _status(p) == "ok"),
+            default=0,
+        )
+        for stack in ("ripp", "bare")
+    }
+    summary = warning + (
+        f"Highest load that kept up (of the loads tried): RIPP {best['ripp'] or 'none'} "
+        f"calls, bare H3 {best['bare'] or 'none'} calls; with every p99 within 150 ms: "
+        f"RIPP {on_time['ripp'] or 'none'}, bare H3 {on_time['bare'] or 'none'}. "
+        "Status *late*: kept up, but the "
+        "p99 latency of one direction exceeds 150 ms. Datagrams per frame: UDP datagrams "
+        "both processes sent in the window (kernel counter) over media frames due in "
+        "both directions; RIPP adds an application ack per frame, and each side's QUIC "
+        "ACKs those too. CPU per call at a saturated point is capped by the core (each "
+        "process has one), not a cost."
+    )
+    return (
+        "CPU time per call, in milliseconds of CPU per second of call (10 ms = 1 % of one "
+        "core), for each process. *Other load*: CPU the machine spent on anything but the "
+        "two benchmark processes during the window (other tenants, kernel work not charged "
+        "to them), in % of one core, from /proc/stat; it is tick-sampled, so about "
+        "±30 % at light load: only a large value means the point was disturbed.\n\n"
+        + cpu
+        + "\n\nMedia: frames delivered within the run and one-way latency:\n\n"
+        + media
+        + "\n\n"
+        + summary
+    )
+
+
+def render_setup(data: dict[str, Any]) -> str:
+    by = {s["stack"]: s for s in data["stacks"]}
+    rows = []
+    for parallel in ("1", "10"):
+        r = by["ripp"]["rows"].get(parallel) or by["ripp"]["rows"].get(int(parallel))
+        b = by["bare"]["rows"].get(parallel) or by["bare"]["rows"].get(int(parallel))
+        rows.append(
+            [
+                "sequential" if parallel == "1" else f"{parallel} in parallel",
+                f"{_load(r)} / {_load(b)}",
+                fmt(r["rate"], 0),
+                fmt(b["rate"], 0),
+                _ratio(b["rate"], r["rate"]),
+                f"{fmt(r['latency_ms']['p50'], 2)} / {fmt(r['latency_ms']['p99'], 2)}",
+                f"{fmt(b['latency_ms']['p50'], 2)} / {fmt(b['latency_ms']['p99'], 2)}",
+                f"{fmt(r['client_cpu_ms'], 2)} / {fmt(r['server_cpu_ms'], 2)}",
+                f"{fmt(b['client_cpu_ms'], 2)} / {fmt(b['server_cpu_ms'], 2)}",
+            ]
+        )
+    text = table(
+        [
+            "mode",
+            "other load % RIPP / bare",
+            "RIPP calls/s",
+            "bare H3 req/s",
+            "bare / RIPP",
+            "RIPP setup p50 / p99 ms",
+            "bare RTT p50 / p99 ms",
+            "RIPP CPU ms/call client / server",
+            "bare CPU ms/req client / server",
+        ],
+        rows,
+    )
+    ripp = by["ripp"]
+    return (
+        text
+        + f"\n\n{data['calls']} calls per mode, each mode after as many unmeasured calls "
+        "as it runs at once (they open the connections it needs). The RIPP client used "
+        f"{ripp.get('connections')} QUIC connection(s) and opened {ripp.get('streams')} "
+        "request streams in all."
+    )
+
+
+def render_profile(data: dict[str, Any]) -> str:
+    parts = []
+    for stack, title in (("ripp", "RIPP server"), ("bare", "bare H3 server (baseline)")):
+        prof = data.get(stack)
+        if prof is None:
+            continue
+        busy = prof["busy"] or 1.0
+        point = prof.get("point", {})
+        head = (
+            f"**{title}**, {data['calls']} two-way calls, {fmt(prof['duration'], 1)} s "
+            f"sampled: busy {fmt(100 * prof['busy'] / prof['duration'], 0)} % of the time "
+            f"(process CPU while profiled: {fmt(point.get('server_core_pct'), 0)} % of a "
+            "core). Shares below are of the busy time, by self time.\n\n"
+        )
+        packages = table(
+            ["package", "share"],
+            [[name, f"{100 * t / busy:.1f} %"] for name, t in prof["packages"]],
+        )
+        functions = table(
+            ["function (self time)", "share"],
+            [[name, f"{100 * t / busy:.1f} %"] for name, t in prof["functions"][:15]],
+        )
+        inclusive = table(
+            ["function (inclusive time)", "share"],
+            [[name, f"{100 * t / busy:.1f} %"] for name, t in prof.get("inclusive", [])[:12]],
+        )
+        parts.append(head + packages + "\n\n" + functions + "\n\n" + inclusive)
+        if stack == "ripp":
+            parts.append(_profile_summary(prof))
+    return "\n\n".join(parts)
+
+
+def _profile_fallback(data: dict[str, Any]) -> str:
+    tried = data.get("tried", [])
+    given_up = [str(t["calls"]) for t in tried if t["saturated"]]
+    if not given_up:
+        return ""
+    ended = tried[-1]
+    return (
+        f"; under the profiler's overhead the server did not keep up at "
+        f"{', '.join(given_up)} calls, so the profile shown is of {ended['calls']} calls"
+        + (" (still saturated: read it as an overloaded server)" if ended["saturated"] else "")
+    )
+
+
+def _profile_summary(prof: dict[str, Any]) -> str:
+    """One sentence on the RIPP server's biggest cost centres, from inclusive times."""
+    busy = prof["busy"] or 1.0
+    inclusive = dict(prof.get("inclusive", []))
+
+    def share(prefix: str) -> str:
+        total = max((t for name, t in inclusive.items() if name.startswith(prefix)), default=0)
+        return f"{100 * total / busy:.0f} %"
+
+    return (
+        f"In the RIPP server, {share('flush (ripp_trio')} of the busy time is spent under "
+        "the driver's `flush` (collecting the endpoint's datagrams and events), "
+        f"{share('datagrams_to_send (aioquic')} inside aioquic's "
+        "`QuicConnection.datagrams_to_send` (building and encrypting packets), and "
+        f"{share('receive_datagram (aioquic')} inside aioquic's `receive_datagram`."
+    )
+
+
+def render_doc(results: dict[str, Any]) -> str:
+    out = [
+        "# Performance",
+        "",
+        "Generated by `python -m benchmarks.run` (see `benchmarks/`); every RIPP figure is",
+        "shown beside a baseline measured in the same run on the same machine. Raw results:",
+        "`docs/performance.json`. Re-run one section with `--only hol|capacity|setup|profile`.",
+        "",
+    ]
+    machines = {
+        json.dumps(
+            {k: v for k, v in results[s]["machine"].items() if k not in ("date", "commit")},
+            sort_keys=True,
+        )
+        for s in SECTIONS
+        if s in results
+    }
+    if len(machines) == 1:
+        first = next(results[s]["machine"] for s in SECTIONS if s in results)
+        out += ["## Machine", "", _machine_table(first), ""]
+    if "hol" in results:
+        data = results["hol"]
+        out += [
+            "## Head-of-line blocking under loss",
+            "",
+            _stamp(results, "hol", len(machines) > 1),
+            f"One call, client to server, a 20 ms PCMU frame every 20 ms for "
+            f"{data['seconds']:g} s of media, {data['delay'] * 1000:g} ms one-way delay and "
+            "the given loss rate in both directions. Real aioquic QUIC + HTTP/3 and TLS 1.3, "
+            "in **virtual time** on `ripp_core.testing.VirtualNetwork`: deterministic for a "
+            f"given seed (seed {data['seed']}); the two stacks send different packets, so "
+            "the same seed does not drop the same frames in both. *RIPP striped*: a RIPP "
+            "call (media striped over N requests, one unacknowledged frame per stream). "
+            "*single stream*: the same frames (`encode_media`) pipelined on one request "
+            "body without waiting for anything, decoded with `FrameDecoder`. Latency is "
+            "arrival minus send time; '> 150 ms' counts frames later than 150 ms or never "
+            "delivered (150 ms: ITU-T G.114's limit for one-way delay).",
+            "",
+            render_hol(data),
+            "",
+        ]
+    if "capacity" in results:
+        data = results["capacity"]
+        out += [
+            "## Capacity: concurrent two-way calls",
+            "",
+            _stamp(results, "capacity", len(machines) > 1),
+            "One client process and one server process on 127.0.0.1 (real UDP), each call "
+            "a 20 ms G.711 frame every 20 ms in each direction, "
+            f"{data['seconds']:g} s measured per point after all calls connected and 1 s "
+            "of warm-up. *RIPP*: the `ripp_trio` driver (`open_server`/`open_client`, "
+            "`answer`, `send_audio`), default `RippConfig` but the jitter buffer off "
+            "(frames reported on arrival). *bare*: aioquic H3 carrying the same frames "
+            "with no RIPP logic: one bidirectional request per call, the client's frames "
+            "on the request body and the server's on the response body, no acks, no "
+            "striping; a minimal Trio UDP loop (`benchmarks/bare_h3.py`). Both pool "
+            "**8 calls per QUIC connection** (RippClient's default "
+            "`max_calls_per_connection`), since calls on a connection share its "
+            "congestion window. CPU is each process's user+system time (getrusage) over "
+            "the window. Latency is one-way: the sender puts the `time.monotonic()` at "
+            "which the frame was due in its first 8 payload bytes, the receiver subtracts "
+            "it on arrival (both processes share CLOCK_MONOTONIC), so a sender that falls "
+            "behind shows as latency. A point is **SATURATED** when fewer than 95 % of "
+            "the frames due in the window arrived (either direction), the p99 latency "
+            "exceeds 1 s, or not every call connected; its CPU per call is then capped "
+            "by the core, not a cost.",
+            "",
+            render_capacity(data),
+            "",
+        ]
+    if "setup" in results:
+        data = results["setup"]
+        out += [
+            "## Call set-up rate",
+            "",
+            _stamp(results, "setup", len(machines) > 1),
+            "One client process and one server process on 127.0.0.1. RIPP: `place_call`, "
+            "wait for CONNECTED (the server answers at once), `terminate`; latency is "
+            "request sent to CONNECTED (call request, 201, signaling request, Pending, "
+            "Answer). Baseline: a bare H3 POST with the same header fields, answered 201, "
+            "on one open connection; latency is request to response headers. Rates are "
+            "completed calls (or requests) per second of wall time.",
+            "",
+            render_setup(data),
+            "",
+        ]
+    if "profile" in results:
+        data = results["profile"]
+        out += [
+            "## Where the time goes",
+            "",
+            _stamp(results, "profile", len(machines) > 1),
+            "pyinstrument (1 ms sampling) on the server process at the highest capacity "
+            f"load RIPP kept up with ({data.get('highest', data['calls'])} calls)"
+            + _profile_fallback(data)
+            + f", over {data['seconds']:g} s of steady media, and on the bare H3 server at "
+            f"the same load ({data['calls']} calls). The profiler "
+            "slows the process down (its hook runs on every Python call), so the shares "
+            "are indicative and the CPU figures above are measured without it. Time "
+            "blocked in `epoll.poll` is idle and left out; a C function's time (socket "
+            "calls, AEAD) is counted to itself.",
+            "",
+            render_profile(data),
+            "",
+        ]
+    out += [
+        "## Caveats",
+        "",
+        "- The virtual-time figures are exact for their seed; the loopback figures are not:",
+        "  on a shared 2-core VM the p99 tails of the capacity runs vary from run to run",
+        "  (a point near its limit can be *ok* in one run and *late* in the next).",
+        "- Client and server share one machine, one process each: a capacity point",
+        "  measures one core per side, and each side's CPU includes its load generator",
+        "  (the pacer and the latency bookkeeping, the same code for both stacks).",
+        "- The bare baseline is meant as the dependency's ceiling: no call state, no",
+        "  acks, no striping, a minimal loop that asks only the connections it touched",
+        "  for datagrams. Everything RIPP and its driver add is in the RIPP/bare ratio.",
+        "- Not measured here: the asyncio driver, the jitter buffer (off in the capacity",
+        "  runs), Opus, and HTTP/2.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _machine_table(machine: dict[str, str]) -> str:
+    return table(["", ""], [[k, v] for k, v in machine.items() if k not in ("date", "commit")])
+
+
+def _stamp(results: dict[str, Any], section: str, always: bool) -> str:
+    machine = results[section]["machine"]
+    text = (
+        f"Measured {machine['date']} on commit {machine.get('commit', 'unknown')}, "
+        f"{results[section]['wall']:.0f} s wall time"
+    )
+    load = results[section].get("load_before")
+    if load is not None:
+        text += f" (machine busy with other work just before: {load:.0f} % of one core)"
+    text += "."
+    if always:
+        text += f" Machine: {machine['cpu']}, {machine['cores']} cores, {machine['python']}."
+    return text + "\n"
+
+
+# ---------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny configuration, smoke test")
+    parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these")
+    parser.add_argument("--duration", type=float, help="seconds measured per capacity point")
+    parser.add_argument("--out", type=Path, help="the Markdown file to write")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help=f"wait up to this long for other work on the machine to fall below {QUIET} %% "
+        "of one core before starting",
+    )
+    args = parser.parse_args(argv)
+    sections = args.only or list(SECTIONS)
+    out = args.out or (Path(tempfile.gettempdir()) / "ripp-performance-quick.md" if args.quick
+                       else DOC)  # fmt: skip
+    results_path = out.with_suffix(".json")
+    results: dict[str, Any] = {}
+    if results_path.exists() and not args.quick:
+        results = json.loads(results_path.read_text())
+    machine = machine_info()
+    print(f"ripp benchmarks on {machine['cpu']}, {machine['cores']} cores, {machine['python']}")
+    load_before = background_load()
+    waited = time.monotonic()
+    while load_before > QUIET and time.monotonic() - waited < args.wait_quiet:
+        print(f"machine busy with other work ({load_before:.0f} % of one core); waiting")
+        time.sleep(10)
+        load_before = background_load(5.0)
+    print(f"background load before the run: {load_before:.0f} % of one core")
+    began = time.monotonic()
+    for section in SECTIONS:
+        if section not in sections:
+            continue
+        print(f"\n== {section}", flush=True)
+        start = time.monotonic()
+        if section == "hol":
+            data = run_hol(args.quick)
+        elif section == "capacity":
+            data = run_capacity(args.quick, args.duration)
+        elif section == "setup":
+            data = run_setup(args.quick)
+        else:
+            data = run_profile(args.quick, results.get("capacity"))
+        data["machine"] = machine
+        data["wall"] = time.monotonic() - start
+        data["load_before"] = load_before
+        results[section] = data
+        render = {
+            "hol": render_hol,
+            "capacity": render_capacity,
+            "setup": render_setup,
+            "profile": render_profile,
+        }[section]
+        print(render(data), flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(results, indent=1, default=str))
+    out.write_text(render_doc(results))
+    print(f"\nwrote {out} and {results_path} in {time.monotonic() - began:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

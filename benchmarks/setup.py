@@ -1,0 +1,226 @@
+"""Call set-up: how many calls one client can set up and tear down against one server.
+
+Client and server are separate processes on 127.0.0.1 (the server is the capacity
+benchmark's, in ``--mode setup``: it answers every call at once and sends no media). The
+client runs the calls back to back
+(``parallel`` 1) and then with 10 in flight; before each batch as many unmeasured calls
+as it runs at once open the connections it needs. For each call it measures the set-up latency
+from ``place_call`` (the call request leaves) to CONNECTED, then hangs up (terminate) before
+the next one starts in that slot. The rate is calls completed (set up and torn down) per
+second of wall time.
+
+Baseline: bare H3 request/response round trips on the same stack: a POST with the same
+header fields as RIPP's call request (no body), answered ``201`` with a Location, on one
+open connection, timed from send to response headers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+from aioquic.h3.events import H3Event, HeadersReceived
+
+from ripp_core import CallState
+
+from . import (
+    HOST,
+    IDENTITY,
+    TOKEN,
+    client_configuration,
+    cpu_seconds,
+    latency_summary,
+    read_line,
+    reap,
+    spawn,
+    write_pki,
+)
+from .bare_h3 import BareConnection, BareDriver, BareEndpoint, udp_socket
+from .capacity import BarePool, _cpu_between, bare_request, machine_busy_seconds, ripp_config
+
+PARALLEL = (1, 10)
+
+
+async def _batches(
+    one: Callable[[int], Awaitable[float]], calls: int, out: dict[str, Any]
+) -> None:
+    """Run ``calls`` set-ups at each parallelism; record latencies, wall time, CPU.
+
+    Before each batch, ``parallel`` calls run at once unmeasured, so that the connections
+    the batch needs (RIPP pools 8 calls per connection) are open and warm.
+    """
+    number = 0
+    for parallel in PARALLEL:
+        async with trio.open_nursery() as warmup:
+            for n in range(number, number + parallel):
+                warmup.start_soon(one, n)
+        number += parallel
+        latencies: list[float] = []
+        queue = list(range(number, number + calls))
+        number += calls
+        t0, c0, m0 = time.monotonic(), cpu_seconds(), machine_busy_seconds()
+        with trio.move_on_after(120):
+            async with trio.open_nursery() as nursery:
+                for _ in range(parallel):
+                    nursery.start_soon(_worker, one, queue, latencies)
+        t1, c1, m1 = time.monotonic(), cpu_seconds(), machine_busy_seconds()
+        out[str(parallel)] = {
+            "calls": len(latencies),
+            "t0": t0,
+            "t1": t1,
+            "client_cpu": c1 - c0,
+            "machine_busy": m1 - m0,
+            "latencies": latencies,
+        }
+
+
+async def _worker(
+    one: Callable[[int], Awaitable[float]], queue: list[int], latencies: list[float]
+) -> None:
+    while queue:
+        latencies.append(await one(queue.pop()))
+
+
+async def ripp_setup(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    from ripp_trio import open_client
+
+    async with open_client(
+        client_configuration(args.pki),
+        calls_uris=[f"https://localhost:{args.port}/ripp/calls"],
+        token=TOKEN,
+        config=ripp_config(),
+    ) as client:
+
+        async def one(n: int) -> float:
+            began = time.monotonic()
+            call = await client.place_call(
+                to=f"<tel:+1212{n:07d}>", from_="<tel:+14085550100>;tag=b", identity=IDENTITY
+            )
+            await call.wait_state(CallState.CONNECTED)
+            latency = time.monotonic() - began
+            await call.terminate()
+            return latency
+
+        await _batches(one, args.calls, out)
+        connections = client.endpoint._connections
+        out["connections"] = len(connections)
+        out["streams"] = sum(c.quic._local_next_stream_id_bidi // 4 for c in connections)
+
+
+async def bare_setup(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    answers: dict[tuple[int, int], trio.Event] = {}
+
+    def on_event(connection: BareConnection, event: H3Event, now: float) -> None:
+        if isinstance(event, HeadersReceived):
+            answered = answers.pop((id(connection), event.stream_id), None)
+            if answered is not None:
+                answered.set()
+
+    endpoint = BareEndpoint(client_configuration(args.pki), on_event)
+    sock = udp_socket(HOST, 0)
+    driver = BareDriver(endpoint, sock)
+    pool = BarePool(endpoint, driver, args.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(driver.serve)
+        connection = await pool.connection()
+
+        async def one(n: int) -> float:
+            began = time.monotonic()
+            stream_id = bare_request(connection, "/setup", n, end_stream=True)
+            answered = answers[(id(connection), stream_id)] = trio.Event()
+            endpoint.touch(connection)
+            driver.flush()
+            await answered.wait()
+            return time.monotonic() - began
+
+        await _batches(one, args.calls, out)
+        out["connections"] = len(endpoint.connections)
+        driver.goodbye()
+        nursery.cancel_scope.cancel()
+    sock.close()
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.setup")
+    parser.add_argument("--stack", choices=["ripp", "bare"], required=True)
+    parser.add_argument("--pki", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--lifetime", type=float, default=300.0)
+    args = parser.parse_args()
+    logging.getLogger("ripp").setLevel(logging.ERROR)
+    out: dict[str, Any] = {"stack": args.stack}
+
+    async def main() -> None:
+        with trio.move_on_after(args.lifetime):
+            await (ripp_setup if args.stack == "ripp" else bare_setup)(args, out)
+
+    try:
+        trio.run(main)
+    finally:
+        args.out.write_text(json.dumps(out))
+
+
+def run_stack(stack: str, calls: int, pki: Path) -> dict[str, Any]:
+    """Set-up figures of one stack: per parallelism, rate, latency and CPU per call."""
+    lifetime = 300.0
+    with tempfile.TemporaryDirectory(prefix="ripp-setup-") as tmp:
+        server_out, client_out = Path(tmp) / "server", Path(tmp) / "client.json"
+        server = spawn(
+            "benchmarks.capacity", "server", "--stack", stack, "--pki", str(pki),
+            "--out", str(server_out), "--lifetime", str(lifetime + 30), "--mode", "setup",
+        )  # fmt: skip
+        try:
+            port = read_line(server, "PORT ", timeout=30)
+            client = spawn(
+                "benchmarks.setup", "--stack", stack, "--pki", str(pki), "--out",
+                str(client_out), "--port", port, "--calls", str(calls),
+                "--lifetime", str(lifetime),
+            )  # fmt: skip
+            reap(client, timeout=lifetime + 30)
+        finally:
+            reap(server, timeout=30)
+        result = json.loads(client_out.read_text())
+        server_meta = json.loads(server_out.with_suffix(".json").read_text())
+    rows = {}
+    for parallel in PARALLEL:
+        batch = result.get(str(parallel))
+        if batch is None:
+            raise RuntimeError(f"{stack} set-up client did not finish parallel={parallel}")
+        done = max(batch["calls"], 1)
+        elapsed = batch["t1"] - batch["t0"]
+        server_cpu = _cpu_between(server_meta["cpu"], batch["t0"], batch["t1"])
+        rows[parallel] = {
+            "calls": batch["calls"],
+            "rate": batch["calls"] / elapsed,
+            "latency_ms": latency_summary(batch["latencies"]),
+            "client_cpu_ms": 1000 * batch["client_cpu"] / done,
+            "server_cpu_ms": 1000 * server_cpu / done,
+            "other_load_pct": 100
+            * (batch["machine_busy"] - batch["client_cpu"] - server_cpu)
+            / max(elapsed, 1e-9),
+        }
+    return {
+        "stack": stack,
+        "connections": result.get("connections"),
+        "streams": result.get("streams"),
+        "rows": rows,
+    }
+
+
+def run(calls: int = 500, stacks: tuple[str, ...] = ("ripp", "bare")) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="ripp-pki-") as tmp:
+        write_pki(Path(tmp))
+        return [run_stack(stack, calls, Path(tmp)) for stack in stacks]
+
+
+if __name__ == "__main__":
+    _main()
