@@ -13,6 +13,8 @@ so that applications built on ripp can test their own call handling the same way
 
 from ripp_core.testing._network import Address, Endpoint, Impairment, LinkStats, VirtualNetwork
 from ripp_core.testing._tls import (
+    CA_KEY_USAGE,
+    SERVER_KEY_USAGE,
     ServerKey,
     TestPki,
     client_quic_configuration,
@@ -21,6 +23,8 @@ from ripp_core.testing._tls import (
 )
 
 __all__ = [
+    "CA_KEY_USAGE",
+    "SERVER_KEY_USAGE",
     "Address",
     "Endpoint",
     "Impairment",
