@@ -197,8 +197,6 @@ class Call:
         self._reestablish_deadline: float | None = None
         self._retry_at: float | None = None
         self.terminated_code: int | None = None
-        self.media_started = False
-        self.migrations = 0
         self._last_sent = now
         self.attachments = 0
         self.exported = False
@@ -559,7 +557,6 @@ class Call:
                 if self.phase is not MigrationPhase.ATTACHED:
                     self._set_phase(MigrationPhase.ATTACHED, "signaling re-attached")
                     self.liveness.reset(now)
-                    self.migrations += 1
                     self._emit(CallAttached(self.handle, self.uri or "", migrated=True))
                     self._next_adapt = now
                     self.sender.resume(now)
@@ -678,7 +675,6 @@ class Call:
             self._on_peer_end(channel, now)
 
     def _on_media(self, channel: int, frame: MediaFrame, now: float) -> None:
-        self.media_started = True
         if channel not in self._closing:
             self._send(channel, encode_ack(AckFrame(frame.sequence, 0)), now)
         if not self.receiver.on_frame(frame, now):
@@ -710,7 +706,7 @@ class Call:
         self._dtmf_ends.append((seq, frame.payload))
         if repeat:
             return
-        self._emit(DtmfReceived(self.handle, event.digit, event.duration / 8000, event.volume))
+        self._emit(DtmfReceived(self.handle, event.digit, event.seconds, event.volume))
 
     def _drain_jitter(self, now: float) -> None:
         assert self.jitter is not None

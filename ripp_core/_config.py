@@ -54,6 +54,9 @@ class RippConfig:
     connection deliver every frame (docs/protocol.md, "Stream budget")."""
     max_connections: int = attrs.field(default=64, validator=_positive)
     """QUIC connections one endpoint holds at once."""
+    assumed_stream_credit: int = attrs.field(default=100, validator=_positive)
+    """Bidirectional streams a client assumes it may open on a connection whose handshake
+    has not finished (the peer's real allowance arrives with the handshake)."""
     max_streams_per_connection: int = attrs.field(default=2048, validator=_positive)
     """Our advertised initial_max_streams_bidi (aioquic's default is 128)."""
     min_media_streams: int = attrs.field(default=2, validator=_positive)

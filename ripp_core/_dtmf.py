@@ -42,6 +42,11 @@ class TelephoneEvent:
     duration: int  # in 8 kHz units
 
     @property
+    def seconds(self) -> float:
+        """The event's duration so far, in seconds."""
+        return self.duration / _TELEPHONE_EVENT_RATE
+
+    @property
     def digit(self) -> str | None:
         """The DTMF digit, or None for other events."""
         return EVENT_DIGITS.get(self.event)

@@ -85,8 +85,8 @@ logger = logging.getLogger("ripp.h3")
 
 Address = tuple[str, int]
 
-#: Stream credit assumed on a connection whose handshake has not finished.
-_ASSUMED_CREDIT_BEFORE_HANDSHAKE = 100
+#: Stream IDs of one kind (client-initiated bidirectional) are 4 apart (RFC 9000 2.1).
+_STREAM_ID_STEP = 4
 
 
 @attrs.frozen
@@ -1222,10 +1222,10 @@ class RippClient(_Endpoint):
     def _credit(self, connection: _Connection) -> int:
         quic = connection.quic
         if not connection.handshake_done:
-            limit = _ASSUMED_CREDIT_BEFORE_HANDSHAKE
+            limit = self.config.assumed_stream_credit
         else:
             limit = quic._remote_max_streams_bidi
-        return limit - quic._local_next_stream_id_bidi // 4
+        return limit - quic._local_next_stream_id_bidi // _STREAM_ID_STEP
 
     def _connection_for(self, authority: str, call: Call, now: float) -> _Connection | None:
         needed = 1 + self.config.min_media_streams

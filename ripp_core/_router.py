@@ -177,10 +177,6 @@ class EventRouter:
         inbox.uri, inbox.state = uri, state
         return inbox
 
-    def forget(self, handle: str) -> None:
-        """Drop a finished call's inbox."""
-        self.calls.pop(handle, None)
-
 
 def drain(
     source: RippServer, target: RippServer, now: float, authority: str | None = None

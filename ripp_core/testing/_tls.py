@@ -5,15 +5,14 @@ with certificate verification (R13). Rather than ship key files, tests mint a fr
 server certificate signed by it, and give the client the CA as its only trust anchor, so
 verification runs exactly as in production.
 
-No clock is read here: the caller says when validity starts. aioquic checks validity
-against the real clock, so callers that run handshakes pass something like
-``datetime.now(timezone.utc) - timedelta(days=1)``. Keys come from the operating system's
-randomness (``cryptography`` cannot be seeded). The server key is Ed25519 by default because
-its signatures always have the same length, whereas a DER-encoded ECDSA signature is 70 to
-72 bytes: with ECDSA the size of the server's handshake flight varies from one handshake to
-the next, which changes aioquic's packetisation and pacing and so breaks the bit-for-bit
-repeatability of a seeded ``VirtualNetwork`` run. (Within one ``TestPki`` the certificates
-themselves are fixed, so reuse one PKI across runs that must match.)
+Nothing here reads a clock or does I/O: the validity start ``not_before`` is a parameter
+(aioquic checks validity against the real clock, so the *caller* picks a time that is
+valid now), and the certificates are built in memory. Keys are drawn from the
+``cryptography`` package's generator, which cannot be seeded. Sizes are kept constant so
+that the handshake packetises the same way every time, and a seeded ``VirtualNetwork`` run
+repeats: the server key is Ed25519 by default (its signatures always have the same length),
+and the CA's ECDSA signature on the server certificate is re-drawn until it has its full
+72-byte DER length (see :func:`_sign_full_length`).
 """
 
 from __future__ import annotations
