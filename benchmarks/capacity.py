@@ -44,6 +44,8 @@ from ripp_core import (
     MediaFrame,
     MediaReceived,
     RippConfig,
+    insecure_accept_any_bearer,
+    insecure_accept_any_identity,
 )
 from ripp_core._frames import MEDIA_FRAMES, FrameDecoder, encode_media
 
@@ -323,7 +325,8 @@ async def ripp_server(args: argparse.Namespace, recorder: Recorder, out: dict[st
     profile = _Profile(args.profile, args.calls, args.profile_seconds)
     connected = 0
     async with trio.open_nursery() as nursery, open_server(
-        server_configuration(args.pki), host=HOST, port=0, config=ripp_config()
+        server_configuration(args.pki), host=HOST, port=0, config=ripp_config(),
+        authorizer=insecure_accept_any_bearer, identity_verifier=insecure_accept_any_identity
     ) as server:
         server._driver.router = LatencyRouter(recorder)  # benchmark hook (see docstring)
         print(f"PORT {server.address[1]}", flush=True)

@@ -34,6 +34,8 @@ from ripp_core import (
     RippClient,
     RippConfig,
     RippServer,
+    insecure_accept_any_bearer,
+    insecure_accept_any_identity,
 )
 from ripp_core._frames import MEDIA_FRAMES, FrameDecoder, encode_media
 from ripp_core.testing import (
@@ -89,7 +91,9 @@ def run_ripp(pki: TestPki, seconds: float, delay: float, loss: float, seed: int)
     """One RIPP call; client-to-server latency of every frame."""
     net = _network(seed, delay, loss)
     config = RippConfig(jitter_buffer=False)  # MediaReceived on arrival, no playout delay
-    server = RippServer(server_quic_configuration(pki), instance_id="bench", config=config)
+    server = RippServer(server_quic_configuration(pki), instance_id="bench", config=config,
+        authorizer=insecure_accept_any_bearer, identity_verifier=insecure_accept_any_identity,
+    )
     client = RippClient(
         client_quic_configuration(pki),
         calls_uris=[f"https://localhost:{SERVER[1]}/ripp/calls"],

@@ -19,8 +19,6 @@ from ripp_core import (
     RippClient,
     RippConfig,
     RippServer,
-    accept_any_bearer,
-    accept_well_formed_identity,
 )
 from ripp_core.aio import Client, Server
 
@@ -49,8 +47,8 @@ async def open_server(
     instance_id: str | None = None,
     authority: str | None = None,
     config: RippConfig | None = None,
-    authorizer: Authorizer = accept_any_bearer,
-    identity_verifier: IdentityVerifier = accept_well_formed_identity,
+    authorizer: Authorizer,
+    identity_verifier: IdentityVerifier,
 ) -> AsyncIterator[Server]:
     """Run a RIPP server on ``host:port`` (port 0: any free port) for the ``async with``."""
     endpoint = RippServer(

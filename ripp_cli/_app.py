@@ -19,7 +19,16 @@ from typing import Any
 import attrs
 
 from ripp_audio import WavWriter, decoder_for, encoder_for, frames_from_wav, tone
-from ripp_core import CallState, Codec, MediaFrame, MediaGap, NoSuchCall, RippConfig
+from ripp_core import (
+    CallState,
+    Codec,
+    MediaFrame,
+    MediaGap,
+    NoSuchCall,
+    RippConfig,
+    insecure_accept_any_bearer,
+    insecure_accept_any_identity,
+)
 from ripp_core.testing import Impairment
 
 from . import _certs
@@ -168,6 +177,19 @@ def say(args: argparse.Namespace, text: str) -> None:
 
 
 # ------------------------------------------------------------------ server side
+def server_checks(args: argparse.Namespace) -> dict[str, Any]:
+    """The authorizer and identity verifier ``ripp serve`` and ``ripp demo`` use.
+
+    Until token and PASSporT validation land (issue 7), both accept anything well formed;
+    each distinct bearer token is its own principal, so calls stay bound to their token.
+    """
+    return {
+        "authorizer": insecure_accept_any_bearer,
+        "identity_verifier": insecure_accept_any_identity,
+    }
+
+
+
 async def serve_call(
     rt: Runtime,
     call: Any,
@@ -214,7 +236,9 @@ async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
     pki = _certs.ensure_local_pki(hostnames=("localhost", args.host))
     config = _certs.server_configuration(pki)
     with _certs.debugging(config, qlog_dir=args.qlog, keylog_file=args.keylog):
-        async with rt.driver.open_server(config, host=args.host, port=args.port) as server:
+        async with rt.driver.open_server(
+            config, host=args.host, port=args.port, **server_checks(args)
+        ) as server:
             say(
                 args,
                 f"ripp serve ({rt.name}): https://localhost:{server.address[1]}"
@@ -385,7 +409,7 @@ async def run_demo(rt: Runtime, args: argparse.Namespace) -> int:
             stack.enter_context(
                 _certs.debugging(server_config, qlog_dir=args.qlog, keylog_file=None)
             )
-        async with rt.driver.open_server(server_config) as server:
+        async with rt.driver.open_server(server_config, **server_checks(args)) as server:
             target = server.address
             if impairment != Impairment():
                 relay = stack.enter_context(RelayThread(target, impairment, args.seed))

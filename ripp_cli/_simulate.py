@@ -29,6 +29,8 @@ from ripp_core import (
     RippClient,
     RippConfig,
     RippServer,
+    insecure_accept_any_bearer,
+    insecure_accept_any_identity,
 )
 from ripp_core.testing import (
     Impairment,
@@ -99,6 +101,8 @@ class _Simulation:
                 instance_id=f"inst-{name}",
                 authority=f"{name}.example",
                 config=self.config,
+                authorizer=insecure_accept_any_bearer,
+                identity_verifier=insecure_accept_any_identity,
             )
             self.servers[name] = server
             addresses[f"{name}.example"] = ("127.0.0.1", 4433 + index)

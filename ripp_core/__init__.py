@@ -12,6 +12,16 @@ opens a socket, reads a clock, starts a thread or imports an event loop. The two
 See ``docs/protocol.md`` for the protocol and ``docs/architecture.md`` for the layout.
 """
 
+from ._auth import (
+    UNVERIFIED,
+    Authorizer,
+    AuthRequest,
+    IdentityCheck,
+    IdentityVerifier,
+    insecure_accept_any_bearer,
+    insecure_accept_any_identity,
+    principal_of_token,
+)
 from ._call import Call, CallHandoff, CallRequest, CallTransport
 from ._codecs import ALLOWED_DURATION_UNITS, MEDIA_CLOCK_RATE, Codec
 from ._config import RippConfig
@@ -60,15 +70,7 @@ from ._events import (
     Termination,
 )
 from ._frames import AckFrame, FrameDecoder, FrameType, MediaFrame, SignalFrame
-from ._h3 import (
-    Authorizer,
-    AuthRequest,
-    IdentityVerifier,
-    RippClient,
-    RippServer,
-    accept_any_bearer,
-    accept_well_formed_identity,
-)
+from ._h3 import RippClient, RippServer
 from ._headers import NameAddr, ReestablishMarker, parse_name_addr
 from ._messages import Answer, Message, Move, Pending, Ringing, Streams, Terminate
 from ._router import AudioItem, CallEnded, CallInbox, CallMovedAway, EventRouter, drain
@@ -80,6 +82,7 @@ __all__ = [
     "ALLOWED_DURATION_UNITS",
     "MEDIA_CLOCK_RATE",
     "TRANSITIONS",
+    "UNVERIFIED",
     "AckFrame",
     "Answer",
     "AudioItem",
@@ -114,6 +117,7 @@ __all__ = [
     "FrameError",
     "FrameTooLarge",
     "FrameType",
+    "IdentityCheck",
     "IdentityRequired",
     "IdentityVerifier",
     "InvalidIdentity",
@@ -155,10 +159,11 @@ __all__ = [
     "UnknownCall",
     "UnknownCodec",
     "UnsupportedMediaType",
-    "accept_any_bearer",
-    "accept_well_formed_identity",
     "drain",
+    "insecure_accept_any_bearer",
+    "insecure_accept_any_identity",
     "parse_name_addr",
+    "principal_of_token",
     "required_streams",
     "streams_for",
 ]

@@ -125,6 +125,9 @@ class CallRequest:
     from_: NameAddr
     identity: str
     headers: tuple[tuple[str, str], ...] = ()
+    principal: str | None = None
+    """Server: who created the call (the authorizer's answer). Every later request on the
+    call URI, and every re-establishment of it, must come from the same principal."""
 
 
 @attrs.frozen
@@ -473,15 +476,27 @@ class Call:
         )
 
     # ------------------------------------------------------------------ server side
-    def attach_signaling(self, channel: int, now: float) -> None:
-        """Server: a signaling request for this call arrived (R2); raises StateError."""
-        if self.state is CallState.TERMINATED:
-            raise RemoteStateError("the call is terminated")
+    def check_attach(self, *, signaling: bool) -> None:
+        """Server: raise the refusal (409 StateError, 429 TooManyStreams) a signaling or
+        media request for this call would get now, without changing anything."""
         if self.phase is MigrationPhase.MOVED_AWAY:
             raise RemoteStateError("the call has moved to another instance")
-        live_signaling = self.signaling is not None and self.signaling not in self._closing
-        if live_signaling and self.phase is MigrationPhase.ATTACHED:
-            raise RemoteStateError("the call already has a signaling channel")
+        if signaling:
+            if self.state is CallState.TERMINATED:
+                raise RemoteStateError("the call is terminated")
+            live_signaling = self.signaling is not None and self.signaling not in self._closing
+            if live_signaling and self.phase is MigrationPhase.ATTACHED:
+                raise RemoteStateError("the call already has a signaling channel")
+            return
+        if not self.machine.media_allowed:
+            raise RemoteStateError(f"media requests are not allowed in state {self.state.value}")
+        live = len(self.media_channels - self._closing)
+        if live >= self.config.max_media_streams:
+            raise TooManyStreams(f"call already has {live} media streams")
+
+    def attach_signaling(self, channel: int, now: float) -> None:
+        """Server: a signaling request for this call arrived (R2); raises StateError."""
+        self.check_attach(signaling=True)
         if self.signaling is not None:
             self._forget_channel(self.signaling, now)
         migrated = self.attachments > 0 or self.state is not CallState.CREATED
@@ -499,13 +514,7 @@ class Call:
 
     def attach_media(self, channel: int, now: float) -> None:
         """Server: a media request for this call arrived (R6); raises on refusal."""
-        if not self.machine.media_allowed:
-            raise RemoteStateError(f"media requests are not allowed in state {self.state.value}")
-        if self.phase is MigrationPhase.MOVED_AWAY:
-            raise RemoteStateError("the call has moved to another instance")
-        live = len(self.media_channels - self._closing)
-        if live >= self.config.max_media_streams:
-            raise TooManyStreams(f"call already has {live} media streams")
+        self.check_attach(signaling=False)
         self._add_channel(channel, signaling=False, now=now)
         self._pump(now)
 
@@ -789,6 +798,16 @@ class Call:
         live = was_signaling and self.state is not CallState.TERMINATED
         if live and self.phase in (MigrationPhase.ATTACHED, MigrationPhase.MOVING):
             self._lost("signaling channel reset", now)
+
+    def await_attach(self, timeout: float, now: float) -> None:
+        """Server: the client must attach a signaling request within ``timeout`` (after
+        creation, re-establishment or an import); else the call ends (408)."""
+        self._phase_deadline = now + timeout
+
+    def detach(self, reason: str, now: float) -> None:
+        """The old path of the call is gone (R10): the binding saw the client come back
+        through a re-establishment request. Same as a detected failure."""
+        self._lost(reason, now)
 
     def _lost(self, reason: str, now: float) -> None:
         """The peer or path is gone (R10)."""

@@ -52,8 +52,16 @@ class RippConfig:
     one connection share its congestion window: measured in virtual time, 50 calls on one
     connection collapse under 1 % loss (p50 latency > 200 ms) while 5-10 calls per
     connection deliver every frame (docs/protocol.md, "Stream budget")."""
-    max_connections: int = attrs.field(default=64, validator=_positive)
-    """QUIC connections one endpoint holds at once."""
+    max_connections: int = attrs.field(default=256, validator=_positive)
+    """QUIC connections one endpoint holds at once. A server at the limit closes its
+    longest-idle connection without calls to admit a new one."""
+    max_connections_per_address: int = attrs.field(default=32, validator=_positive)
+    """QUIC connections a server accepts from one IP address at once."""
+    idle_connection_timeout: float = attrs.field(default=10.0, validator=_positive)
+    """A server closes a connection that has carried no call for this long."""
+    retry_threshold: int = attrs.field(default=8, validator=_positive)
+    """With this many handshakes in progress, a server answers new Initials with a QUIC
+    Retry (stateless address validation) instead of creating connection state."""
     assumed_stream_credit: int = attrs.field(default=100, validator=_positive)
     """Bidirectional streams a client assumes it may open on a connection whose handshake
     has not finished (the peer's real allowance arrives with the handshake)."""
@@ -135,7 +143,21 @@ class RippConfig:
     handshake_timeout: float = attrs.field(default=5.0, validator=_positive)
     """A server drops a QUIC connection whose handshake has not completed by then."""
     connect_timeout: float = attrs.field(default=5.0, validator=_positive)
-    """A call request unanswered for this long fails (408)."""
+    """A call request unanswered for this long fails (408); a server ends a created call
+    whose signaling request has not arrived by then."""
+
+    # --- admission and authorization (server) ----------------------------------------
+    admission_max_lag: float = attrs.field(default=0.05, validator=_positive)
+    """Event-loop lag (seconds a timer fires late, reported by the driver) above which a
+    server refuses new calls with 503 for ``admission_hold``."""
+    admission_hold: float = attrs.field(default=2.0, validator=_positive)
+    """How long a server keeps refusing new calls after it found itself overloaded."""
+    retry_after: int = attrs.field(default=1, validator=_positive)
+    """Seconds sent in ``Retry-After`` with every 503."""
+    max_pending_checks: int = attrs.field(default=256, validator=_positive)
+    """Requests one server holds while deferred authorization runs; more get 503."""
+    check_timeout: float = attrs.field(default=5.0, validator=_positive)
+    """A request whose deferred authorization has not completed by then gets 503."""
 
     def __attrs_post_init__(self) -> None:
         if self.min_media_streams > self.max_media_streams:

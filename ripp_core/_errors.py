@@ -32,9 +32,12 @@ class RippError(Exception):
     sip_code: ClassVar[int] = 400
     """SIP-style reason code, used in ``ripp-reason`` and Terminate messages."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, challenge: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.challenge = challenge
+        """For 401/403: the ``WWW-Authenticate`` value to send (RFC 6750 section 3), e.g.
+        ``Bearer error="invalid_token"``; None for the plain ``Bearer realm="ripp"``."""
 
 
 class LocalProtocolError(RippError):
@@ -172,6 +175,24 @@ class TooManyStreams(RemoteProtocolError):
 
 class TooManyCalls(RemoteProtocolError):
     """The endpoint holds its maximum number of calls (HTTP 503)."""
+
+    http_status = 503
+    stream_error = H3_EXCESSIVE_LOAD
+    sip_code = 503
+
+
+class Overloaded(RemoteProtocolError):
+    """The server is past its capacity and refuses new calls for now (HTTP 503 with
+    ``Retry-After``; admission control)."""
+
+    http_status = 503
+    stream_error = H3_EXCESSIVE_LOAD
+    sip_code = 503
+
+
+class ChecksTimedOut(RemoteProtocolError):
+    """Authorization of a request could not be completed in time, or too many requests
+    await it (HTTP 503 with ``Retry-After``)."""
 
     http_status = 503
     stream_error = H3_EXCESSIVE_LOAD

@@ -10,6 +10,7 @@ import enum
 
 import attrs
 
+from ._auth import UNVERIFIED, AuthRequest, IdentityCheck
 from ._frames import MediaFrame
 from ._headers import NameAddr
 from ._state import CallState
@@ -37,6 +38,27 @@ class CallIncoming(Event):
     headers: tuple[tuple[str, str], ...]
     state: CallState = CallState.CREATED
     reestablishes: str | None = None
+    principal: str = ""
+    """Who created the call: the authorizer's answer for the request's bearer token. The
+    call is bound to it (no other principal can reach the call)."""
+    identity_check: IdentityCheck = UNVERIFIED
+    """What verifying the Identity header found (R14): verified or not, attestation, why."""
+
+
+@attrs.frozen
+class ChecksRequested(Event):
+    """Server with ``deferred_checks``: a request awaits authorization.
+
+    Run the authorizer on ``request`` (and, for a call creation, the identity verifier on
+    ``identity`` with the request's To and From), then call ``complete_checks(ticket, ...)``
+    or ``fail_checks(ticket, error, ...)``. Unanswered tickets expire after
+    ``check_timeout`` with 503.
+    """
+
+    ticket: int
+    request: AuthRequest
+    identity: str | None
+    """The Identity header value of a call-creation request, None for other requests."""
 
 
 @attrs.frozen

@@ -20,38 +20,56 @@ import copy
 import enum
 import heapq
 import logging
+import secrets
 from collections import deque
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 import attrs
 from aioquic.buffer import Buffer
-from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection, H3Stream, MessageError
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic import events as quic_events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionError
 from aioquic.quic.packet import (
     QuicPacketType,
+    encode_quic_retry,
     encode_quic_version_negotiation,
     pull_quic_header,
 )
+from aioquic.quic.retry import QuicRetryTokenHandler
 
+from ._auth import UNVERIFIED as UNVERIFIED_CHECK
+from ._auth import Authorizer, AuthRequest, IdentityCheck, IdentityVerifier
 from ._call import Call, CallHandoff, CallRequest
 from ._codecs import Codec
 from ._config import RippConfig
 from ._errors import (
+    H3_EXCESSIVE_LOAD,
+    H3_MESSAGE_ERROR,
     H3_REQUEST_CANCELLED,
+    H3_REQUEST_REJECTED,
     BadRequest,
+    ChecksTimedOut,
     LocalProtocolError,
     MethodNotAllowed,
     NoSuchCall,
+    Overloaded,
     RippError,
     TooManyCalls,
     UnknownCall,
     UnsupportedMediaType,
 )
-from ._events import CallCreated, CallIncoming, ConnectionClosed, Event, ProtocolViolation
+from ._events import (
+    CallCreated,
+    CallIncoming,
+    ChecksRequested,
+    ConnectionClosed,
+    Event,
+    MigrationPhase,
+    ProtocolViolation,
+)
 from ._frames import MediaFrame
 from ._headers import (
     AUTHORIZATION,
@@ -78,6 +96,7 @@ from ._headers import (
     parse_name_addr,
     parse_reestablish,
 )
+from ._logs import LogLimiter
 from ._state import CallState, Role
 from ._stats import CallStats
 
@@ -90,28 +109,73 @@ _STREAM_ID_STEP = 4
 
 
 @attrs.frozen
-class AuthRequest:
-    """What the authorization hook sees of each request (R13)."""
+class MalformedRequest(H3Event):
+    """A request stream carried something aioquic refused (a malformed header field, a
+    frame larger than allowed): a stream error for that request only (RFC 9114 4.1.2)."""
 
-    token: str
-    method: str
-    path: str
-    authority: str
-    call: str | None
+    stream_id: int
+    reason: str
 
 
-#: Authorization hook: raise Unauthorized (401) or Forbidden (403) to refuse a request.
-Authorizer = Callable[[AuthRequest], None]
-#: Identity hook: given the Identity header value, raise InvalidIdentity to refuse (R14).
-IdentityVerifier = Callable[[str, NameAddr, NameAddr], None]
+class _GuardedH3Connection(H3Connection):
+    """aioquic's H3Connection with the bounds RIPP promises (protocol 19.4).
+
+    * A malformed request (aioquic's ``MessageError``: a header value ending in a space, a
+      missing pseudo-header...) becomes a :class:`MalformedRequest` event for its stream,
+      instead of closing the whole connection and every call on it.
+    * A HEADERS frame announcing more than ``max_header_frame`` bytes is refused the same
+      way as soon as its length is known, instead of being buffered until it completes.
+    * The rest of an abandoned stream is discarded as it arrives.
+
+    It overrides two of aioquic's internal methods (aioquic is pinned for that reason).
+    """
+
+    def __init__(self, quic: QuicConnection, *, max_header_frame: int) -> None:
+        super().__init__(quic)
+        self._max_header_frame = max_header_frame
+        # Abandoned request streams, oldest first; bounded so a peer cannot grow it.
+        self._abandoned: dict[int, None] = {}
+
+    def _receive_stream_data(self, event: quic_events.StreamDataReceived) -> list[H3Event]:
+        if event.stream_id in self._abandoned:
+            return []
+        return super()._receive_stream_data(event)
+
+    def _receive_request_or_push_data(
+        self, stream: H3Stream, data: bytes, stream_ended: bool
+    ) -> list[H3Event]:
+        try:
+            events = super()._receive_request_or_push_data(stream, data, stream_ended)
+        except MessageError as exc:
+            if self._is_client:
+                raise
+            return [self._abandon(stream, exc.reason_phrase)]
+        if (
+            stream.frame_type is not None
+            and stream.frame_type != FrameType.DATA
+            and stream.frame_size is not None
+            and stream.frame_size > self._max_header_frame
+        ):
+            events.append(
+                self._abandon(stream, f"a {stream.frame_size}-byte frame is too large")
+            )
+        return events
+
+    def _abandon(self, stream: H3Stream, reason: str) -> MalformedRequest:
+        stream.buffer = b""
+        stream.frame_type = stream.frame_size = None
+        self._abandoned[stream.stream_id] = None
+        while len(self._abandoned) > _ABANDONED_MEMORY:
+            del self._abandoned[next(iter(self._abandoned))]
+        return MalformedRequest(stream.stream_id, reason)
+
+    def forget_stream(self, stream_id: int) -> None:
+        """Drop aioquic's state of a request stream we will neither read nor write."""
+        self._stream.pop(stream_id, None)
 
 
-def accept_any_bearer(request: AuthRequest) -> None:
-    """Default authorizer: any non-empty bearer token is accepted (validated upstream)."""
-
-
-def accept_well_formed_identity(identity: str, to: NameAddr, from_: NameAddr) -> None:
-    """Default identity verifier: the syntax check already done is all it asks."""
+#: Abandoned stream IDs remembered per connection (their late data is discarded).
+_ABANDONED_MEMORY = 256
 
 
 class _Kind(enum.Enum):
@@ -119,6 +183,7 @@ class _Kind(enum.Enum):
     SIGNALING = "signaling"
     MEDIA = "media"
     REFUSED = "refused"
+    PARKED = "parked"  # server: awaiting deferred authorization
 
 
 @attrs.define(eq=False)
@@ -128,6 +193,9 @@ class _Stream:
     channel: int | None = None
     we_ended: bool = False
     peer_ended: bool = False
+    ticket: int | None = None
+    buffered: list[tuple[bytes, bool]] = attrs.Factory(list)
+    buffered_bytes: int = 0
 
 
 @attrs.define(eq=False)
@@ -141,6 +209,8 @@ class _Connection:
     handshake_done: bool = False
     closed: bool = False
     handshake_deadline: float | None = None
+    idle_since: float | None = None  # carrying no call since then (None: has calls)
+    cids: set[bytes] = attrs.Factory(set)
 
 
 def _raise_stream_limit(quic: QuicConnection, limit: int) -> None:
@@ -175,10 +245,14 @@ class _Endpoint:
         # and the order calls are re-armed in must not, or runs stop being reproducible.
         self._dirty: dict[str, None] = {}
         self._goodbyes: list[tuple[bytes, Address]] = []
+        self._per_host: dict[str, int] = {}  # open connections by peer IP address
+        self._log_clock = 0.0  # the latest ``now`` seen: the log limiter's clock
+        self._log = LogLimiter(logger)
 
     # ---------------------------------------------------------------- aioquic contract
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Feed one UDP datagram that arrived from ``addr``."""
+        self._log_clock = now
         connection = self._connection_for_datagram(data, addr, now)
         if connection is None:
             return
@@ -222,7 +296,8 @@ class _Endpoint:
         """The next time :meth:`handle_timer` must run, or None."""
         timer: float | None = None
         for connection in self._connections:
-            for at in (connection.quic.get_timer(), connection.handshake_deadline):
+            idle = self._idle_deadline(connection)
+            for at in (connection.quic.get_timer(), connection.handshake_deadline, idle):
                 if at is not None and (timer is None or at < timer):
                     timer = at
         while self._heap:
@@ -237,18 +312,20 @@ class _Endpoint:
 
     def handle_timer(self, now: float) -> None:
         """Run the QUIC and call timers that are due."""
+        self._log_clock = now
         for connection in list(self._connections):
             deadline = connection.handshake_deadline
             if deadline is not None and deadline <= now and not connection.closed:
                 # A handshake that never completes (garbage or spoofed Initials) must not
                 # hold one of the max_connections slots until the idle timeout.
-                logger.info("handshake with %s timed out", connection.peer)
-                connection.handshake_deadline = None
-                connection.quic.close(error_code=0, reason_phrase="handshake timeout")
-                self._touched.add(connection)
-                self._process(connection, now)
-                connection.closed = True
-                self._drop_connection(connection)
+                self._limited(now, "handshake with %s timed out", connection.peer[0])
+                self._close_connection(connection, now, "handshake timeout")
+                continue
+            idle_deadline = self._idle_deadline(connection)
+            if idle_deadline is not None and idle_deadline <= now and not connection.closed:
+                logger.info("connection from %s carried no call for %.0f s: closed",
+                            connection.peer, self.config.idle_connection_timeout)
+                self._close_connection(connection, now, "idle")
                 continue
             at = connection.quic.get_timer()
             if at is not None and at <= now:
@@ -458,6 +535,41 @@ class _Endpoint:
         return None
 
     # ---------------------------------------------------------------- internals
+    def _idle_deadline(self, connection: _Connection) -> float | None:
+        """Server: when a connection that carries no call is closed (None: never)."""
+        if self._role is not Role.SERVER or connection.idle_since is None or connection.calls:
+            return None
+        return connection.idle_since + self.config.idle_connection_timeout
+
+    def _limited(self, now: float, fmt: str, *args: object) -> None:
+        """A warning a peer can trigger at will: rate-limited."""
+        self._log.log(logging.WARNING, now, fmt, *args)
+
+    def _register_cid(self, cid: bytes, connection: _Connection) -> None:
+        self._by_cid[cid] = connection
+        connection.cids.add(cid)
+
+    def _close_connection(self, connection: _Connection, now: float, reason: str) -> None:
+        """Close one connection (CONNECTION_CLOSE) and forget it."""
+        connection.handshake_deadline = None
+        if not connection.closed:
+            connection.quic.close(error_code=0, reason_phrase=reason)
+            self._goodbyes.extend(connection.quic.datagrams_to_send(now))
+            self._process(connection, now)
+        connection.closed = True
+        self._drop_connection(connection)
+
+    def _stop_reading(self, connection: _Connection, stream_id: int) -> None:
+        """STOP_SENDING on a request whose body we will not read (refused requests), so
+        that the peer ends it and its stream state can go."""
+        if connection.closed:
+            return
+        self._touched.add(connection)
+        try:
+            connection.quic.stop_stream(stream_id, H3_REQUEST_REJECTED)
+        except Exception:  # already finished in that direction
+            logger.debug("stop of finished stream %d ignored", stream_id)
+
     def _new_channel(self, connection: _Connection, stream_id: int) -> int:
         channel = self._next_channel
         self._next_channel += 1
@@ -473,7 +585,7 @@ class _Endpoint:
 
     def _register_cids(self, connection: _Connection) -> None:
         for cid in connection.quic._host_cids:
-            self._by_cid[cid.cid] = connection
+            self._register_cid(cid.cid, connection)
 
     def _connection_for_datagram(
         self, data: bytes, addr: Address, now: float
@@ -500,8 +612,9 @@ class _Endpoint:
             if event is None:
                 break
             if isinstance(event, quic_events.ConnectionIdIssued):
-                self._by_cid[event.connection_id] = connection
+                self._register_cid(event.connection_id, connection)
             elif isinstance(event, quic_events.ConnectionIdRetired):
+                connection.cids.discard(event.connection_id)
                 if self._by_cid.get(event.connection_id) is connection:
                     del self._by_cid[event.connection_id]
             elif isinstance(event, quic_events.HandshakeCompleted):
@@ -536,8 +649,17 @@ class _Endpoint:
     def _drop_connection(self, connection: _Connection) -> None:
         if connection in self._connections:
             self._connections.remove(connection)
-        for cid in [c for c, conn in self._by_cid.items() if conn is connection]:
-            del self._by_cid[cid]
+            host = connection.peer[0]
+            left = self._per_host.get(host, 1) - 1
+            if left > 0:
+                self._per_host[host] = left
+            else:
+                self._per_host.pop(host, None)
+        self._touched.discard(connection)
+        for cid in connection.cids:
+            if self._by_cid.get(cid) is connection:
+                del self._by_cid[cid]
+        connection.cids.clear()
 
     def _on_stop_sending(self, connection: _Connection, stream_id: int, now: float) -> None:
         stream = connection.streams.get(stream_id)
@@ -579,6 +701,16 @@ class _Endpoint:
         stream = connection.streams.get(stream_id)
         if stream is None:
             return
+        if stream.kind is _Kind.PARKED:
+            # Body bytes sent before the request is authorized wait, bounded.
+            stream.buffered_bytes += len(data)
+            if stream.buffered_bytes > self.config.max_buffered_bytes_per_stream:
+                self._reset_stream(connection, stream_id, H3_EXCESSIVE_LOAD)
+                del connection.streams[stream_id]
+                return
+            stream.buffered.append((data, ended))
+            stream.peer_ended = stream.peer_ended or ended
+            return
         if ended:
             stream.peer_ended = True
         if stream.call is not None and stream.channel is not None:
@@ -596,7 +728,7 @@ class _Endpoint:
             if call is None:
                 continue
             if call.finished:
-                self._forget_call(call)
+                self._forget_call(call, now)
                 continue
             deadline = call.next_deadline()
             if deadline is None:
@@ -607,11 +739,14 @@ class _Endpoint:
                 heapq.heappush(self._heap, (deadline, self._heap_seq, handle))
         self._dirty.clear()
 
-    def _forget_call(self, call: Call) -> None:
+    def _forget_call(self, call: Call, now: float | None = None) -> None:
         self._calls.pop(call.handle, None)
         self._deadlines.pop(call.handle, None)
         for connection in self._connections:
-            connection.calls.discard(call.handle)
+            if call.handle in connection.calls:
+                connection.calls.discard(call.handle)
+                if not connection.calls and now is not None:
+                    connection.idle_since = now
 
     def _emit(self, event: Event) -> None:
         self._events.append(event)
@@ -619,13 +754,55 @@ class _Endpoint:
     def _violation(
         self, call: str | None, exc: RippError, status: int | None, stream_error: int | None
     ) -> None:
-        logger.warning("[%s] %s: %s", call or "-", type(exc).__name__, exc.message)
+        self._limited(self._log_clock, "[%s] %s: %s", call or "-", type(exc).__name__,
+                      _bounded(exc.message))
         self._events.append(
             ProtocolViolation(call, type(exc).__name__, exc.message, status, stream_error)
         )
 
 
 # ====================================================================== server
+
+
+def _random_call_id() -> str:
+    """128 random bits, base64url: call URIs must not be guessable (protocol 3.3)."""
+    return secrets.token_urlsafe(16)
+
+
+#: Longest piece of peer input echoed into a Ripp-Reason value or a log line.
+_ECHO_LIMIT = 64
+
+
+def _bounded(text: str) -> str:
+    """Peer input as it may appear in a reason or log line: at most ``_ECHO_LIMIT``
+    characters, control characters replaced (never echo unbounded input)."""
+    cleaned = "".join(c if c.isprintable() else "?" for c in text[: _ECHO_LIMIT + 1])
+    return cleaned if len(cleaned) <= _ECHO_LIMIT else cleaned[: _ECHO_LIMIT - 3] + "..."
+
+
+@attrs.frozen
+class _Creation:
+    """The parsed fields of a call-creation request."""
+
+    to: NameAddr
+    from_: NameAddr
+    identity: str
+    marker: ReestablishMarker | None
+    extra: tuple[tuple[str, str], ...]
+
+
+@attrs.define(eq=False)
+class _Parked:
+    """A request that passed the checks needing no secret, waiting for authorization."""
+
+    connection: _Connection
+    stream_id: int
+    request: AuthRequest
+    create: _Creation | None
+    kind: _Kind | None
+    target: tuple[str, str] | None
+    identity: str | None
+    deadline: float = 0.0
 
 
 def _split_call_path(path: str, instances_path: str) -> tuple[str, str] | None:
@@ -644,8 +821,16 @@ class RippServer(_Endpoint):
 
     ``instance_id`` goes into every call URI so a load balancer can pin a call's requests to
     this instance; ``authority`` is the host[:port] put in call URIs (default: whatever
-    authority the client used). ``authorizer`` and ``identity_verifier`` are the hooks for
-    OAuth bearer tokens (R13) and STIR Identity (R14).
+    authority the client used). ``authorizer`` names the principal behind each request's
+    bearer token (R13) and ``identity_verifier`` checks the Identity header of each call
+    request (R14); both are required, so that nothing is accepted unverified by accident
+    (``insecure_accept_any_bearer`` and ``insecure_accept_any_identity`` say what they
+    are). With ``deferred_checks=True`` neither hook is called: each request is parked and
+    announced with :class:`ChecksRequested`, and the user answers with
+    :meth:`complete_checks` or :meth:`fail_checks` (for hooks that must do I/O).
+
+    ``call_id_source`` makes the random part of call URIs (default: 128 random bits,
+    base64url); tests may pass a deterministic one.
     """
 
     _role = Role.SERVER
@@ -655,19 +840,28 @@ class RippServer(_Endpoint):
         quic_configuration: QuicConfiguration,
         *,
         instance_id: str,
+        authorizer: Authorizer | None,
+        identity_verifier: IdentityVerifier | None,
         config: RippConfig | None = None,
         authority: str | None = None,
-        authorizer: Authorizer = accept_any_bearer,
-        identity_verifier: IdentityVerifier = accept_well_formed_identity,
+        deferred_checks: bool = False,
+        call_id_source: Callable[[], str] | None = None,
     ) -> None:
         if quic_configuration.is_client:
             raise ValueError("a RippServer needs a server QuicConfiguration")
+        if not deferred_checks and (authorizer is None or identity_verifier is None):
+            raise ValueError("an authorizer and an identity verifier are required")
         super().__init__(config or RippConfig(), quic_configuration)
         self.instance_id = instance_id
         self.authority = authority
         self._authorizer = authorizer
         self._identity_verifier = identity_verifier
-        self._call_counter = 0
+        self._deferred = deferred_checks
+        self._call_id_source = call_id_source or _random_call_id
+        self._parked: dict[int, _Parked] = {}
+        self._next_ticket = 1
+        self._retry = QuicRetryTokenHandler()
+        self._overloaded_until = 0.0
 
     # ---------------------------------------------------------------- commands
     def ring(self, handle: str, now: float) -> None:
@@ -696,17 +890,64 @@ class RippServer(_Endpoint):
         return result
 
     def import_call(self, handoff: CallHandoff, now: float, authority: str | None = None) -> str:
-        """Take over a call exported by another instance; returns its new call URI."""
+        """Take over a call exported by another instance; returns its new call URI. The
+        call stays bound to the principal that created it."""
         call = self._new_call(
             handoff.request, handoff.state, now, authority, sender_state=handoff.sender
         )
         call.receiver.import_window(handoff.receiver)
         # Hold the call for the client to attach, as after a client-side move.
-        call._phase_deadline = now + self.config.move_timeout
+        call.await_attach(self.config.move_timeout, now)
         self._dirty[call.handle] = None
         self._settle(now)
         assert call.uri is not None
         return call.uri
+
+    def report_load(self, lag: float, now: float) -> None:
+        """Tell the server how far behind its event loop runs (seconds late on a timer).
+
+        Lag above ``admission_max_lag`` makes the server refuse new calls with 503 and
+        ``Retry-After`` for ``admission_hold`` seconds, so that the calls already up keep
+        their quality (protocol: "Admission control").
+        """
+        if lag > self.config.admission_max_lag:
+            if now >= self._overloaded_until:
+                logger.warning("overloaded (event loop %.0f ms late): refusing new calls",
+                               lag * 1000)
+            self._overloaded_until = now + self.config.admission_hold
+
+    def overloaded(self, now: float) -> bool:
+        """True while new calls are refused for load (see :meth:`report_load`)."""
+        return now < self._overloaded_until
+
+    # ---------------------------------------------------------------- deferred checks
+    def complete_checks(
+        self,
+        ticket: int,
+        now: float,
+        *,
+        principal: str,
+        identity: IdentityCheck | None = None,
+    ) -> None:
+        """Deferred checks passed: go on with the request of ``ticket`` as ``principal``.
+
+        ``identity`` is the verification result of a call-creation request. A ticket that
+        has expired or whose stream is gone is ignored.
+        """
+        parked = self._parked.pop(ticket, None)
+        if parked is None:
+            return
+        self._resume(parked, principal, identity or UNVERIFIED_CHECK, now)
+        self._settle(now)
+
+    def fail_checks(self, ticket: int, error: RippError, now: float) -> None:
+        """Deferred checks failed: refuse the request of ``ticket`` with ``error``'s
+        documented status (401, 403, 436-438...)."""
+        parked = self._parked.pop(ticket, None)
+        if parked is None:
+            return
+        self._refuse_parked(parked, error)
+        self._settle(now)
 
     # Only clients open requests; these complete the CallTransport interface.
     def open_signaling(self, call: Call) -> int | None:
@@ -722,6 +963,24 @@ class RippServer(_Endpoint):
         return False
 
     # ---------------------------------------------------------------- internals
+    def handle_timer(self, now: float) -> None:
+        """Run the QUIC and call timers that are due, and expire deferred checks."""
+        for ticket, parked in list(self._parked.items()):
+            if parked.deadline <= now:
+                del self._parked[ticket]
+                self._refuse_parked(
+                    parked, ChecksTimedOut("authorization did not complete in time")
+                )
+        super().handle_timer(now)
+
+    def get_timer(self) -> float | None:
+        """The next time :meth:`handle_timer` must run, or None."""
+        timer = super().get_timer()
+        for parked in self._parked.values():
+            if timer is None or parked.deadline < timer:
+                timer = parked.deadline
+        return timer
+
     def _call_uri(self, call_id: str, authority: str) -> str:
         return (
             f"https://{authority}{self.config.instances_path.rstrip('/')}/"
@@ -738,8 +997,9 @@ class RippServer(_Endpoint):
     ) -> Call:
         if len(self._calls) >= self.config.max_calls:
             raise TooManyCalls(f"this instance holds {len(self._calls)} calls")
-        self._call_counter += 1
-        handle = f"{self._call_counter:x}"
+        handle = self._call_id_source()
+        while handle in self._calls or not handle:
+            handle = self._call_id_source()
         call = Call(
             role=Role.SERVER,
             handle=handle,
@@ -780,27 +1040,88 @@ class RippServer(_Endpoint):
             return None
         if packet_type != QuicPacketType.INITIAL or len(data) < 1200:
             return None
-        if len(self._connections) >= self.config.max_connections:
-            logger.warning(
-                "connection from %s refused: %d connections", addr, len(self._connections)
+        return self._admit_connection(header, addr, now)
+
+    def _admit_connection(self, header: object, addr: Address, now: float) -> _Connection | None:
+        """A full-size Initial for a new connection: validate the address with a Retry
+        when many handshakes are open, bound connections per address and in total
+        (evicting the longest-idle connection without calls first), then create it."""
+        dcid: bytes = header.destination_cid  # type: ignore[attr-defined]
+        scid: bytes = header.source_cid  # type: ignore[attr-defined]
+        token: bytes = header.token  # type: ignore[attr-defined]
+        version: int = header.version  # type: ignore[attr-defined]
+        original_dcid, retry_scid = dcid, None
+        handshaking = sum(1 for c in self._connections if not c.handshake_done)
+        if token:
+            try:
+                original_dcid = self._retry.validate_token(
+                    address=addr, destination_cid=dcid, token=token, now=now
+                )
+            except ValueError:
+                self._limited(now, "invalid retry token from %s dropped", addr[0])
+                return None
+            retry_scid = dcid
+        elif handshaking >= self.config.retry_threshold:
+            # Stateless address validation (RFC 9000 8.1.2): no state is kept for this
+            # Initial; only a client that receives at its address can come back.
+            new_scid = secrets.token_bytes(self._quic_configuration.connection_id_length)
+            self._pending_datagrams.append(
+                (
+                    encode_quic_retry(
+                        version=version,
+                        source_cid=new_scid,
+                        destination_cid=scid,
+                        original_destination_cid=dcid,
+                        retry_token=self._retry.create_token(
+                            address=addr,
+                            original_destination_connection_id=dcid,
+                            retry_source_connection_id=new_scid,
+                            now=now,
+                        ),
+                    ),
+                    addr,
+                )
+            )
+            return None
+        host = addr[0]
+        if self._per_host.get(host, 0) >= self.config.max_connections_per_address:
+            self._limited(now, "connection from %s refused: per-address limit", host)
+            return None
+        if len(self._connections) >= self.config.max_connections and not self._evict_idle(now):
+            self._limited(
+                now, "connection from %s refused: %d connections", host, len(self._connections)
             )
             return None
         quic = QuicConnection(
             configuration=self._quic_configuration,
-            original_destination_connection_id=header.destination_cid,  # type: ignore[attr-defined]
+            original_destination_connection_id=original_dcid,
+            retry_source_connection_id=retry_scid,
         )
         _raise_stream_limit(quic, self.config.max_streams_per_connection)
         connection = _Connection(
             quic=quic,
-            h3=H3Connection(quic),
+            h3=_GuardedH3Connection(quic, max_header_frame=self.config.max_header_bytes),
             peer=addr,
             handshake_deadline=now + self.config.handshake_timeout,
+            idle_since=now,
         )
         self._connections.append(connection)
+        self._per_host[host] = self._per_host.get(host, 0) + 1
         self._touched.add(connection)
         self._register_cids(connection)
-        self._by_cid[header.destination_cid] = connection  # type: ignore[attr-defined]
+        self._register_cid(dcid, connection)
         return connection
+
+    def _evict_idle(self, now: float) -> bool:
+        """Close the connection that has carried no call for longest, if any (so that idle
+        connections never lock new callers out)."""
+        idle = [c for c in self._connections if not c.calls and not c.closed]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.idle_since or 0.0)
+        logger.info("idle connection from %s evicted for a new one", victim.peer)
+        self._close_connection(victim, now, "idle connection evicted")
+        return True
 
     @property
     def _pending_datagrams(self) -> list[tuple[bytes, Address]]:
@@ -825,6 +1146,24 @@ class RippServer(_Endpoint):
                 self._deliver_data(connection, event.stream_id, b"", True, now)
         elif isinstance(event, DataReceived):
             self._deliver_data(connection, event.stream_id, event.data, event.stream_ended, now)
+        elif isinstance(event, MalformedRequest):
+            self._on_malformed(connection, event, now)
+
+    def _on_malformed(self, connection: _Connection, event: MalformedRequest, now: float) -> None:
+        """A request aioquic found malformed (RFC 9114 4.1.2): a stream error, answered
+        with 400 when no response has started; the connection and its calls carry on."""
+        stream = connection.streams.get(event.stream_id)
+        exc = BadRequest(f"malformed request: {event.reason}")
+        if stream is None:
+            try:
+                self._refuse(connection, event.stream_id, exc, None)
+            except _StreamGone:
+                connection.streams.pop(event.stream_id, None)
+            self._reset_stream(connection, event.stream_id, H3_MESSAGE_ERROR)
+            return
+        self._violation(stream.call.handle if stream.call else None, exc, None, H3_MESSAGE_ERROR)
+        self._reset_stream(connection, event.stream_id, H3_MESSAGE_ERROR)
+        self._on_stream_reset(connection, event.stream_id, now)
 
     def _respond(
         self,
@@ -844,58 +1183,103 @@ class RippServer(_Endpoint):
     def _refuse(
         self, connection: _Connection, stream_id: int, exc: RippError, call: str | None
     ) -> None:
-        headers = [(RIPP_REASON, f"{exc.sip_code} {exc.message}")]
+        headers = [(RIPP_REASON, f"{exc.sip_code} {_bounded(exc.message)}")]
         if exc.http_status == 401:
-            headers.append((WWW_AUTHENTICATE, 'Bearer realm="ripp"'))
+            headers.append((WWW_AUTHENTICATE, exc.challenge or 'Bearer realm="ripp"'))
+        if exc.http_status == 403 and exc.challenge:
+            headers.append((WWW_AUTHENTICATE, exc.challenge))
         if exc.http_status == 503:
-            headers.append((RETRY_AFTER, "1"))
-        self._respond(connection, stream_id, exc.http_status, headers, end=True)
+            headers.append((RETRY_AFTER, str(self.config.retry_after)))
         connection.streams[stream_id] = _Stream(kind=_Kind.REFUSED, we_ended=True)
+        self._respond(connection, stream_id, exc.http_status, headers, end=True)
         self._violation(call, exc, exc.http_status, None)
 
     def _on_request(
         self, connection: _Connection, stream_id: int, raw: Headers, now: float
     ) -> None:
-        handle: str | None = None
         try:
-            size = sum(len(n) + len(v) for n, v in raw)
-            if size > self.config.max_header_bytes:
-                raise BadRequest(f"request header fields of {size} bytes")
-            headers = header_dict(raw)
-            if headers.get(":method") != "POST":
-                raise MethodNotAllowed(f"method {headers.get(':method')!r} is not POST")
-            path = headers.get(":path", "")
-            authority = headers.get(":authority", "")
-            target = _split_call_path(path, self.config.instances_path)
-            if target is not None and target[0] == self.instance_id and target[1] in self._calls:
-                handle = target[1]
-            elif path != self.config.calls_path:
-                raise UnknownCall(f"no resource at {path!r}")
-            token = bearer_token(headers.get(AUTHORIZATION))
-            self._authorizer(AuthRequest(token, "POST", path, authority, handle))
-            if target is None:
-                self._create(connection, stream_id, headers, authority, now)
-            else:
-                self._attach(connection, stream_id, headers, target, now)
+            parked = self._check_request(connection, stream_id, raw, now)
+            if self._deferred:
+                if len(self._parked) >= self.config.max_pending_checks:
+                    raise ChecksTimedOut(f"{len(self._parked)} requests await authorization")
+                ticket = self._next_ticket
+                self._next_ticket += 1
+                parked.deadline = now + self.config.check_timeout
+                self._parked[ticket] = parked
+                connection.streams[stream_id] = _Stream(kind=_Kind.PARKED, ticket=ticket)
+                self._emit(ChecksRequested(ticket, parked.request, parked.identity))
+                return
+            assert self._authorizer is not None and self._identity_verifier is not None
+            principal = self._authorizer(parked.request, now)
+            check: IdentityCheck = UNVERIFIED_CHECK
+            if parked.create is not None:
+                create = parked.create
+                check = self._identity_verifier(create.identity, create.to, create.from_, now)
+            self._resume(parked, principal, check, now)
         except _StreamGone:
             connection.streams.pop(stream_id, None)
         except RippError as exc:
             try:
-                self._refuse(connection, stream_id, exc, handle)
+                self._refuse(connection, stream_id, exc, None)
             except _StreamGone:
                 connection.streams.pop(stream_id, None)
 
-    def _create(
-        self,
-        connection: _Connection,
-        stream_id: int,
-        headers: dict[str, str],
-        authority: str,
-        now: float,
-    ) -> None:
+    def _check_request(
+        self, connection: _Connection, stream_id: int, raw: Headers, now: float
+    ) -> _Parked:
+        """The checks that need no secret, in the documented order (protocol 3.4)."""
+        size = sum(len(n) + len(v) for n, v in raw)
+        if size > self.config.max_header_bytes:
+            raise BadRequest(f"request header fields of {size} bytes")
+        headers = header_dict(raw)
+        method = headers.get(":method", "")
+        if method != "POST":
+            raise MethodNotAllowed(f"method {_bounded(method)!r} is not POST")
+        path = headers.get(":path", "")
+        authority = headers.get(":authority", "")
+        target = _split_call_path(path, self.config.instances_path)
+        create: _Creation | None = None
+        kind: _Kind | None = None
+        if target is None:
+            if path != self.config.calls_path:
+                raise UnknownCall(f"no resource at {_bounded(path)!r}")
+            create = self._check_creation(headers)
+            if len(self._calls) >= self.config.max_calls:
+                raise TooManyCalls(f"this instance holds {len(self._calls)} calls")
+            if self.overloaded(now):
+                raise Overloaded("the server is overloaded")
+        else:
+            content_type = headers.get(CONTENT_TYPE, "").split(";")[0].strip()
+            if content_type not in (SIGNALING_CONTENT_TYPE, MEDIA_CONTENT_TYPE):
+                raise UnsupportedMediaType(
+                    f"content-type {_bounded(content_type)!r} is not a RIPP body"
+                )
+            kind = _Kind.SIGNALING if content_type == SIGNALING_CONTENT_TYPE else _Kind.MEDIA
+        token = bearer_token(headers.get(AUTHORIZATION))
+        request = AuthRequest(
+            method=method,
+            path=path,
+            authority=authority,
+            headers=tuple(headers.items()),
+            token=token,
+            call=target[1] if target is not None else None,
+            reestablish=create.marker if create is not None else None,
+            peer=connection.peer,
+        )
+        return _Parked(
+            connection=connection,
+            stream_id=stream_id,
+            request=request,
+            create=create,
+            kind=kind,
+            target=target,
+            identity=create.identity if create is not None else None,
+        )
+
+    def _check_creation(self, headers: dict[str, str]) -> _Creation:
         version = headers.get(RIPP_VERSION)
         if version != PROTOCOL_VERSION:
-            raise BadRequest(f"unsupported ripp-version {version!r}")
+            raise BadRequest(f"unsupported ripp-version {_bounded(version or '')!r}")
         if TO not in headers or FROM not in headers:
             raise BadRequest("call request needs To and From")
         to = parse_name_addr(headers[TO])
@@ -903,7 +1287,6 @@ class RippServer(_Endpoint):
         identity = headers.get(IDENTITY)
         check_identity_syntax(identity)
         assert identity is not None
-        self._identity_verifier(identity, to, from_)
         marker = (
             parse_reestablish(headers[RIPP_REESTABLISH]) if RIPP_REESTABLISH in headers else None
         )
@@ -912,21 +1295,92 @@ class RippServer(_Endpoint):
             for k, v in headers.items()
             if k not in HOP_BY_HOP and k not in (TO, FROM, IDENTITY, RIPP_REESTABLISH)
         )
-        request = CallRequest(to=to, from_=from_, identity=identity, headers=extra)
+        return _Creation(to=to, from_=from_, identity=identity, marker=marker, extra=extra)
+
+    def _resume(
+        self, parked: _Parked, principal: str, check: IdentityCheck, now: float
+    ) -> None:
+        """The request passed authorization: create or attach, as its principal."""
+        connection, stream_id = parked.connection, parked.stream_id
+        if connection.closed:
+            return
+        stream = connection.streams.get(stream_id)
+        buffered = stream.buffered if stream is not None and stream.kind is _Kind.PARKED else []
+        if stream is not None and stream.kind is _Kind.PARKED:
+            del connection.streams[stream_id]
+        elif stream is not None or self._deferred:
+            return  # the stream went away while the checks ran
+        handle: str | None = parked.target[1] if parked.target is not None else None
+        try:
+            if parked.create is not None:
+                self._create(parked, principal, check, now)
+            else:
+                self._attach(parked, principal, now)
+        except _StreamGone:
+            connection.streams.pop(stream_id, None)
+            return
+        except RippError as exc:
+            if isinstance(exc, UnknownCall):
+                handle = None  # the offence names no call of this principal
+            try:
+                self._refuse(connection, stream_id, exc, handle)
+            except _StreamGone:
+                connection.streams.pop(stream_id, None)
+            return
+        for data, ended in buffered:
+            self._deliver_data(connection, stream_id, data, ended, now)
+
+    def _refuse_parked(self, parked: _Parked, error: RippError) -> None:
+        connection, stream_id = parked.connection, parked.stream_id
+        stream = connection.streams.get(stream_id)
+        if connection.closed or stream is None or stream.kind is not _Kind.PARKED:
+            return
+        del connection.streams[stream_id]
+        try:
+            self._refuse(connection, stream_id, error, None)
+        except _StreamGone:
+            connection.streams.pop(stream_id, None)
+            return
+        if not stream.peer_ended:
+            # We will not read the rest of this request body.
+            self._stop_reading(connection, stream_id)
+
+    def _create(
+        self, parked: _Parked, principal: str, check: IdentityCheck, now: float
+    ) -> None:
+        create = parked.create
+        assert create is not None
+        connection, stream_id = parked.connection, parked.stream_id
+        authority = parked.request.authority
+        request = CallRequest(
+            to=create.to,
+            from_=create.from_,
+            identity=create.identity,
+            headers=create.extra,
+            principal=principal,
+        )
+        marker = create.marker
         if marker is not None:
             existing = self._owned_call(marker)
             if existing is not None:
+                if existing.request.principal != principal:
+                    # Someone else's call: refuse exactly as if it did not exist.
+                    raise UnknownCall(f"no call {_bounded(marker.call_uri)!r}")
                 # Our own call came back (R10): detach whatever is left of the old path.
-                existing._lost("re-established by the client", now)
+                existing.detach("re-established by the client", now)
                 self._dirty[existing.handle] = None
-                self._respond(connection, stream_id, 201, [(LOCATION, existing.uri or "")])
                 connection.streams[stream_id] = _Stream(kind=_Kind.CREATE, we_ended=True)
+                self._respond(connection, stream_id, 201, [(LOCATION, existing.uri or "")])
                 return
+            if self._names_this_instance(marker):
+                # A call URI of ours that we no longer (or never) had: nothing to resume.
+                raise UnknownCall(f"no call {_bounded(marker.call_uri)!r} to re-establish")
         state = marker.state if marker is not None else CallState.CREATED
         call = self._new_call(request, state, now, authority)
         # The client must open the signaling request soon; a call nobody attaches to ends.
-        call._phase_deadline = now + (
-            self.config.reattach_timeout if marker is not None else self.config.connect_timeout
+        call.await_attach(
+            self.config.reattach_timeout if marker is not None else self.config.connect_timeout,
+            now,
         )
         self._dirty[call.handle] = None
         connection.streams[stream_id] = _Stream(kind=_Kind.CREATE, we_ended=True)
@@ -934,22 +1388,28 @@ class RippServer(_Endpoint):
         logger.info(
             "[%s] created (to %s, from %s)%s",
             call.uri,
-            to.uri,
-            from_.uri,
-            f", re-establishing {marker.call_uri}" if marker else "",
+            _bounded(create.to.uri),
+            _bounded(create.from_.uri),
+            f", re-establishing {_bounded(marker.call_uri)}" if marker else "",
         )
         self._emit(
             CallIncoming(
                 call=call.handle,
                 uri=call.uri or "",
-                to=to,
-                from_=from_,
-                identity=identity,
-                headers=extra,
+                to=create.to,
+                from_=create.from_,
+                identity=create.identity,
+                headers=create.extra,
                 state=state,
                 reestablishes=marker.call_uri if marker is not None else None,
+                principal=principal,
+                identity_check=check,
             )
         )
+
+    def _names_this_instance(self, marker: ReestablishMarker) -> bool:
+        target = _split_call_path(urlsplit(marker.call_uri).path, self.config.instances_path)
+        return target is not None and target[0] == self.instance_id
 
     def _owned_call(self, marker: ReestablishMarker) -> Call | None:
         target = _split_call_path(urlsplit(marker.call_uri).path, self.config.instances_path)
@@ -960,23 +1420,25 @@ class RippServer(_Endpoint):
             return None
         return call
 
-    def _attach(
-        self,
-        connection: _Connection,
-        stream_id: int,
-        headers: dict[str, str],
-        target: tuple[str, str],
-        now: float,
-    ) -> None:
-        instance, handle = target
+    def _attach(self, parked: _Parked, principal: str, now: float) -> None:
+        assert parked.target is not None and parked.kind is not None
+        connection, stream_id = parked.connection, parked.stream_id
+        instance, handle = parked.target
         call = self._calls.get(handle) if instance == self.instance_id else None
-        if call is None or call.phase.value == "moved-away":
-            raise UnknownCall(f"no call {handle!r} on instance {instance!r}")
-        content_type = headers.get(CONTENT_TYPE, "").split(";")[0].strip()
-        if content_type not in (SIGNALING_CONTENT_TYPE, MEDIA_CONTENT_TYPE):
-            raise UnsupportedMediaType(f"content-type {content_type!r} is not a RIPP body")
+        if (
+            call is None
+            or call.request.principal != principal
+            or call.phase is MigrationPhase.MOVED_AWAY
+        ):
+            # Unknown, ended and forgotten, moved, or someone else's: all look alike.
+            raise UnknownCall(f"no call {_bounded(handle)!r} on this instance")
+        kind = parked.kind
+        content_type = (
+            SIGNALING_CONTENT_TYPE if kind is _Kind.SIGNALING else MEDIA_CONTENT_TYPE
+        )
+        # Refusals (409, 429) go out as responses, before any 200 is sent.
+        call.check_attach(signaling=kind is _Kind.SIGNALING)
         channel = self._new_channel(connection, stream_id)
-        kind = _Kind.SIGNALING if content_type == SIGNALING_CONTENT_TYPE else _Kind.MEDIA
         stream = _Stream(kind=kind, call=call, channel=channel)
         connection.streams[stream_id] = stream
         try:
@@ -997,6 +1459,7 @@ class RippServer(_Endpoint):
             self._reset_stream(connection, stream_id, exc.stream_error)
             return
         connection.calls.add(handle)
+        connection.idle_since = None
         self._dirty[handle] = None
 
 
@@ -1281,10 +1744,10 @@ class RippClient(_Endpoint):
         self._create_streams.pop(call.handle, None)
         super()._on_create_stream_lost(connection, call, now)
 
-    def _forget_call(self, call: Call) -> None:
+    def _forget_call(self, call: Call, now: float | None = None) -> None:
         self._cancel_create(call)
         self._attempts.pop(call.handle, None)
-        super()._forget_call(call)
+        super()._forget_call(call, now)
 
     def _on_h3_event(self, connection: _Connection, event: H3Event, now: float) -> None:
         stream = connection.streams.get(event.stream_id)  # type: ignore[attr-defined]
@@ -1347,12 +1810,7 @@ def _literal_resolver(host: str, port: int) -> Address:
 
 
 __all__ = [
-    "AuthRequest",
-    "Authorizer",
-    "IdentityVerifier",
     "QuicConnectionError",
     "RippClient",
     "RippServer",
-    "accept_any_bearer",
-    "accept_well_formed_identity",
 ]

@@ -25,6 +25,8 @@ from ripp_core import (
     RippClient,
     RippConfig,
     RippServer,
+    insecure_accept_any_bearer,
+    insecure_accept_any_identity,
 )
 from ripp_core.testing import (
     Impairment,
@@ -114,6 +116,7 @@ class Trunk:
     ) -> None:
         self.net = VirtualNetwork(seed=seed, default=impairment)
         self.config = config or RippConfig(jitter_buffer=False)
+        self._id_counters: dict[str, int] = {}
         self.server_addrs: dict[str, tuple[str, int]] = {}
         self.servers: dict[str, AppEndpoint] = {}
         for index, name in enumerate(servers):
@@ -124,6 +127,9 @@ class Trunk:
                 instance_id=f"inst-{name}",
                 authority=f"{name}.example:443",
                 config=server_config or self.config,
+                authorizer=insecure_accept_any_bearer,
+                identity_verifier=insecure_accept_any_identity,
+                call_id_source=self._call_ids(name),
             )
             app = AppEndpoint(server, self.net)
             app.reactors.append(self._server_app(app, name))
@@ -152,6 +158,15 @@ class Trunk:
         self.client.reactors.append(self._client_media)
 
     # ------------------------------------------------------------------ scripted apps
+    def _call_ids(self, name: str) -> Callable[[], str]:
+        """Deterministic call ids (real servers use 128 random bits), so runs repeat."""
+
+        def next_id() -> str:
+            self._id_counters[name] = self._id_counters.get(name, 0) + 1
+            return f"{name}{self._id_counters[name]:x}"
+
+        return next_id
+
     def _server_app(self, app: AppEndpoint, name: str) -> Callable[[Event], None]:
         server = app.endpoint
         assert isinstance(server, RippServer)

@@ -38,6 +38,7 @@ from ripp_core import (
     RippConfig,
     Termination,
 )
+from ripp_core.testing import INSECURE_CHECKS as INSECURE
 from ripp_core.testing import client_quic_configuration, make_test_pki, server_quic_configuration
 from tests.call_harness import IDENTITY
 
@@ -178,7 +179,7 @@ class ServerThread:
     async def _trio(self) -> None:
         configuration = server_quic_configuration(PKI)
         async with (
-            ripp_trio.open_server(configuration, config=self.config) as server,
+            ripp_trio.open_server(configuration, config=self.config, **INSECURE) as server,
             trio.open_nursery() as nursery,
         ):
             token = trio.lowlevel.current_trio_token()
@@ -191,7 +192,7 @@ class ServerThread:
         main = asyncio.current_task()
         assert main is not None
         async with (
-            ripp_asyncio.open_server(configuration, config=self.config) as server,
+            ripp_asyncio.open_server(configuration, config=self.config, **INSECURE) as server,
             asyncio.TaskGroup() as tasks,
         ):
 
@@ -350,7 +351,9 @@ class TrioServer:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self.scope:
             configuration = server_quic_configuration(PKI)
-            async with ripp_trio.open_server(configuration, config=self.config) as server:
+            async with ripp_trio.open_server(
+                configuration, config=self.config, **INSECURE
+            ) as server:
                 self.server = server
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self.app.serve, server, nursery.start_soon)

@@ -37,6 +37,7 @@ from ripp_cli import _certs
 from ripp_cli._app import FROM, TO
 from ripp_cli._passport import make_identity
 from ripp_core import CallState, Codec, RippConfig
+from ripp_core.testing import INSECURE_CHECKS as INSECURE
 
 TSHARK = shutil.which("tshark")
 HEADERS = 1  # HTTP/3 frame type
@@ -67,7 +68,7 @@ async def _capture_a_call(tshark: str, home: Path, capture: Path, keys: Path) ->
     client_config = _certs.client_configuration(pki)
     status = home / "tshark.stderr"
     with _certs.debugging(client_config, keylog_file=keys):
-        async with ripp_trio.open_server(server_config) as server:
+        async with ripp_trio.open_server(server_config, **INSECURE) as server:
             port = server.address[1]
             with status.open("w") as errors:
                 process = subprocess.Popen(

@@ -11,6 +11,9 @@ Nothing in this package does I/O or reads a clock; it is shipped (not hidden in 
 so that applications built on ripp can test their own call handling the same way.
 """
 
+from typing import Any
+
+from ripp_core._auth import insecure_accept_any_bearer, insecure_accept_any_identity
 from ripp_core.testing._network import Address, Endpoint, Impairment, LinkStats, VirtualNetwork
 from ripp_core.testing._tls import (
     CA_KEY_USAGE,
@@ -22,8 +25,16 @@ from ripp_core.testing._tls import (
     server_quic_configuration,
 )
 
+#: Keyword arguments for ``RippServer``/``open_server`` that accept any bearer token (each
+#: token its own principal) and any well-formed Identity: INSECURE, for tests only.
+INSECURE_CHECKS: dict[str, Any] = {
+    "authorizer": insecure_accept_any_bearer,
+    "identity_verifier": insecure_accept_any_identity,
+}
+
 __all__ = [
     "CA_KEY_USAGE",
+    "INSECURE_CHECKS",
     "SERVER_KEY_USAGE",
     "Address",
     "Endpoint",
