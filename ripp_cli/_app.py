@@ -54,6 +54,21 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     parser.add_argument("-v", "--verbose", action="store_true", help="log protocol events")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a RippConfig setting (docs/protocol.md, limits and timers); repeatable",
+    )
+
+
+def ripp_config(args: argparse.Namespace) -> RippConfig:
+    """The RippConfig of a command: the defaults with ``--set`` applied."""
+    try:
+        return RippConfig().with_settings(list(args.set))
+    except ValueError as exc:
+        raise SystemExit(f"ripp: --set: {exc}") from None
 
 
 def add_media(parser: argparse.ArgumentParser) -> None:
@@ -237,7 +252,11 @@ async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
     config = _certs.server_configuration(pki)
     with _certs.debugging(config, qlog_dir=args.qlog, keylog_file=args.keylog):
         async with rt.driver.open_server(
-            config, host=args.host, port=args.port, **server_checks(args)
+            config,
+            host=args.host,
+            port=args.port,
+            config=ripp_config(args),
+            **server_checks(args),
         ) as server:
             say(
                 args,
@@ -363,7 +382,11 @@ async def run_call(rt: Runtime, args: argparse.Namespace) -> int:
     c2s, s2c = Direction(), Direction()
     with _certs.debugging(config, qlog_dir=args.qlog, keylog_file=args.keylog):
         async with rt.driver.open_client(
-            config, calls_uris=[args.uri], token=args.token, resolver=_resolve
+            config,
+            calls_uris=[args.uri],
+            token=args.token,
+            resolver=_resolve,
+            config=ripp_config(args),
         ) as client:
             say(args, f"ripp call ({rt.name}) {args.uri}")
             result = await place_and_play(rt, client, args, args.to, args.from_, c2s, s2c)
@@ -409,7 +432,9 @@ async def run_demo(rt: Runtime, args: argparse.Namespace) -> int:
             stack.enter_context(
                 _certs.debugging(server_config, qlog_dir=args.qlog, keylog_file=None)
             )
-        async with rt.driver.open_server(server_config, **server_checks(args)) as server:
+        async with rt.driver.open_server(
+            server_config, config=ripp_config(args), **server_checks(args)
+        ) as server:
             target = server.address
             if impairment != Impairment():
                 relay = stack.enter_context(RelayThread(target, impairment, args.seed))
@@ -428,7 +453,7 @@ async def run_demo(rt: Runtime, args: argparse.Namespace) -> int:
                 tasks.start_soon(answer)
                 uri = f"https://localhost:{target[1]}{RippConfig().calls_path}"
                 async with rt.driver.open_client(
-                    client_config, calls_uris=[uri], token="ripp-demo"
+                    client_config, calls_uris=[uri], token="ripp-demo", config=ripp_config(args)
                 ) as client:
                     result = await place_and_play(rt, client, args, TO, FROM, c2s, s2c)
     result["media"] = {"client_to_server": c2s.summary(), "server_to_client": s2c.summary()}

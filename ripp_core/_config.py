@@ -159,6 +159,31 @@ class RippConfig:
     check_timeout: float = attrs.field(default=5.0, validator=_positive)
     """A request whose deferred authorization has not completed by then gets 503."""
 
+    def with_settings(self, settings: list[str]) -> RippConfig:
+        """A copy with ``NAME=VALUE`` settings applied (as ``ripp serve --set`` takes them).
+
+        Values are parsed by the field's type (int, float, bool: true/false/1/0, str);
+        an unknown name or a bad value raises ValueError naming it.
+        """
+        fields = {field.name: field for field in attrs.fields(RippConfig)}
+        changes: dict[str, Any] = {}
+        for setting in settings:
+            name, sep, text = setting.partition("=")
+            name = name.strip().replace("-", "_")
+            if not sep or name not in fields:
+                raise ValueError(f"unknown setting {setting!r} (expected NAME=VALUE)")
+            kind = type(getattr(self, name))
+            try:
+                if kind is bool:
+                    if text.lower() not in ("true", "false", "1", "0"):
+                        raise ValueError(text)
+                    changes[name] = text.lower() in ("true", "1")
+                else:
+                    changes[name] = kind(text)
+            except ValueError:
+                raise ValueError(f"bad value for {name}: {text!r}") from None
+        return attrs.evolve(self, **changes)
+
     def __attrs_post_init__(self) -> None:
         if self.min_media_streams > self.max_media_streams:
             raise ValueError("min_media_streams must not exceed max_media_streams")
