@@ -12,7 +12,7 @@ import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from ripp_core import EventRouter, RippClient, RippServer
@@ -34,6 +34,7 @@ class Driver:
         self._changed: dict[str | None, asyncio.Event] = {}
         self._timer_changed = asyncio.Event()
         self._flush_wanted = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
 
     @property
@@ -100,6 +101,15 @@ class Driver:
             event = self._changed[handle] = asyncio.Event()
         await event.wait()
 
+    def start_soon(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run ``task`` (an application task, e.g. a call handler) until it returns or
+        the driver closes."""
+        if self.closed:
+            return
+        running: asyncio.Task[None] = asyncio.ensure_future(task())
+        self._tasks.add(running)
+        running.add_done_callback(self._tasks.discard)
+
     async def serve(self) -> None:
         """Run the receive and timer loops until cancelled."""
         async with asyncio.TaskGroup() as tasks:
@@ -159,6 +169,8 @@ class Driver:
         finally:
             asyncio.get_running_loop().remove_reader(self.sock)
             self.sock.close()
+            for task in list(self._tasks):
+                task.cancel()
             for handle in list(self._changed):
                 self._wake(handle)
 

@@ -185,6 +185,12 @@ def percentiles(
     return out
 
 
+def bounded(text: str, limit: int = 80) -> str:
+    """Peer-supplied text as the CLI prints it: at most ``limit`` printable characters."""
+    clean = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
 def say(args: argparse.Namespace, text: str) -> None:
     """Human progress output (suppressed with --json)."""
     if not args.json:
@@ -263,23 +269,19 @@ async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
                 f"ripp serve ({rt.name}): https://localhost:{server.address[1]}"
                 f"{RippConfig().calls_path}  CA {pki.ca_cert_path}",
             )
-            async with rt.tasks() as tasks:
-                async for call in server.calls():
-                    say(args, f"call {call.incoming.uri} from {call.incoming.from_.uri}")
-                    record = None
-                    if args.record is not None:
-                        args.record.mkdir(parents=True, exist_ok=True)
-                        record = args.record / f"call-{call.handle}.wav"
-                    tasks.start_soon(
-                        serve_call,
-                        rt,
-                        call,
-                        args,
-                        args.play is None,
-                        Direction(),
-                        Direction(),
-                        record,
-                    )
+
+            async def handle(call: Any) -> None:
+                say(args, f"call {call.incoming.uri} from {bounded(call.incoming.from_.uri)}")
+                record = None
+                if args.record is not None:
+                    args.record.mkdir(parents=True, exist_ok=True)
+                    record = args.record / f"call-{call.handle}.wav"
+                await serve_call(
+                    rt, call, args, args.play is None, Direction(), Direction(), record
+                )
+
+            # Each call runs in its own task; a failing call ends that call only.
+            await server.serve(handle)
     return 0
 
 
@@ -446,11 +448,10 @@ async def run_demo(rt: Runtime, args: argparse.Namespace) -> int:
             )
             async with rt.tasks() as tasks:
 
-                async def answer() -> None:
-                    async for call in server.calls():
-                        tasks.start_soon(serve_call, rt, call, args, True, s2c, c2s, None)
+                async def handle(call: Any) -> None:
+                    await serve_call(rt, call, args, True, s2c, c2s, None)
 
-                tasks.start_soon(answer)
+                tasks.start_soon(server.serve, handle)
                 uri = f"https://localhost:{target[1]}{RippConfig().calls_path}"
                 async with rt.driver.open_client(
                     client_config, calls_uris=[uri], token="ripp-demo", config=ripp_config(args)

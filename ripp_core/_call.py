@@ -721,7 +721,7 @@ class Call:
         assert self.jitter is not None
         for item in self.jitter.pop(now):
             if isinstance(item, Gap):
-                self._emit(MediaGap(self.handle, item.sequence, item.duration))
+                self._emit(MediaGap(self.handle, item.sequence, item.duration, item.frames))
             else:
                 arrival = self._arrivals.pop(item.sequence, now)
                 self._emit(MediaPlayout(self.handle, item, arrival))

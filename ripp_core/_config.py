@@ -100,6 +100,10 @@ class RippConfig:
     """Media (in media time) buffered while a call migrates; older is dropped."""
     receive_window: int = attrs.field(default=1024, validator=_positive)
     """Sequence numbers remembered for duplicate detection."""
+    max_sequence_jump: int = attrs.field(default=1024, validator=_positive)
+    """A frame whose sequence number is more than this ahead of every frame before it
+    starts a new sequence space at the receiver and resynchronises the jitter buffer
+    (whatever the numbers say, a frame costs O(1))."""
     jitter_min_delay: float = attrs.field(default=0.02, validator=_non_negative)
     """Smallest playout delay of the adaptive jitter buffer."""
     jitter_max_delay: float = attrs.field(default=0.5, validator=_positive)

@@ -126,11 +126,16 @@ class MediaPlayout(Event):
 
 @attrs.frozen
 class MediaGap(Event):
-    """The jitter buffer's playout reached a frame that never came: conceal it."""
+    """The jitter buffer's playout reached a frame that never came: conceal it.
+
+    ``duration`` is the whole gap; ``frames`` > 1 when a run of missing frames whose
+    playout time had already passed is reported at once (``sequence`` is the first).
+    """
 
     call: str
     sequence: int
     duration: float
+    frames: int = 1
 
 
 @attrs.frozen

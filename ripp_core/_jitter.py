@@ -7,6 +7,8 @@ player where a frame is missing so it can conceal the gap instead of stalling.
 
 from __future__ import annotations
 
+import heapq
+
 import attrs
 
 from ._codecs import DURATION_UNIT, MEDIA_CLOCK_RATE, units_to_ticks
@@ -24,12 +26,17 @@ class Gap:
     timestamp: int
     """Estimated media timestamp (48 kHz ticks) of the missing frame."""
     duration_units: int
-    """Estimated duration in 0.5 ms units (that of the frame played before it)."""
+    """Estimated duration of each missing frame in 0.5 ms units (that of the frame played
+    before it)."""
+    frames: int = 1
+    """How many consecutive frames are missing, from ``sequence`` on: a run whose playout
+    time has already passed is reported as one gap (so the cost of a gap does not grow
+    with its length)."""
 
     @property
     def duration(self) -> float:
-        """Estimated duration in seconds."""
-        return self.duration_units * DURATION_UNIT
+        """Estimated duration of the whole gap in seconds."""
+        return self.frames * self.duration_units * DURATION_UNIT
 
 
 class JitterBuffer:
@@ -74,6 +81,14 @@ class JitterBuffer:
 
     **Size.** At most ``jitter_max_frames`` frames wait; beyond that the oldest is dropped
     (counted in :attr:`dropped`) and later concealed as a gap.
+
+    **Cost.** Every push and every item popped costs O(1) whatever the sequence numbers
+    and timestamps say (plus O(log n) in the frames waiting). A run of missing frames whose
+    playout time has passed comes out as one :class:`Gap` with ``frames`` > 1. A frame
+    whose sequence number is more than ``max_sequence_jump`` ahead of every frame before it
+    resynchronises the buffer: the frames still waiting are dropped (counted in
+    :attr:`dropped`), the skipped numbers are not reported as gaps, and playout re-anchors
+    on that frame (counted in :attr:`resyncs`).
     """
 
     def __init__(self, config: RippConfig) -> None:
@@ -91,6 +106,8 @@ class JitterBuffer:
         self._played = 0
         self._gaps = 0
         self._dropped = 0
+        self._resyncs = 0
+        self._heap: list[int] = []  # extended sequence numbers waiting (lazy deletion)
 
     # --- counters and settings -----------------------------------------------------------
 
@@ -132,6 +149,11 @@ class JitterBuffer:
         return self._dropped
 
     @property
+    def resyncs(self) -> int:
+        """How often a sequence jump beyond ``max_sequence_jump`` restarted playout."""
+        return self._resyncs
+
+    @property
     def pending(self) -> int:
         """Frames waiting for their playout time."""
         return len(self._frames)
@@ -150,6 +172,12 @@ class JitterBuffer:
         copy of a frame already waiting."""
         extended = unwrap_sequence(frame.sequence, self._top)
         newest = self._top is None or extended > self._top
+        if (
+            newest
+            and self._top is not None
+            and extended - self._top > self._config.max_sequence_jump
+        ):
+            self._resync(extended)
         restart = talkspurt = late = False
         if self._last_played is not None and extended <= self._last_played:
             late = True
@@ -181,13 +209,30 @@ class JitterBuffer:
             self._late += 1
             return False
         self._frames[extended] = frame
+        heapq.heappush(self._heap, extended)
         if newest:
             self._top = extended
             self._newest_arrival = (now, frame.timestamp)
         while len(self._frames) > self._config.jitter_max_frames:
-            del self._frames[min(self._frames)]
+            del self._frames[self._lowest()]
             self._dropped += 1
         return True
+
+    def _resync(self, extended: int) -> None:
+        """The peer's sequence numbers jumped beyond the window: start afresh there."""
+        self._dropped += len(self._frames)
+        self._frames.clear()
+        self._heap.clear()
+        self._anchor = self._newest_arrival = None
+        self._last_played = extended - 1
+        self._top = extended - 1
+        self._resyncs += 1
+
+    def _lowest(self) -> int:
+        """The lowest extended sequence number waiting (the heap may hold stale ones)."""
+        while self._heap[0] not in self._frames:
+            heapq.heappop(self._heap)
+        return self._heap[0]
 
     # --- output --------------------------------------------------------------------------
 
@@ -208,9 +253,15 @@ class JitterBuffer:
                 del self._frames[extended]
                 self._played += 1
             else:
+                item = self._coalesce(item, extended, now)
                 self._gaps += 1
+                extended += item.frames - 1
             self._last_played = extended
-            self._last_timestamp = item.timestamp
+            self._last_timestamp = (
+                item.timestamp + units_to_ticks(item.duration_units * (item.frames - 1))
+                if isinstance(item, Gap)
+                else item.timestamp
+            ) % TIMESTAMP_MODULUS
             self._last_duration_units = item.duration_units
             out.append(item)
 
@@ -234,11 +285,23 @@ class JitterBuffer:
         media_step = timestamp_delta(frame.timestamp, previous_timestamp) / MEDIA_CLOCK_RATE
         return media_step - (now - previous_arrival) > limit
 
+    def _coalesce(self, gap: Gap, extended: int, now: float) -> Gap:
+        """Extend a due gap over the following missing frames that are due too."""
+        run = self._lowest() - extended  # missing frames before the next one waiting
+        if run <= 1 or gap.duration_units <= 0:
+            return gap
+        frame_time = gap.duration_units * DURATION_UNIT
+        overdue = now - self._time_of(gap.timestamp)
+        frames = max(1, min(run, int(overdue / frame_time) + 1))
+        if self._time_of(self._frames[self._lowest()].timestamp) <= now:
+            frames = run  # the frame after the run is due: the whole run is
+        return attrs.evolve(gap, frames=frames)
+
     def _next_item(self) -> tuple[float, int, MediaFrame | Gap] | None:
         """The next item in sequence order and the time it is due."""
         if not self._frames:
             return None
-        lowest = min(self._frames)
+        lowest = self._lowest()
         if self._last_played is None or lowest == self._last_played + 1:
             frame = self._frames[lowest]
             return self._time_of(frame.timestamp), lowest, frame

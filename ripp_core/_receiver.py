@@ -44,10 +44,16 @@ class MediaReceiver:
     migration, not the network, and a MARKER frame starts a new reference instead of
     giving a sample, because timestamps advance by frame durations only and so do not
     count the silence before a talkspurt.
+
+    A frame more than ``max_sequence_jump`` ahead of the highest one starts a new sequence
+    space (as :meth:`restart`; counted in ``resyncs``): frames cost O(1) whatever their
+    numbers, and a hostile jump cannot make the loss count meaningless.
     """
 
     def __init__(self, config: RippConfig) -> None:
         self._window = config.receive_window
+        self._max_jump = config.max_sequence_jump
+        self.resyncs = 0  # sequence jumps beyond max_sequence_jump
         # Duplicate detection (may be imported from another instance).
         self._top: int | None = None
         self._seen: set[int] = set()
@@ -66,6 +72,11 @@ class MediaReceiver:
     def on_frame(self, frame: MediaFrame, now: float) -> bool:
         """Account for one arriving frame; True if it is new, False for a duplicate."""
         extended = unwrap_sequence(frame.sequence, self._top)
+        if self._top is not None and extended - self._top > self._max_jump:
+            # Beyond the documented window: a new sequence space, not 2**20 lost frames.
+            self.restart()
+            self.resyncs += 1
+            extended = frame.sequence
         if not self._remember(extended):
             self._duplicates += 1
             return False

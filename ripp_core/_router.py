@@ -103,7 +103,7 @@ _PROGRESS = list(CallState)
 class EventRouter:
     """Files endpoint events under their calls; keeps new incoming calls in a queue."""
 
-    def __init__(self, max_audio: int = 1000, max_ended: int = 256) -> None:
+    def __init__(self, max_audio: int = 1000, max_ended: int = 256, max_other: int = 256) -> None:
         self.calls: dict[str, CallInbox] = {}
         # Inboxes of ended calls are kept for late readers, but only the most recent ones:
         # a server that runs for months must not keep every call it ever had. A Call object
@@ -111,7 +111,9 @@ class EventRouter:
         self._ended: deque[str] = deque()
         self._max_ended = max_ended
         self.incoming: deque[CallIncoming] = deque()
-        self.other: deque[Event] = deque()
+        # Events of no call (refusals, closed connections): recent ones only, or a peer
+        # making refused requests would grow this for ever.
+        self.other: deque[Event] = deque(maxlen=max_other)
         self._max_audio = max_audio
 
     def inbox(self, handle: str) -> CallInbox:

@@ -8,21 +8,30 @@ public API is the same code, and a behaviour fixed here is fixed in both.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 from collections import deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from ._call import CallHandoff
 from ._codecs import Codec
-from ._errors import CallHandedOver, NoSuchCall
+from ._errors import CallHandedOver, LocalProtocolError, NoSuchCall
 from ._events import CallIncoming, CallTerminated, DtmfReceived, MarkReached
 from ._frames import MediaFrame
 from ._h3 import RippClient, RippServer
+from ._logs import LogLimiter
 from ._router import AudioItem, CallEnded, CallInbox, CallMovedAway, EventRouter, drain
 from ._state import CallState
 from ._stats import CallStats
 
 T = TypeVar("T")
+
+logger = logging.getLogger("ripp.server")
+
+#: A server application: called once per incoming call, in a task of its own.
+CallHandler = Callable[["ServerCall"], Awaitable[None]]
 
 
 class DriverLike(Protocol):
@@ -43,6 +52,9 @@ class DriverLike(Protocol):
     async def wait_changed(self, handle: str | None) -> None: ...
 
     async def checkpoint(self) -> None: ...
+
+    def start_soon(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run ``task`` in the background until it returns or the driver closes."""
 
 
 class Call:
@@ -194,14 +206,27 @@ class ServerCall(Call):
         self._server = server
         self.incoming = incoming
 
+    @property
+    def reestablished(self) -> bool:
+        """True when this call re-establishes an earlier one (R10): it arrives already in
+        ``incoming.state`` and must not be rung or answered again; reconnect it to its
+        next hop instead."""
+        return self.incoming.reestablishes is not None
+
     async def ring(self) -> None:
-        """Alert the caller (waits for the call to be pending first)."""
+        """Alert the caller (waits for the call to be pending first). Does nothing for a
+        call that is already ringing or connected (a re-established call)."""
         await self.wait_state(CallState.PENDING)
+        if self._inbox.reached(CallState.RINGING):
+            return
         self._command(lambda now: self._server.ring(self.handle, now))
 
     async def answer(self) -> None:
-        """Answer the call (waits for the call to be pending first)."""
+        """Answer the call (waits for the call to be pending first). Does nothing for a
+        call that is already connected (a re-established call)."""
         await self.wait_state(CallState.PENDING)
+        if self._inbox.reached(CallState.CONNECTED):
+            return
         self._command(lambda now: self._server.answer(self.handle, now))
 
     async def reject(self, code: int = 486, reason: str = "Busy Here") -> CallTerminated:
@@ -217,6 +242,7 @@ class Server:
     def __init__(self, driver: DriverLike, server: RippServer) -> None:
         self._driver = driver
         self.endpoint = server
+        self._log = LogLimiter(logger)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -232,6 +258,44 @@ class Server:
             if self._driver.closed:
                 return
             await self._driver.wait_changed(None)
+
+    async def serve(self, handler: CallHandler) -> None:
+        """Run ``handler`` for every incoming call, each in its own task, until the server
+        closes. A failing handler costs its own call only:
+
+        * :class:`CallEnded` (the caller hung up or cancelled, the call timed out) and
+          :class:`CallMovedAway` end the handler quietly;
+        * any other exception is logged (rate-limited) and the call, if still up, is
+          terminated with ``500 Server Internal Error``.
+
+        The server and every other call carry on.
+        """
+        async for call in self.calls():
+            self._driver.start_soon(functools.partial(self._guarded, handler, call))
+
+    async def _guarded(self, handler: CallHandler, call: ServerCall) -> None:
+        try:
+            await handler(call)
+        except (CallEnded, CallMovedAway) as exc:
+            logger.debug("[%s] handler stopped: %s", call.incoming.uri, exc)
+        except Exception as exc:
+            if self._log.log(
+                logging.ERROR,
+                self._driver.now(),
+                "[%s] call handler failed: %s: %s",
+                call.incoming.uri,
+                type(exc).__name__,
+                exc,
+            ):
+                logger.debug("handler traceback", exc_info=exc)
+            if call.ended is None and not self._driver.closed:
+                # It may have ended (or moved) on its own meanwhile.
+                with contextlib.suppress(CallEnded, CallMovedAway, LocalProtocolError):
+                    call._command(
+                        lambda now: self.endpoint.terminate(
+                            call.handle, now, 500, "Server Internal Error"
+                        )
+                    )
 
     def drain_to(self, other: Server, authority: str | None = None) -> list[Call]:
         """Move every live call to ``other`` (rolling upgrade, R9, R17); returns the moved

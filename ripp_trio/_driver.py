@@ -11,7 +11,7 @@ import errno
 import logging
 import math
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import trio
@@ -35,6 +35,8 @@ class Driver:
         self._changed: dict[str | None, trio.Event] = {}
         self._timer_changed = trio.Event()
         self._flush_wanted = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._pending_tasks: list[Callable[[], Awaitable[None]]] = []
         self.closed = False
 
     @property
@@ -104,10 +106,24 @@ class Driver:
     async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the receive and timer loops until cancelled."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._receive_loop)
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self._flush_loop)
+            for task in self._pending_tasks:
+                nursery.start_soon(task)
+            self._pending_tasks.clear()
             task_status.started()
+
+    def start_soon(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run ``task`` (an application task, e.g. a call handler) until it returns or
+        the driver closes."""
+        if self.closed:
+            return
+        if self._nursery is None:
+            self._pending_tasks.append(task)
+        else:
+            self._nursery.start_soon(task)
 
     async def _receive_loop(self) -> None:
         while True:

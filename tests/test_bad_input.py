@@ -32,7 +32,7 @@ from ripp_core import (
     RippConfig,
     Termination,
 )
-from ripp_core._errors import H3_EXCESSIVE_LOAD, H3_MESSAGE_ERROR, H3_REQUEST_REJECTED
+from ripp_core._errors import H3_MESSAGE_ERROR
 from ripp_core._frames import (
     AckFrame,
     Frame,
@@ -369,10 +369,11 @@ def test_authorizer_forbidden_is_403() -> None:
     bystander = Bystander()
     seen: list[AuthRequest] = []
 
-    def authorizer(request: AuthRequest) -> None:
+    def authorizer(request: AuthRequest, now: float) -> str:
         seen.append(request)
         if request.token == "readonly":
             raise Forbidden("token readonly may not place calls")
+        return f"principal-of-{request.token}"
 
     bystander.trunk.rserver()._authorizer = authorizer
     raw = RawH3Client(bystander.trunk)
@@ -380,7 +381,18 @@ def test_authorizer_forbidden_is_403() -> None:
     assert_refused(response, 403)
     assert "www-authenticate" not in response.headers
     assert response.headers["ripp-reason"] == "403 token readonly may not place calls"
-    assert seen[-1] == AuthRequest("readonly", "POST", CALLS_PATH, AUTHORITY, None)
+    # the hook sees the whole request: method, path, authority, every field, the token
+    last = seen[-1]
+    assert (last.method, last.path, last.authority, last.token, last.call) == (
+        "POST",
+        CALLS_PATH,
+        AUTHORITY,
+        "readonly",
+        None,
+    )
+    assert last.creates_call and last.reestablish is None
+    assert last.header("authorization") == "Bearer readonly"
+    assert last.header("ripp-version") == "1" and last.header("to") is not None
     violation = only_violation(bystander)
     assert (violation.error, violation.status) == ("Forbidden", 403)
     # the same hook lets a good token through: a raw call here, and the legitimate
@@ -445,9 +457,11 @@ def test_wrong_content_type_is_415() -> None:
     no_type = [(k, v) for k, v in call_headers(path, SIGNALING) if k != "content-type"]
     assert_refused(raw.exchange(no_type, end_stream=False), 415)
     violations = bystander.new_violations()
+    # 415 is decided before authorization, so the offence is tied to no call (3.4)
     assert [(v.error, v.status, v.call) for v in violations] == [
-        ("UnsupportedMediaType", 415, handle)
+        ("UnsupportedMediaType", 415, None)
     ] * 2
+    assert handle in bystander.trunk.rserver().calls
     # the call itself is untouched: its signaling request still attaches
     signaling = raw.open(path, SIGNALING)
     raw.settle(lambda: {"type": "pending"} in raw.responses[signaling].messages())
@@ -465,18 +479,13 @@ def test_media_before_pending_is_reset() -> None:
     assert bystander.trunk.rserver().calls[handle].state is CallState.CREATED
     stream = raw.open(path, MEDIA)
     response = raw.responses[stream]
-    raw.settle(lambda: response.reset is not None)
-    # protocol.md section 5 lists 409 for "media before pending", with the note that ripp
-    # answers at once and so refuses by reset: _attach queues its 200 before it asks the
-    # call, and the call's refusal becomes RESET_STREAM + STOP_SENDING with
-    # H3_REQUEST_REJECTED. The 200 was queued in the same instant and is discarded by the
-    # reset (aioquic drops unsent data of a reset stream): the client sees no response.
-    assert response.reset == H3_REQUEST_REJECTED
-    assert response.stop_sending == H3_REQUEST_REJECTED
-    assert response.status is None
+    raw.settle(lambda: response.status is not None)
+    # protocol.md 3.4/5: the call is asked before any 200 goes out, so "media before
+    # pending" is a 409 response with its ripp-reason, and the request ends there.
+    assert_refused(response, 409, 409)
     violation = only_violation(bystander)
     assert (violation.error, violation.call) == ("RemoteStateError", handle)
-    assert (violation.status, violation.stream_error) == (None, H3_REQUEST_REJECTED)
+    assert (violation.status, violation.stream_error) == (409, None)
     assert not violation.fatal_to_call
     # the call survives and can still be attached properly
     call = bystander.trunk.rserver().calls[handle]
@@ -495,11 +504,11 @@ def test_second_signaling_request_is_reset_first_keeps_working() -> None:
     handle = path.rsplit("/", 1)[1]
     second = raw.open(path, SIGNALING)
     response = raw.responses[second]
-    raw.settle(lambda: response.reset is not None)
-    assert response.reset == H3_REQUEST_REJECTED and response.status is None
+    raw.settle(lambda: response.status is not None)
+    assert_refused(response, 409, 409)
     violation = only_violation(bystander)
     assert (violation.error, violation.call) == ("RemoteStateError", handle)
-    assert (violation.stream_error, violation.fatal_to_call) == (H3_REQUEST_REJECTED, False)
+    assert (violation.status, violation.fatal_to_call) == (409, False)
     # the first signaling channel still carries messages both ways
     server = bystander.trunk.rserver()
     server.ring(handle, bystander.trunk.net.now)
@@ -521,12 +530,12 @@ def test_media_stream_over_the_limit_is_reset_with_excessive_load() -> None:
     handle = path.rsplit("/", 1)[1]
     extra = raw.open(path, MEDIA)
     response = raw.responses[extra]
-    raw.settle(lambda: response.reset is not None)
-    # 429 in protocol.md section 5; as for every refusal by the call, ripp resets instead
-    assert response.reset == H3_EXCESSIVE_LOAD and response.status is None
+    raw.settle(lambda: response.status is not None)
+    # 429 in protocol.md section 5, a response like every refusal by the call
+    assert_refused(response, 429, 503)
     violation = only_violation(bystander)
     assert (violation.error, violation.call) == ("TooManyStreams", handle)
-    assert (violation.stream_error, violation.fatal_to_call) == (H3_EXCESSIVE_LOAD, False)
+    assert (violation.status, violation.fatal_to_call) == (429, False)
     # the three admitted streams still carry media (acked), nothing else was reset
     for index, stream in enumerate(streams):
         raw.send(stream, pcmu(index))

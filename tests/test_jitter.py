@@ -238,3 +238,52 @@ def test_output_once_in_order_never_early(
     assert len(frames_out) == buffer.played == pushed - buffer.dropped
     assert len(output) - len(frames_out) == buffer.gaps
     assert len({f.sequence for f in frames_out}) == len(frames_out)
+
+
+# ---------------------------------------------------------------- hostile sequence numbers
+def _bare(sequence: int, timestamp: int) -> MediaFrame:
+    return MediaFrame(sequence % 2**32, timestamp % 2**32, Codec.OPUS, 40, b"\x07", 0)
+
+
+@pytest.mark.parametrize("jump", [2**20, 2**31 - 1, 5_000])
+@pytest.mark.parametrize("coherent_timestamps", [True, False])
+def test_a_huge_sequence_jump_costs_o1_and_resynchronises(
+    jump: int, coherent_timestamps: bool
+) -> None:
+    """Issue 6, class 2: one frame jumping 2**20 ahead used to make the buffer emit one
+    gap per missing number (seconds of CPU, gigabytes of gaps). Now it resynchronises:
+    the pending frames are dropped, no gap is reported for the skipped numbers, and the
+    new sequence space plays on schedule."""
+    buffer = JitterBuffer(CONFIG)
+    now = 1.0
+    for seq in range(5):
+        buffer.push(_bare(seq, seq * 960), now)
+        now += 0.02
+    assert buffer.push(_bare(5, 5 * 960), now)  # still waiting when the jump comes
+    stamp = (5 + jump) * 960 if coherent_timestamps else 6 * 960
+    assert buffer.push(_bare(5 + jump, stamp), now)
+    assert buffer.resyncs == 1
+    out: list[MediaFrame | Gap] = []
+    for step in range(50):
+        if step < 20:
+            buffer.push(_bare(6 + jump + step, stamp + (1 + step) * 960), now)
+        out.extend(buffer.pop(now))
+        now += 0.02
+    assert len(out) <= 60
+    assert not any(isinstance(item, Gap) for item in out if item.sequence > 5)
+    played = [item.sequence for item in out if isinstance(item, MediaFrame)]
+    assert played[-21:] == [(5 + jump + k) % 2**32 for k in range(21)]
+
+
+def test_a_long_overdue_run_of_missing_frames_is_one_gap() -> None:
+    """Within the jump window, a run whose playout time has passed costs one item."""
+    buffer = JitterBuffer(CONFIG)
+    buffer.push(_bare(0, 0), 1.0)
+    assert buffer.pop(1.06) == [_bare(0, 0)]
+    # 900 frames missing, then one whose timestamp says it is due now
+    buffer.push(_bare(901, 960), 1.08)
+    items = buffer.pop(1.2)
+    gaps = [item for item in items if isinstance(item, Gap)]
+    assert len(gaps) == 1 and gaps[0].frames == 900 and gaps[0].sequence == 1
+    assert gaps[0].duration == pytest.approx(900 * 0.02)
+    assert items[-1] == _bare(901, 960)

@@ -184,3 +184,25 @@ def test_random_loss_reorder_duplication(
         assert stats.highest_sequence == (start + first) % 2**32 + max(distinct) - first
     else:
         assert stats.highest_sequence is None
+
+
+def test_a_sequence_jump_beyond_the_window_starts_a_new_space() -> None:
+    """Issue 6, class 2: a hostile jump costs O(1) and does not count 2**31 frames lost."""
+    from ripp_core._codecs import Codec as _Codec
+    from ripp_core._config import RippConfig as _Config
+    from ripp_core._frames import MediaFrame as _Frame
+    from ripp_core._receiver import MediaReceiver as _Receiver
+
+    receiver = _Receiver(_Config())
+    for seq in range(10):
+        assert receiver.on_frame(_Frame(seq, seq * 160, _Codec.PCMU, 40, bytes(160), 0), 0.0)
+    for jump in (2**20, 2**31 - 1):
+        seq = (9 + jump) % 2**32
+        assert receiver.on_frame(_Frame(seq, 0, _Codec.PCMU, 40, bytes(160), 0), 1.0)
+        assert receiver.lost == 0
+        assert not receiver.on_frame(_Frame(seq, 0, _Codec.PCMU, 40, bytes(160), 0), 1.0)
+    assert receiver.resyncs == 2
+    # an ordinary gap inside the window is still loss, counted in the new space
+    seq = (9 + 2**31 - 1 + 3) % 2**32
+    assert receiver.on_frame(_Frame(seq, 0, _Codec.PCMU, 40, bytes(160), 0), 1.0)
+    assert (receiver.resyncs, receiver.lost) == (2, 2)
