@@ -197,6 +197,7 @@ class Call:
         self._peer_wanted = 0
         self._next_adapt: float | None = None
         self._phase_deadline: float | None = None
+        self._linger_deadline: float | None = None
         self._reestablish_deadline: float | None = None
         self._retry_at: float | None = None
         self.terminated_code: int | None = None
@@ -311,6 +312,7 @@ class Call:
         self._transition(previous)
         self._emit(CallTerminated(self.handle, code, reason, by, self.stats(now)))
         self._phase_deadline = self._reestablish_deadline = self._retry_at = None
+        self._linger_deadline = now + self.config.close_linger
         self._next_adapt = None
         self._outbox.clear()
         for channel in list(self._decoders):
@@ -873,7 +875,7 @@ class Call:
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`handle_timer` has work to do."""
         if self.state is CallState.TERMINATED:
-            return None
+            return self._linger_deadline if self._decoders else None
         candidates = [
             self.pacer.next_deadline(),
             self.sender.next_deadline(),
@@ -894,6 +896,11 @@ class Call:
     def handle_timer(self, now: float) -> None:
         """Run whatever is due at ``now``."""
         if self.state is CallState.TERMINATED:
+            if self._linger_deadline is not None and now >= self._linger_deadline:
+                # The peer never ended its side of our streams: abort them, so that a
+                # call hung up without END_STREAM is not held for ever.
+                self._linger_deadline = None
+                self._drop_all_channels(now, reset=True)
             return
         if self.jitter is not None:
             self._drain_jitter(now)

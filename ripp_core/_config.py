@@ -55,7 +55,7 @@ class RippConfig:
     max_connections: int = attrs.field(default=256, validator=_positive)
     """QUIC connections one endpoint holds at once. A server at the limit closes its
     longest-idle connection without calls to admit a new one."""
-    max_connections_per_address: int = attrs.field(default=32, validator=_positive)
+    max_connections_per_address: int = attrs.field(default=64, validator=_positive)
     """QUIC connections a server accepts from one IP address at once."""
     idle_connection_timeout: float = attrs.field(default=10.0, validator=_positive)
     """A server closes a connection that has carried no call for this long."""
@@ -65,8 +65,11 @@ class RippConfig:
     assumed_stream_credit: int = attrs.field(default=100, validator=_positive)
     """Bidirectional streams a client assumes it may open on a connection whose handshake
     has not finished (the peer's real allowance arrives with the handshake)."""
-    max_streams_per_connection: int = attrs.field(default=2048, validator=_positive)
-    """Our advertised initial_max_streams_bidi (aioquic's default is 128)."""
+    max_streams_per_connection: int = attrs.field(default=512, validator=_positive)
+    """Our advertised initial_max_streams_bidi (aioquic's default is 128): how many
+    requests a peer may have open at once on one connection. Enough for
+    ``max_calls_per_connection`` calls of ``1 + max_media_streams`` streams each, with
+    room for refused and closing ones."""
     min_media_streams: int = attrs.field(default=2, validator=_positive)
     """Lower bound of N, the media streams of a call."""
     max_media_streams: int = attrs.field(default=20, validator=_positive)
@@ -146,6 +149,13 @@ class RippConfig:
     connection at least this often (a safety net; aioquic's own timers drive the rest)."""
     handshake_timeout: float = attrs.field(default=5.0, validator=_positive)
     """A server drops a QUIC connection whose handshake has not completed by then."""
+    close_linger: float = attrs.field(default=2.0, validator=_positive)
+    """After a call ends, its streams the peer has not ended by then are reset and the
+    call is forgotten."""
+    max_connection_buffer: int = attrs.field(default=4 * 1024 * 1024, validator=_positive)
+    """Bytes received on one connection but not yet decoded (QUIC reassembly and HTTP/3
+    frames in progress, over all its streams) above which a server closes it
+    (H3_EXCESSIVE_LOAD); checked every ``full_poll_interval``."""
     connect_timeout: float = attrs.field(default=5.0, validator=_positive)
     """A call request unanswered for this long fails (408); a server ends a created call
     whose signaling request has not arrived by then."""

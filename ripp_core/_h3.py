@@ -169,9 +169,17 @@ class _GuardedH3Connection(H3Connection):
             del self._abandoned[next(iter(self._abandoned))]
         return MalformedRequest(stream.stream_id, reason)
 
-    def forget_stream(self, stream_id: int) -> None:
-        """Drop aioquic's state of a request stream we will neither read nor write."""
+    def abandon(self, stream_id: int) -> None:
+        """Discard whatever more arrives on a request stream we have answered and will not
+        read, and drop its HTTP/3 state."""
+        self._abandoned[stream_id] = None
+        while len(self._abandoned) > _ABANDONED_MEMORY:
+            del self._abandoned[next(iter(self._abandoned))]
         self._stream.pop(stream_id, None)
+
+    def buffered(self) -> int:
+        """Bytes of HTTP/3 frames received and not yet complete, over all streams."""
+        return sum(len(stream.buffer) for stream in self._stream.values())
 
 
 #: Abandoned stream IDs remembered per connection (their late data is discarded).
@@ -861,6 +869,7 @@ class RippServer(_Endpoint):
         self._parked: dict[int, _Parked] = {}
         self._next_ticket = 1
         self._retry = QuicRetryTokenHandler()
+        self._next_audit = 0.0
         self._overloaded_until = 0.0
 
     # ---------------------------------------------------------------- commands
@@ -963,8 +972,34 @@ class RippServer(_Endpoint):
         return False
 
     # ---------------------------------------------------------------- internals
+    def _audit_buffers(self, now: float) -> None:
+        """Close connections holding more undecoded bytes than ``max_connection_buffer``
+        (out-of-order QUIC data and HTTP/3 frames in progress: aioquic raises its flow
+        control windows as data arrives, so they alone bound nothing)."""
+        if now < self._next_audit:
+            return
+        self._next_audit = now + self.config.full_poll_interval
+        for connection in list(self._connections):
+            if connection.closed:
+                continue
+            held = sum(
+                len(stream.receiver._buffer) for stream in connection.quic._streams.values()
+            )
+            if isinstance(connection.h3, _GuardedH3Connection):
+                held += connection.h3.buffered()
+            if held > self.config.max_connection_buffer:
+                self._limited(
+                    now, "connection from %s closed: %d undecoded bytes", connection.peer[0], held
+                )
+                connection.quic.close(
+                    error_code=H3_EXCESSIVE_LOAD, reason_phrase="too much undecoded data"
+                )
+                self._touched.add(connection)
+                self._process(connection, now)
+
     def handle_timer(self, now: float) -> None:
         """Run the QUIC and call timers that are due, and expire deferred checks."""
+        self._audit_buffers(now)
         for ticket, parked in list(self._parked.items()):
             if parked.deadline <= now:
                 del self._parked[ticket]
@@ -976,6 +1011,8 @@ class RippServer(_Endpoint):
     def get_timer(self) -> float | None:
         """The next time :meth:`handle_timer` must run, or None."""
         timer = super().get_timer()
+        if self._connections and (timer is None or self._next_audit < timer):
+            timer = self._next_audit
         for parked in self._parked.values():
             if timer is None or parked.deadline < timer:
                 timer = parked.deadline
@@ -1144,10 +1181,23 @@ class RippServer(_Endpoint):
             self._on_request(connection, event.stream_id, event.headers, now)
             if event.stream_ended:
                 self._deliver_data(connection, event.stream_id, b"", True, now)
+            self._release_refused(connection, event.stream_id)
         elif isinstance(event, DataReceived):
             self._deliver_data(connection, event.stream_id, event.data, event.stream_ended, now)
         elif isinstance(event, MalformedRequest):
             self._on_malformed(connection, event, now)
+
+    def _release_refused(self, connection: _Connection, stream_id: int) -> None:
+        """A refused request whose body is still open: stop reading it (STOP_SENDING) and
+        forget it now, discarding whatever else arrives on it, so that refused requests
+        hold no state however many a peer makes (protocol 3.7)."""
+        stream = connection.streams.get(stream_id)
+        if stream is None or stream.kind is not _Kind.REFUSED or stream.peer_ended:
+            return
+        del connection.streams[stream_id]
+        self._stop_reading(connection, stream_id)
+        if isinstance(connection.h3, _GuardedH3Connection):
+            connection.h3.abandon(stream_id)
 
     def _on_malformed(self, connection: _Connection, event: MalformedRequest, now: float) -> None:
         """A request aioquic found malformed (RFC 9114 4.1.2): a stream error, answered

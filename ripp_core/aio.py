@@ -281,7 +281,7 @@ class Server:
         except Exception as exc:
             if self._log.log(
                 logging.ERROR,
-                self._driver.now(),
+                self._driver.run(lambda now: now),
                 "[%s] call handler failed: %s: %s",
                 call.incoming.uri,
                 type(exc).__name__,

@@ -20,8 +20,12 @@ import trio
 import ripp_asyncio
 import ripp_trio
 from ripp_core import CallEnded, CallState, Codec, MediaFrame, RippConfig, Termination
-from ripp_core.testing import INSECURE_CHECKS, client_quic_configuration, make_test_pki
-from ripp_core.testing import server_quic_configuration
+from ripp_core.testing import (
+    INSECURE_CHECKS,
+    client_quic_configuration,
+    make_test_pki,
+    server_quic_configuration,
+)
 from tests.call_harness import IDENTITY
 
 PKI = make_test_pki(["localhost"], not_before=datetime.now(UTC) - timedelta(days=1))
