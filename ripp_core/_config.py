@@ -161,9 +161,9 @@ class RippConfig:
     whose signaling request has not arrived by then."""
 
     # --- admission and authorization (server) ----------------------------------------
-    admission_max_lag: float = attrs.field(default=0.05, validator=_positive)
-    """Event-loop lag (seconds a timer fires late, reported by the driver) above which a
-    server refuses new calls with 503 for ``admission_hold``."""
+    admission_max_lag: float = attrs.field(default=0.1, validator=_positive)
+    """Event-loop lag (the moving average, gain 1/8, of how late timers run) above which
+    a server refuses new calls with 503 for ``admission_hold``."""
     admission_hold: float = attrs.field(default=2.0, validator=_positive)
     """How long a server keeps refusing new calls after it found itself overloaded."""
     retry_after: int = attrs.field(default=1, validator=_positive)

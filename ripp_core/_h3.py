@@ -870,7 +870,9 @@ class RippServer(_Endpoint):
         self._next_ticket = 1
         self._retry = QuicRetryTokenHandler()
         self._next_audit = 0.0
+        self._armed_at: float | None = None  # the time the driver was last asked to wake
         self._overloaded_until = 0.0
+        self._lag = 0.0
 
     # ---------------------------------------------------------------- commands
     def ring(self, handle: str, now: float) -> None:
@@ -913,17 +915,26 @@ class RippServer(_Endpoint):
         return call.uri
 
     def report_load(self, lag: float, now: float) -> None:
-        """Tell the server how far behind its event loop runs (seconds late on a timer).
+        """Feed one measurement of how late the event loop ran a timer (seconds).
 
-        Lag above ``admission_max_lag`` makes the server refuse new calls with 503 and
-        ``Retry-After`` for ``admission_hold`` seconds, so that the calls already up keep
-        their quality (protocol: "Admission control").
+        The server keeps a moving average (gain 1/8) of these; while it exceeds
+        ``admission_max_lag`` the server refuses new calls with 503 and ``Retry-After``,
+        and keeps refusing for ``admission_hold`` after, so that the calls already up keep
+        their quality (protocol 19.5). :meth:`handle_timer` reports its own lateness.
         """
-        if lag > self.config.admission_max_lag:
+        self._lag += (max(0.0, lag) - self._lag) / 8
+        if self._lag > self.config.admission_max_lag:
             if now >= self._overloaded_until:
-                logger.warning("overloaded (event loop %.0f ms late): refusing new calls",
-                               lag * 1000)
+                logger.warning(
+                    "overloaded (event loop %.0f ms late on average): refusing new calls",
+                    self._lag * 1000,
+                )
             self._overloaded_until = now + self.config.admission_hold
+
+    @property
+    def load(self) -> float:
+        """The moving average of the event loop's lag (seconds), as admission sees it."""
+        return self._lag
 
     def overloaded(self, now: float) -> bool:
         """True while new calls are refused for load (see :meth:`report_load`)."""
@@ -998,7 +1009,15 @@ class RippServer(_Endpoint):
                 self._process(connection, now)
 
     def handle_timer(self, now: float) -> None:
-        """Run the QUIC and call timers that are due, and expire deferred checks."""
+        """Run the QUIC and call timers that are due, and expire deferred checks.
+
+        How late this runs against the time :meth:`get_timer` asked for is the event
+        loop's lag, the server's measure of overload (see :meth:`report_load`)."""
+        if self._armed_at is not None:
+            # A timer already overdue when armed measures nothing before our last run.
+            self.report_load(now - max(self._armed_at, self._log_clock), now)
+        self._armed_at = None
+        self._log_clock = now
         self._audit_buffers(now)
         for ticket, parked in list(self._parked.items()):
             if parked.deadline <= now:
@@ -1016,6 +1035,7 @@ class RippServer(_Endpoint):
         for parked in self._parked.values():
             if timer is None or parked.deadline < timer:
                 timer = parked.deadline
+        self._armed_at = timer
         return timer
 
     def _call_uri(self, call_id: str, authority: str) -> str:
