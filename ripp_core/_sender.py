@@ -97,6 +97,8 @@ class MediaSender:
         self._frame_interval = DEFAULT_FRAME_INTERVAL
         self._rtt = RttEstimator()
         self._frames_enqueued = 0
+        self._event_open = False  # the last frame queued was a telephone event not ended
+        self._last_end = b""  # payload of the End frame just queued (repeats get no MARKER)
         self._frames_sent = 0
         self._frames_acked = 0
         self._frames_resent = 0
@@ -236,7 +238,19 @@ class MediaSender:
 
         Raises :class:`~ripp_core.BadDuration` (via :class:`MediaFrame`) when the codec
         does not allow the duration or payload.
+
+        MARKER is set whatever ``marker`` says on the first frame a call sends (protocol
+        9.1) and on the first telephone-event frame of each event (10.4: after any other
+        frame, or after a telephone-event frame with the End bit).
         """
+        event = codec is Codec.TELEPHONE_EVENT
+        ends = event and len(payload) > 1 and bool(payload[1] & 0x80)
+        if self._next_sequence == 0 and self._frames_enqueued == 0:
+            marker = True
+        elif event and not self._event_open and payload != self._last_end:
+            marker = True  # a new event (a repeated End frame, RTP style, is not one)
+        self._event_open = event and not ends
+        self._last_end = payload if ends else (self._last_end if event else b"")
         frame = MediaFrame(
             sequence=self._next_sequence,
             timestamp=self._next_timestamp,

@@ -152,7 +152,8 @@ def test_remove_channel_requeues_unacked_at_head_with_resent_flag() -> None:
     channel, frame = sent[0]
     assert channel == 2
     assert (frame.sequence, frame.timestamp) == (f0.sequence, f0.timestamp)
-    assert frame.flags == FLAG_RESENT
+    # the call's first frame carries MARKER (protocol 9.1); the re-send adds RESENT
+    assert frame.flags == FLAG_RESENT | FLAG_MARKER
     assert sender.stats(0.06).frames_resent == 1
     # The ack for the resent frame works on its new channel.
     assert ack(sender, 2, frame, 0.1) is not None
@@ -358,3 +359,27 @@ def test_sender_invariants(ops: list[tuple[str, int]]) -> None:
         )
         if sender.paused:
             assert sender.poll(now) == []
+
+
+def test_marker_on_the_first_frame_and_on_each_telephone_event() -> None:
+    """Protocol 9.1 (SHOULD on a call's first frame) and 10.4 (MUST on the first frame of
+    each telephone event), whatever the caller asked: echoing servers used to send none."""
+    from ripp_core._codecs import Codec as _Codec
+    from ripp_core._dtmf import encode_event
+
+    sender = MediaSender(CONFIG)
+    audio = [sender.enqueue(_Codec.PCMU, 40, bytes(160), 0.0) for _ in range(2)]
+    assert [bool(f.flags & FLAG_MARKER) for f in audio] == [True, False]
+
+    def event(end: bool, duration: int) -> bytes:
+        return encode_event(5, end=end, volume=10, duration=duration)
+
+    frames = [
+        sender.enqueue(_Codec.TELEPHONE_EVENT, 40, event(False, 160), 0.0),
+        sender.enqueue(_Codec.TELEPHONE_EVENT, 40, event(False, 320), 0.0),
+        sender.enqueue(_Codec.TELEPHONE_EVENT, 40, event(True, 480), 0.0),
+        sender.enqueue(_Codec.TELEPHONE_EVENT, 40, event(True, 480), 0.0),  # RTP-style repeat
+        sender.enqueue(_Codec.TELEPHONE_EVENT, 40, event(False, 160), 0.0),  # the next digit
+        sender.enqueue(_Codec.PCMU, 40, bytes(160), 0.0),
+    ]
+    assert [bool(f.flags & FLAG_MARKER) for f in frames] == [True, False, False, False, True, False]
