@@ -8,6 +8,8 @@ public API is the same code, and a behaviour fixed here is fixed in both.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from typing import Protocol, TypeVar
@@ -23,6 +25,9 @@ from ._state import CallState
 from ._stats import CallStats
 
 T = TypeVar("T")
+
+# Names of the marks terminate(after_playout=True) waits for; unique per process.
+_playout_marks = itertools.count()
 
 
 class DriverLike(Protocol):
@@ -131,6 +136,22 @@ class Call:
         """DTMF digits from the far end (R19)."""
         return self._drain(self._inbox.dtmf)
 
+    async def media(self) -> AsyncGenerator[AudioItem | DtmfReceived, None]:
+        """Audio items and DTMF digits from one iterator, as they come (what a voice
+        application reads; ``ripp_audio.VoiceCall`` decodes it). Ends when the call ends."""
+        audio, dtmf = self._inbox.audio, self._inbox.dtmf
+        while True:
+            while audio or dtmf:
+                # Audio first: what is queued was released before the digit was reported.
+                yield audio.popleft() if audio else dtmf.popleft()
+            if self._inbox.terminated is not None or self._inbox.moved_away:
+                return
+            await self._driver.wait_changed(self.handle)
+
+    def time(self) -> float:
+        """The driver's clock (the time commands run at), in seconds."""
+        return self._driver.run(lambda now: now)
+
     async def _drain(self, queue: deque[T]) -> AsyncGenerator[T, None]:
         while True:
             while queue:
@@ -167,8 +188,16 @@ class Call:
         """Send DTMF digits in line with the paced audio (R19)."""
         self._command(lambda now: self._endpoint.send_dtmf(self.handle, digits, now))
 
-    async def terminate(self, code: int = 200, reason: str = "Normal") -> CallTerminated:
-        """Hang up (or cancel: 487, or reject on a server: 486/603...) and wait for the end."""
+    async def terminate(
+        self, code: int = 200, reason: str = "Normal", *, after_playout: bool = False
+    ) -> CallTerminated:
+        """Hang up (or cancel: 487, or reject on a server: 486/603...) and wait for the end.
+
+        Audio still queued is dropped, unless ``after_playout``: then the call ends only
+        once the far end has acknowledged everything queued so far (a final mark)."""
+        if after_playout and self._inbox.terminated is None:
+            with contextlib.suppress(CallEnded):  # the far end hung up first: that's the end
+                await self.mark(f"ripp-playout-{next(_playout_marks)}")
         if self._inbox.terminated is None:
             self._command(lambda now: self._endpoint.terminate(self.handle, now, code, reason))
         return await self.wait_ended()
