@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -302,6 +303,11 @@ class Call:
         """Enter TERMINATED and close every channel (R8)."""
         if self.state is CallState.TERMINATED:
             return
+        if self.jitter is not None:
+            # Frames that arrived (and were acknowledged, so the sender counts them as
+            # delivered) are handed over now instead of dying in the buffer: a call hung up
+            # after its last prompt has been acknowledged must not lose the prompt's tail.
+            self._release_jitter(now)
         previous = self.state
         self.machine.force_terminated()
         self.terminated_code = code
@@ -716,6 +722,15 @@ class Call:
             else:
                 arrival = self._arrivals.pop(item.sequence, now)
                 self._emit(MediaPlayout(self.handle, item, arrival))
+
+    def _release_jitter(self, now: float) -> None:
+        """Hand over everything the jitter buffer holds, without waiting for its time."""
+        assert self.jitter is not None
+        for item in self.jitter.pop(math.inf):
+            if isinstance(item, Gap):
+                self._emit(MediaGap(self.handle, item.sequence, item.duration))
+            else:
+                self._emit(MediaPlayout(self.handle, item, self._arrivals.pop(item.sequence, now)))
 
     def _on_signal(self, frame: SignalFrame, now: float) -> None:
         if self.state is CallState.TERMINATED:
