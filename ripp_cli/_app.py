@@ -19,7 +19,18 @@ from typing import Any
 import attrs
 
 from ripp_audio import WavWriter, decoder_for, encoder_for, frames_from_wav, tone
-from ripp_core import CallState, Codec, MediaFrame, MediaGap, NoSuchCall, RippConfig
+from ripp_core import (
+    CallEnded,
+    CallState,
+    CallTerminated,
+    Codec,
+    MediaFrame,
+    MediaGap,
+    NoSuchCall,
+    RippConfig,
+    RippError,
+)
+from ripp_core.aio import unwrap_group
 from ripp_core.testing import Impairment
 
 from . import _certs
@@ -28,6 +39,24 @@ from ._relay_thread import RelayThread
 from ._runtime import Runtime, runtime
 
 log = logging.getLogger("ripp.cli")
+
+#: Exit statuses of demo, serve and call (documented in the README).
+EXIT_OK = 0
+EXIT_CALL_FAILED = 1  # the call ended before it was connected (refused, unreachable, TLS)
+EXIT_USAGE = 2  # a bad command line (argparse's own status)
+EXIT_ERROR = 3  # a local failure: a port in use, an unreadable file, a bad argument
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+class CallFailed(Exception):
+    """The call ended before it was connected: an expected failure, told in one line."""
+
+    def __init__(self, ended: CallTerminated, unanswered: bool = False) -> None:
+        hint = ""
+        if unanswered and ended.code == 408:
+            hint = " (no RIPP server answered: is one running at that address and port?)"
+        super().__init__(f"call failed: {ended.code} {ended.reason}{hint}")
+        self.ended = ended
 CODECS = {"pcmu": Codec.PCMU, "pcma": Codec.PCMA, "opus": Codec.OPUS}
 TO, FROM = "<tel:+12125551234>", '"ripp" <tel:+14085551234>;tag=cli'
 
@@ -65,6 +94,7 @@ def add_arguments(subcommands: Any) -> None:
     demo.add_argument("--jitter-ms", type=float, default=0.0, help="+- delay variation (relay)")
     demo.add_argument("--loss", type=float, default=0.0, help="loss fraction (relay)")
     demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--port", type=int, default=0, help="server UDP port (default: any free)")
     serve = subcommands.add_parser("serve", help="answer calls: echo, or play a WAV")
     add_common(serve)
     serve.add_argument("--host", default="127.0.0.1")
@@ -81,6 +111,13 @@ def add_arguments(subcommands: Any) -> None:
     call.add_argument("--to", default=TO)
     call.add_argument("--from", dest="from_", default=FROM)
     call.add_argument("--ca", type=Path, help="CA certificate (default: the local ripp CA)")
+    call.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="give up on a call not answered by then (default 5)",
+    )
 
 
 # ------------------------------------------------------------------ audio
@@ -297,17 +334,22 @@ async def place_and_play(
             tasks.start_soon(watch_states)
             tasks.start_soon(collect)
             tasks.start_soon(sample)
-            await call.wait_state(CallState.CONNECTED)
+            try:
+                await call.wait_state(CallState.CONNECTED)
+            except CallEnded as exc:
+                raise CallFailed(exc.ended, call.uri is None) from None
             start = rt.now()
             for index, payload in enumerate(frames):
                 call.play(codec, frame, payload)
                 # The pacer releases frame k at start + k * frame: that is its send time.
                 c2s.sent[index] = start + index * frame
-            await call.mark("all-sent")
+            # The far end may hang up first: then the call is over, and that is no error.
+            with contextlib.suppress(CallEnded):
+                await call.mark("all-sent")
             # An echo server plays our last frames out of its jitter buffer before echoing
             # them: give the echoes time to come back (bounded) before hanging up.
             deadline = rt.now() + 1.5
-            while len(s2c.received) < len(frames) and rt.now() < deadline:
+            while len(s2c.received) < len(frames) and rt.now() < deadline and not call.ended:
                 await rt.sleep(0.05)
             await rt.sleep(0.1)
             ended = await call.terminate()
@@ -339,7 +381,11 @@ async def run_call(rt: Runtime, args: argparse.Namespace) -> int:
     c2s, s2c = Direction(), Direction()
     with _certs.debugging(config, qlog_dir=args.qlog, keylog_file=args.keylog):
         async with rt.driver.open_client(
-            config, calls_uris=[args.uri], token=args.token, resolver=_resolve
+            config,
+            calls_uris=[args.uri],
+            token=args.token,
+            resolver=_resolve,
+            config=RippConfig(connect_timeout=args.connect_timeout),
         ) as client:
             say(args, f"ripp call ({rt.name}) {args.uri}")
             result = await place_and_play(rt, client, args, args.to, args.from_, c2s, s2c)
@@ -385,7 +431,7 @@ async def run_demo(rt: Runtime, args: argparse.Namespace) -> int:
             stack.enter_context(
                 _certs.debugging(server_config, qlog_dir=args.qlog, keylog_file=None)
             )
-        async with rt.driver.open_server(server_config) as server:
+        async with rt.driver.open_server(server_config, port=args.port) as server:
             target = server.address
             if impairment != Impairment():
                 relay = stack.enter_context(RelayThread(target, impairment, args.seed))
@@ -445,7 +491,31 @@ def run(command: str, args: argparse.Namespace) -> int:
     rt = runtime(args.driver)
     main = {"demo": run_demo, "serve": run_serve, "call": run_call}[command]
     try:
-        status = rt.run_until_interrupted(lambda: main(rt, args))
+        try:
+            status = rt.run_until_interrupted(lambda: main(rt, args))
+        except BaseExceptionGroup as group:  # the task groups wrap what they raise
+            raise unwrap_group(group) from None
     except KeyboardInterrupt:  # Ctrl-C before the loop took the signal over
-        return 130
-    return 130 if status is None else status
+        return EXIT_INTERRUPTED
+    except CallFailed as exc:
+        return fail(command, args, str(exc), EXIT_CALL_FAILED, exc.ended)
+    except (OSError, ValueError, RippError) as exc:  # a port in use, a missing file...
+        return fail(command, args, f"{type(exc).__name__}: {exc}", EXIT_ERROR)
+    return EXIT_INTERRUPTED if status is None else status
+
+
+def fail(
+    command: str,
+    args: argparse.Namespace,
+    message: str,
+    status: int,
+    ended: CallTerminated | None = None,
+) -> int:
+    """Report an expected failure in one line (and the --json line); return ``status``."""
+    print(f"ripp {command}: {message}", file=sys.stderr, flush=True)
+    if args.json:
+        line: dict[str, Any] = {"error": message, "exit": status}
+        if ended is not None:
+            line["ended"] = {"code": ended.code, "reason": ended.reason, "by": ended.by.value}
+        print(json.dumps(line), flush=True)
+    return status

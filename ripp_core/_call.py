@@ -25,6 +25,7 @@ from ._errors import (
     H3_REQUEST_CANCELLED,
     CallHandedOver,
     FrameError,
+    LocalFrameError,
     LocalProtocolError,
     LocalStateError,
     RemoteProtocolError,
@@ -32,6 +33,7 @@ from ._errors import (
     RippError,
     StateError,
     TooManyStreams,
+    local_counterpart,
 )
 from ._events import (
     CallAttached,
@@ -400,7 +402,7 @@ class Call:
 
     def _check_size(self, payload: bytes) -> None:
         if len(payload) + MEDIA_HEADER_SIZE > self.config.max_frame_size:
-            raise LocalProtocolError(
+            raise LocalFrameError(
                 f"a {len(payload)}-byte payload exceeds max_frame_size "
                 f"({self.config.max_frame_size} bytes with the {MEDIA_HEADER_SIZE}-byte header)"
             )
@@ -956,7 +958,7 @@ def _ours() -> Iterator[None]:
     try:
         yield
     except RemoteProtocolError as exc:
-        raise LocalProtocolError(exc.message) from exc
+        raise local_counterpart(exc) from exc
 
 
 def _truncated(count: int) -> RippError:

@@ -21,6 +21,7 @@ from ._events import (
     CallMigrating,
     CallStateChanged,
     CallTerminated,
+    ConnectionClosed,
     DtmfReceived,
     Event,
     MarkReached,
@@ -28,6 +29,7 @@ from ._events import (
     MediaPlayout,
     MediaReceived,
     MigrationPhase,
+    Termination,
 )
 from ._frames import MediaFrame
 from ._h3 import RippServer
@@ -35,6 +37,17 @@ from ._state import CallState
 
 #: What a call's audio iterator yields: a frame to play, or a gap to conceal.
 AudioItem = MediaFrame | MediaGap
+
+
+#: QUIC carries a TLS alert as CRYPTO_ERROR, 0x100 + the alert code (RFC 9001, 4.8).
+_CRYPTO_ERRORS = range(0x100, 0x200)
+#: The SIP-style code a call gets when its connection's TLS handshake failed: 503 with a
+#: reason that names TLS (SIP has no code of its own for this; 495 is HTTP-only).
+_TLS_FAILURE_CODE = 503
+
+
+def _is_tls_failure(error_code: int) -> bool:
+    return error_code in _CRYPTO_ERRORS
 
 
 class CallEnded(Exception):
@@ -113,6 +126,7 @@ class EventRouter:
         self.incoming: deque[CallIncoming] = deque()
         self.other: deque[Event] = deque()
         self._max_audio = max_audio
+        self._tls_failure: ConnectionClosed | None = None
 
     def inbox(self, handle: str) -> CallInbox:
         """The inbox of ``handle``, created on first use."""
@@ -124,6 +138,12 @@ class EventRouter:
     def route(self, event: Event) -> str | None:
         """File ``event``; return the handle of the call it changed, or None."""
         handle = getattr(event, "call", None)
+        if not isinstance(event, CallStateChanged | CallTerminated):
+            self._tls_failure = None
+        if isinstance(event, ConnectionClosed) and _is_tls_failure(event.error_code):
+            # The binding ends the connection's calls right after this event, as if their
+            # requests had been reset; those not yet created failed because of TLS.
+            self._tls_failure = event
         if not isinstance(handle, str):
             self.other.append(event)
             return None
@@ -155,6 +175,13 @@ class EventRouter:
                 inbox.moved_away, inbox.moved_to = True, event.uri
             inbox.migrations.append(event)
         elif isinstance(event, CallTerminated):
+            if self._tls_failure is not None and inbox.uri is None and event.code == 503:
+                event = attrs.evolve(
+                    event,
+                    code=_TLS_FAILURE_CODE,
+                    reason=f"TLS handshake failed: {self._tls_failure.reason}",
+                    by=Termination.FAILURE,
+                )
             inbox.terminated = event
             self._ended.append(handle)
             while len(self._ended) > self._max_ended:

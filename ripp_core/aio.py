@@ -16,7 +16,13 @@ from typing import Protocol, TypeVar
 
 from ._call import CallHandoff
 from ._codecs import Codec
-from ._errors import CallHandedOver, NoSuchCall
+from ._errors import (
+    CallHandedOver,
+    LocalProtocolError,
+    NoSuchCall,
+    RemoteProtocolError,
+    local_counterpart,
+)
 from ._events import CallIncoming, CallTerminated, DtmfReceived, MarkReached
 from ._frames import MediaFrame
 from ._h3 import RippClient, RippServer
@@ -28,6 +34,26 @@ T = TypeVar("T")
 
 # Names of the marks terminate(after_playout=True) waits for; unique per process.
 _playout_marks = itertools.count()
+
+
+def unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside ``group`` (nested groups flattened), or the group itself.
+
+    The drivers run their tasks in a Trio nursery or an asyncio TaskGroup, which wrap
+    whatever leaves the ``async with`` in an exception group. When it holds one exception
+    (the usual case: the application's own), ``open_client``/``open_server`` raise that
+    exception as itself, so callers catch it with a plain ``except``; several real errors
+    at once stay grouped.
+    """
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(reversed(exc.exceptions))
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else group
 
 
 class DriverLike(Protocol):
@@ -301,10 +327,18 @@ class Client:
         headers: tuple[tuple[str, str], ...] = (),
     ) -> Call:
         """Create a call (R1); returns at once, with the call on its way to PENDING."""
-        handle = self._driver.run(
-            lambda now: self.endpoint.place_call(
-                to=to, from_=from_, identity=identity, now=now, headers=headers
+        try:
+            handle = self._driver.run(
+                lambda now: self.endpoint.place_call(
+                    to=to, from_=from_, identity=identity, now=now, headers=headers
+                )
             )
-        )
+        except LocalProtocolError as exc:
+            # The binding raises a plain LocalProtocolError over the shared check's error;
+            # give our user the class that names what was wrong.
+            cause = exc.__cause__
+            if type(exc) is LocalProtocolError and isinstance(cause, RemoteProtocolError):
+                raise local_counterpart(cause) from cause
+            raise
         await self._driver.checkpoint()
         return Call(self._driver, self.endpoint, handle)
