@@ -74,13 +74,23 @@ from ._h3 import (
 )
 from ._headers import NameAddr, ReestablishMarker, parse_name_addr
 from ._messages import Answer, Message, Move, Pending, Ringing, Streams, Terminate
-from ._router import AudioItem, CallEnded, CallInbox, CallMovedAway, EventRouter, drain
+from ._quality import CODEC_IMPAIRMENT, CodecImpairment, mos_estimate, mos_from_r, r_factor
+from ._router import (
+    AudioItem,
+    CallEnded,
+    CallInbox,
+    CallMovedAway,
+    EventRouter,
+    drain,
+    is_tls_failure,
+)
 from ._state import TRANSITIONS, CallState, Role
 from ._stats import CallStats, ReceiverStats, SenderStats
 from ._striping import required_streams, streams_for
 
 __all__ = [
     "ALLOWED_DURATION_UNITS",
+    "CODEC_IMPAIRMENT",
     "MEDIA_CLOCK_RATE",
     "TRANSITIONS",
     "AckFrame",
@@ -108,6 +118,7 @@ __all__ = [
     "CallTerminated",
     "CallTransport",
     "Codec",
+    "CodecImpairment",
     "ConnectionClosed",
     "DtmfReceived",
     "Event",
@@ -164,7 +175,11 @@ __all__ = [
     "accept_any_bearer",
     "accept_well_formed_identity",
     "drain",
+    "is_tls_failure",
+    "mos_estimate",
+    "mos_from_r",
     "parse_name_addr",
+    "r_factor",
     "required_streams",
     "streams_for",
 ]

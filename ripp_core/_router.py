@@ -10,6 +10,7 @@ Trio and asyncio drivers share all of this and hold no protocol logic of their o
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import attrs
@@ -39,14 +40,18 @@ from ._state import CallState
 AudioItem = MediaFrame | MediaGap
 
 
-#: QUIC carries a TLS alert as CRYPTO_ERROR, 0x100 + the alert code (RFC 9001, 4.8).
-_CRYPTO_ERRORS = range(0x100, 0x200)
+#: QUIC carries a TLS alert as CRYPTO_ERROR, 0x100 + the alert code (RFC 9001, 4.8). The
+#: HTTP/3 application codes 0x100..0x110 share that range (the close event does not say
+#: which kind it was), so only alerts above 16 count: every certificate and handshake alert
+#: (40 handshake_failure .. 51 decrypt_error, 116, 120) is among them.
+_CRYPTO_ERRORS = range(0x111, 0x200)
 #: The SIP-style code a call gets when its connection's TLS handshake failed: 503 with a
 #: reason that names TLS (SIP has no code of its own for this; 495 is HTTP-only).
 _TLS_FAILURE_CODE = 503
 
 
-def _is_tls_failure(error_code: int) -> bool:
+def is_tls_failure(error_code: int) -> bool:
+    """True if a connection's close code is a TLS alert (a failed handshake)."""
     return error_code in _CRYPTO_ERRORS
 
 
@@ -127,6 +132,8 @@ class EventRouter:
         self.other: deque[Event] = deque()
         self._max_audio = max_audio
         self._tls_failure: ConnectionClosed | None = None
+        self.observers: list[Callable[[Event], None]] = []
+        """Called with every event routed (after any rewording), for metrics and logs."""
 
     def inbox(self, handle: str) -> CallInbox:
         """The inbox of ``handle``, created on first use."""
@@ -137,10 +144,23 @@ class EventRouter:
 
     def route(self, event: Event) -> str | None:
         """File ``event``; return the handle of the call it changed, or None."""
+        handle = self._file(event)
+        for observer in self.observers:
+            observer(event if handle is None else self._latest(handle, event))
+        return handle
+
+    def _latest(self, handle: str, event: Event) -> Event:
+        # A CallTerminated may have been reworded while filed: observers see what was filed.
+        inbox = self.calls.get(handle)
+        if isinstance(event, CallTerminated) and inbox is not None and inbox.terminated:
+            return inbox.terminated
+        return event
+
+    def _file(self, event: Event) -> str | None:
         handle = getattr(event, "call", None)
         if not isinstance(event, CallStateChanged | CallTerminated):
             self._tls_failure = None
-        if isinstance(event, ConnectionClosed) and _is_tls_failure(event.error_code):
+        if isinstance(event, ConnectionClosed) and is_tls_failure(event.error_code):
             # The binding ends the connection's calls right after this event, as if their
             # requests had been reset; those not yet created failed because of TLS.
             self._tls_failure = event

@@ -23,7 +23,7 @@ from ._errors import (
     RemoteProtocolError,
     local_counterpart,
 )
-from ._events import CallIncoming, CallTerminated, DtmfReceived, MarkReached
+from ._events import CallIncoming, CallTerminated, DtmfReceived, Event, MarkReached
 from ._frames import MediaFrame
 from ._h3 import RippClient, RippServer
 from ._router import AudioItem, CallEnded, CallInbox, CallMovedAway, EventRouter, drain
@@ -278,6 +278,12 @@ class Server:
         """The UDP address the server listens on."""
         return self._driver.address
 
+    def observe(self, observer: Callable[[Event], None]) -> None:
+        """Call ``observer`` with every event of this server (all calls), as it happens:
+        the hook for metrics and structured logs. It runs in the driver's loop: keep it
+        quick, and do not raise."""
+        self._driver.router.observers.append(observer)
+
     async def calls(self) -> AsyncGenerator[ServerCall, None]:
         """Incoming calls, as they arrive."""
         incoming = self._driver.router.incoming
@@ -309,6 +315,11 @@ class Client:
     def address(self) -> tuple[str, int]:
         """The local UDP address."""
         return self._driver.address
+
+    def observe(self, observer: Callable[[Event], None]) -> None:
+        """Call ``observer`` with every event of this client (all calls); see
+        :meth:`Server.observe`."""
+        self._driver.router.observers.append(observer)
 
     async def take_over(self, handoff: CallHandoff) -> Call:
         """Adopt a call another client instance handed over (client-side move, R9): opens
