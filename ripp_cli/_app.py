@@ -33,7 +33,8 @@ from ripp_core import (
 from ripp_core.aio import unwrap_group
 from ripp_core.testing import Impairment
 
-from . import _certs
+from . import _certs, _ops
+from ._eventlog import setup_logging
 from ._passport import make_identity
 from ._relay_thread import RelayThread
 from ._runtime import Runtime, runtime
@@ -74,6 +75,11 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     parser.add_argument("-v", "--verbose", action="store_true", help="log protocol events")
+    parser.add_argument(
+        "--log-json",
+        action="store_true",
+        help="log to stderr as JSON lines, with each call's events (for ripp ladder)",
+    )
 
 
 def add_media(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +100,7 @@ def add_arguments(subcommands: Any) -> None:
     demo.add_argument("--jitter-ms", type=float, default=0.0, help="+- delay variation (relay)")
     demo.add_argument("--loss", type=float, default=0.0, help="loss fraction (relay)")
     demo.add_argument("--seed", type=int, default=1)
+    _ops.add_arguments(demo, metrics=True)
     demo.add_argument("--port", type=int, default=0, help="server UDP port (default: any free)")
     serve = subcommands.add_parser("serve", help="answer calls: echo, or play a WAV")
     add_common(serve)
@@ -103,6 +110,7 @@ def add_arguments(subcommands: Any) -> None:
     serve.add_argument("--record", type=Path, metavar="DIR", help="record each call to DIR")
     serve.add_argument("--codec", choices=sorted(CODECS), default="pcmu")
     serve.add_argument("--frame-ms", type=float, default=20.0)
+    _ops.add_arguments(serve, metrics=True)
     call = subcommands.add_parser("call", help="place a call to a RIPP server")
     add_common(call)
     add_media(call)
@@ -258,6 +266,7 @@ async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
                 f"{RippConfig().calls_path}  CA {pki.ca_cert_path}",
             )
             async with rt.tasks() as tasks:
+                _ops.attach(rt, tasks, server, args, "server")
                 async for call in server.calls():
                     say(args, f"call {call.incoming.uri} from {call.incoming.from_.uri}")
                     record = None
@@ -388,6 +397,7 @@ async def run_call(rt: Runtime, args: argparse.Namespace) -> int:
             config=RippConfig(connect_timeout=args.connect_timeout),
         ) as client:
             say(args, f"ripp call ({rt.name}) {args.uri}")
+            _ops.attach(rt, None, client, args, "client")
             result = await place_and_play(rt, client, args, args.to, args.from_, c2s, s2c)
     # A lone caller knows its own send times and what came back, not the server's clock:
     # one-way latency needs both ends (ripp demo), so it is not reported here.
@@ -448,10 +458,12 @@ async def run_demo(rt: Runtime, args: argparse.Namespace) -> int:
                         tasks.start_soon(serve_call, rt, call, args, True, s2c, c2s, None)
 
                 tasks.start_soon(answer)
+                _ops.attach(rt, tasks, server, args, "server")
                 uri = f"https://localhost:{target[1]}{RippConfig().calls_path}"
                 async with rt.driver.open_client(
                     client_config, calls_uris=[uri], token="ripp-demo"
                 ) as client:
+                    _ops.attach(rt, tasks, client, args, "client")
                     result = await place_and_play(rt, client, args, TO, FROM, c2s, s2c)
     result["media"] = {"client_to_server": c2s.summary(), "server_to_client": s2c.summary()}
     result["streams"] = {"client_to_server": c2s.streams_used, "server_to_client": s2c.streams_used}
@@ -483,11 +495,7 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 def run(command: str, args: argparse.Namespace) -> int:
     """Entry point for the three commands."""
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(verbose=args.verbose, json_lines=args.log_json, stream=sys.stderr)
     rt = runtime(args.driver)
     main = {"demo": run_demo, "serve": run_serve, "call": run_call}[command]
     try:

@@ -233,7 +233,15 @@ class Call:
 
     # ------------------------------------------------------------------ helpers
     def _log(self, level: int, text: str, *args: object) -> None:
-        logger.log(level, "[%s %s] " + text, self.role.value, self.uri or self.handle, *args)
+        # The call URI as a field too, so structured (JSON) logs name the call on every line.
+        logger.log(
+            level,
+            "[%s %s] " + text,
+            self.role.value,
+            self.uri or self.handle,
+            *args,
+            extra={"call": self.uri, "side": self.role.value, "handle": self.handle},
+        )
 
     def _set_phase(self, phase: MigrationPhase, reason: str, uri: str | None = None) -> None:
         if phase is self.phase:
