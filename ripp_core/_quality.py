@@ -14,7 +14,8 @@ factor A = 0, echo perfectly cancelled so only the pure-delay term Idd of Id cou
   ``25 * ((1 + X**6) ** (1/6) - 3 * (1 + (X/3)**6) ** (1/6) + 2)``, X = log2(Ta / 100);
 * Ie_eff = Ie + (95 - Ie) * Ppl / (Ppl / BurstR + Bpl), Ppl the loss in percent (late
   frames count as lost: they were never played), BurstR = 1 (random loss);
-* MOS = 1 + 0.035 R + R (R - 60) (100 - R) 7e-6 for 0 < R < 100 (1 below, 4.5 above).
+* MOS = 1 + 0.035 R + R (R - 60) (100 - R) 7e-6 for 0 < R < 100 (1 below, 4.5 above;
+  never below 1, where the polynomial dips slightly for R < 6.5).
 
 Codec figures (Ie, Bpl) are G.113 Appendix I's for G.711 with packet-loss concealment
 (Ie 0, Bpl 25.1), since ripp_audio conceals every loss. G.113 gives no narrowband figures
@@ -83,7 +84,8 @@ def mos_from_r(r: float) -> float:
         return 1.0
     if r >= 100:
         return 4.5
-    return 1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7e-6
+    # The polynomial dips to 0.99 for R below about 6.5; a MOS is never below 1.
+    return max(1.0, 1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7e-6)
 
 
 def mos_estimate(
