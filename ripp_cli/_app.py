@@ -266,7 +266,7 @@ async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
                 f"{RippConfig().calls_path}  CA {pki.ca_cert_path}",
             )
             async with rt.tasks() as tasks:
-                _ops.attach(rt, tasks, server, args, "server")
+                _ops.attach(rt, tasks, server, args, "server", metrics=True)
                 async for call in server.calls():
                     say(args, f"call {call.incoming.uri} from {call.incoming.from_.uri}")
                     record = None
@@ -397,7 +397,7 @@ async def run_call(rt: Runtime, args: argparse.Namespace) -> int:
             config=RippConfig(connect_timeout=args.connect_timeout),
         ) as client:
             say(args, f"ripp call ({rt.name}) {args.uri}")
-            _ops.attach(rt, None, client, args, "client")
+            _ops.attach(rt, None, client, args, "client", metrics=False)
             result = await place_and_play(rt, client, args, args.to, args.from_, c2s, s2c)
     # A lone caller knows its own send times and what came back, not the server's clock:
     # one-way latency needs both ends (ripp demo), so it is not reported here.
@@ -458,12 +458,12 @@ async def run_demo(rt: Runtime, args: argparse.Namespace) -> int:
                         tasks.start_soon(serve_call, rt, call, args, True, s2c, c2s, None)
 
                 tasks.start_soon(answer)
-                _ops.attach(rt, tasks, server, args, "server")
+                _ops.attach(rt, tasks, server, args, "server", metrics=True)
                 uri = f"https://localhost:{target[1]}{RippConfig().calls_path}"
                 async with rt.driver.open_client(
                     client_config, calls_uris=[uri], token="ripp-demo"
                 ) as client:
-                    _ops.attach(rt, tasks, client, args, "client")
+                    _ops.attach(rt, tasks, client, args, "client", metrics=False)
                     result = await place_and_play(rt, client, args, TO, FROM, c2s, s2c)
     result["media"] = {"client_to_server": c2s.summary(), "server_to_client": s2c.summary()}
     result["streams"] = {"client_to_server": c2s.streams_used, "server_to_client": s2c.streams_used}

@@ -31,21 +31,24 @@ def add_arguments(parser: argparse.ArgumentParser, *, metrics: bool) -> None:
         parser.add_argument("--metrics-host", default="127.0.0.1", help="address for /metrics")
 
 
-def attach(rt: Runtime, tasks: Any, owner: Any, args: argparse.Namespace, side: str) -> None:
+def attach(
+    rt: Runtime, tasks: Any, owner: Any, args: argparse.Namespace, side: str, *, metrics: bool
+) -> None:
     """Observe ``owner`` (a driver ``Server`` or ``Client``): log its events as structured
-    records with ``--log-json``, and serve metrics with ``--metrics-port``."""
+    records with ``--log-json``, and (``metrics``) serve metrics with ``--metrics-port``."""
     if getattr(args, "log_json", False):
         owner.observe(EventRecorder(side, rt.now))
     port = getattr(args, "metrics_port", None)
-    if port is None:
+    if not metrics or port is None:
         return
-    metrics = CallMetrics()
-    owner.observe(lambda event: metrics.observe(event, rt.now()))
-    bound = serve_metrics(metrics, port, args.metrics_host)
-    log.warning("metrics at http://%s:%d/metrics", args.metrics_host, bound)
-    if not args.json:
+    collector = CallMetrics()
+    owner.observe(lambda event: collector.observe(event, rt.now()))
+    bound = serve_metrics(collector, port, args.metrics_host)
+    if args.json:  # stdout is for the one JSON line
+        log.warning("metrics: http://%s:%d/metrics", args.metrics_host, bound)
+    else:
         print(f"metrics: http://{args.metrics_host}:{bound}/metrics", flush=True)
-    tasks.start_soon(_sample, rt, owner.endpoint, metrics)
+    tasks.start_soon(_sample, rt, owner.endpoint, collector)
 
 
 async def _sample(rt: Runtime, endpoint: Any, metrics: CallMetrics) -> None:
