@@ -264,7 +264,8 @@ def render_svg(ladder: Ladder) -> str:
     gap, top, row = 260, 60, 28
     x = {name: 120 + i * gap for i, name in enumerate(ladder.participants)}
     height = top + row * (len(ladder.steps) + 1) + 20 * len(ladder.notes) + 40
-    width = max(x.values()) + 220
+    # Monospace at 12 px is about 7.3 px a character: leave room for the longest note.
+    width = max([max(x.values()) + 220, *(20 + round(7.5 * len(note)) for note in ladder.notes)])
     start = ladder.steps[0].t if ladder.steps else 0.0
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
