@@ -66,7 +66,9 @@ class AudioChunk:
     rate: int
     kind: ChunkKind
     sequence: int | None = None
-    """The media frame (or gap) this chunk stands for; None for a resampler tail."""
+    """The media frame (or gap) this chunk stands for; None for a resampler's tail (the
+    last ~2 ms of the frames before a codec switch, or before the end), whose ``kind`` is
+    that of the frame before it."""
 
     @property
     def duration(self) -> float:
@@ -118,6 +120,7 @@ class MediaDecoder:
         self._resampler: Resampler | None = None
         self._source_rate = rate
         self._noise = np.random.default_rng(seed)
+        self._tail_kind = ChunkKind.DECODED  # what the resampler's held samples came from
 
     def _through(self, pcm: Int16Array, source_rate: int) -> tuple[Int16Array, Int16Array]:
         """Resample ``pcm`` to ``self.rate``; returns (tail of the previous rate, output)."""
@@ -140,9 +143,10 @@ class MediaDecoder:
     ) -> list[AudioChunk]:
         tail, out = self._through(pcm, source_rate)
         chunks = []
-        if tail.size:
-            chunks.append(AudioChunk(tail, self.rate, ChunkKind.DECODED))
+        if tail.size:  # the filter's last samples, of whatever went through it last
+            chunks.append(AudioChunk(tail, self.rate, self._tail_kind))
         chunks.append(AudioChunk(out, self.rate, kind, sequence))
+        self._tail_kind = kind
         return chunks
 
     def _silence(self, duration: float) -> Int16Array:
@@ -203,7 +207,7 @@ class MediaDecoder:
             return []
         tail = self._resampler.flush()
         self._resampler = None
-        return [AudioChunk(tail, self.rate, ChunkKind.DECODED)] if tail.size else []
+        return [AudioChunk(tail, self.rate, self._tail_kind)] if tail.size else []
 
 
 class PcmEncoder:

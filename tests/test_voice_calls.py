@@ -74,9 +74,7 @@ def run_trio(server_app: ServerApp, client_app: ClientApp, timeout: float = 20.0
 def run_asyncio(server_app: ServerApp, client_app: ClientApp, timeout: float = 20.0) -> None:
     async def main() -> None:
         async with asyncio.timeout(timeout), asyncio.TaskGroup() as tasks:
-            await _call_pair(
-                ripp_asyncio, server_app, client_app, lambda f: tasks.create_task(f())
-            )
+            await _call_pair(ripp_asyncio, server_app, client_app, lambda f: tasks.create_task(f()))
 
     asyncio.run(main())
 
@@ -184,3 +182,60 @@ def test_barge_in_clears_the_prompt_and_dtmf_and_audio_arrive_apart(tmp_path: Pa
     assert 0.4 < speech_start < 1.2
     assert speech_start - 0.1 < prompt_end < speech_start + 0.5  # cut at the barge-in
     assert loud_near[0] / 100 < 0.1  # the prompt started at the beginning
+
+
+def test_a_caller_sending_garbage_beside_a_good_one() -> None:
+    """Corrupt Opus payloads (right size, wrong content) are concealed on that call; a good
+    call on the same server is decoded as usual; neither stream stops."""
+    results: dict[str, list[AudioChunk]] = {}
+
+    async def main() -> None:
+        async with ripp_trio.open_server(
+            server_tls(), authorizer=accept_any_bearer, identity_verifier=dev_identity_verifier
+        ) as server:
+            uri = f"https://localhost:{server.address[1]}/ripp/calls"
+
+            async def serve(call: Any) -> None:
+                await call.answer()
+                chunks = results.setdefault(call.incoming.from_.uri, [])
+                async for event in VoiceCall(call, rate=16000).events():
+                    if isinstance(event, AudioChunk):
+                        chunks.append(event)
+
+            async def caller(number: str, payload: Callable[[int], bytes], codec: Codec) -> None:
+                async with ripp_trio.open_client(client_tls(), calls_uris=[uri], token="t") as c:
+                    from_ = f"<tel:{number}>"
+                    call = await c.place_call(to=TO, from_=from_, identity=dev_identity(TO, from_))
+                    await call.wait_state(CallState.CONNECTED)
+                    for i in range(25):
+                        call.play(codec, 0.02, payload(i))
+                    await call.terminate(after_playout=True)
+
+            opus = encoder_for(Codec.OPUS, 0.02)
+            speech = tone(440.0, 0.5, 48000)
+            good = [opus.encode(speech[i * 960 : (i + 1) * 960]) for i in range(25)]
+            async with trio.open_nursery() as nursery:
+
+                async def accept() -> None:
+                    async for call in server.calls():
+                        nursery.start_soon(serve, call)
+
+                nursery.start_soon(accept)
+                async with trio.open_nursery() as callers:
+                    callers.start_soon(caller, "+15550001", lambda i: b"\xff\xfe" * 40, Codec.OPUS)
+                    callers.start_soon(caller, "+15550002", lambda i: good[i], Codec.OPUS)
+                await trio.sleep(0.3)
+                nursery.cancel_scope.cancel()
+
+    async def bounded() -> None:
+        with trio.fail_after(20):
+            await main()
+
+    trio.run(bounded)
+    bad, fine = results["tel:+15550001"], results["tel:+15550002"]
+    assert sum(c.samples.size for c in bad) >= 0.45 * 16000  # the timeline kept going
+    assert {c.kind for c in bad} == {ChunkKind.CONCEALED}
+    assert sum(c.samples.size for c in fine) >= 0.45 * 16000
+    decoded = [c for c in fine if c.kind is ChunkKind.DECODED]
+    assert len(decoded) >= 24
+    assert level_dbfs(np.concatenate([c.samples for c in decoded])) > -20
