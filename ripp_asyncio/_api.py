@@ -20,22 +20,32 @@ from ripp_core import (
     RippConfig,
     RippServer,
 )
-from ripp_core.aio import Client, Server
+from ripp_core.aio import Client, Server, unwrap_group
 
 from ._driver import Driver, open_udp_socket
 
 
 @asynccontextmanager
 async def _running(driver: Driver) -> AsyncIterator[None]:
-    async with asyncio.TaskGroup() as tasks:
-        serving = tasks.create_task(driver.serve())
-        try:
-            yield
-        finally:
-            # Runs on normal exit, cancellation and Ctrl-C alike: calls are terminated
-            # and connections closed before the socket goes.
-            driver.close()
-            serving.cancel()
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            serving = tasks.create_task(driver.serve())
+            try:
+                yield
+            finally:
+                # Runs on normal exit, cancellation and Ctrl-C alike: calls are terminated
+                # and connections closed before the socket goes.
+                driver.close()
+                serving.cancel()
+    except BaseExceptionGroup as group:
+        single = unwrap_group(group)
+        if single is group:
+            raise
+    else:
+        return
+    # The task group wrapped the body's exception: hand it back as itself (raised outside
+    # the handler, so its own __cause__ and __context__ stay as they were).
+    raise single
 
 
 @asynccontextmanager

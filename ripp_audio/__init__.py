@@ -14,6 +14,12 @@ samples into payloads and back, for the CLI and for SIP gateways:
   integer rates (8 kHz <-> 48 kHz in practice).
 * :func:`tone`, :func:`snr_db`: test signals and a delay-aligned SNR for tests and benchmarks.
 
+* :class:`VoiceCall`: a live call as a voice application sees it (decoded PCM at the rate
+  it asks for with DTMF and comfort noise as events, PCM or WAV playback, barge-in with
+  :class:`EnergyVad`, hang-up after playout, :class:`CallRecorder` for a stereo WAV);
+  its sans-IO parts are :class:`MediaDecoder`, :class:`PcmEncoder`, :class:`EnergyVad` and
+  :class:`StereoTimeline`.
+
 All samples are mono 1-D ``numpy.int16`` arrays.
 """
 
@@ -33,25 +39,50 @@ from ._codec import (
 from ._g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from ._resample import Resampler, resample
 from ._signal import snr_db, tone
+from ._voice import (
+    AudioChunk,
+    BargeIn,
+    ChunkKind,
+    ComfortNoise,
+    EnergyVad,
+    MediaDecoder,
+    PcmEncoder,
+    StereoTimeline,
+    VoiceEvent,
+    level_dbfs,
+)
+from ._voicecall import CallRecorder, VoiceCall
 from ._wav import WavWriter, frames_from_wav, read_wav, write_wav
 
 __all__ = [
     "DEFAULT_OPUS_BITRATE",
     "G711_RATE",
     "OPUS_RATE",
+    "AudioChunk",
+    "BargeIn",
+    "CallRecorder",
+    "ChunkKind",
+    "ComfortNoise",
     "Decoder",
     "Encoder",
+    "EnergyVad",
     "G711Decoder",
     "G711Encoder",
+    "MediaDecoder",
     "OpusDecoder",
     "OpusEncoder",
+    "PcmEncoder",
     "Resampler",
+    "StereoTimeline",
+    "VoiceCall",
+    "VoiceEvent",
     "WavWriter",
     "alaw_decode",
     "alaw_encode",
     "decoder_for",
     "encoder_for",
     "frames_from_wav",
+    "level_dbfs",
     "read_wav",
     "resample",
     "snr_db",

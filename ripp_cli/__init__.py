@@ -2,7 +2,8 @@
 
 ``ripp demo`` runs a server and a client on loopback with real QUIC, TLS and audio codecs;
 ``ripp serve`` and ``ripp call`` are the two halves on their own; ``ripp simulate`` runs
-whole calls in virtual time over an in-memory network. All but ``simulate`` take
+whole calls in virtual time over an in-memory network; ``ripp ladder`` draws a call from
+its log. All but ``simulate`` take
 ``--driver trio|asyncio``.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import _app, _simulate
+from . import _app, _ladder, _simulate
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,13 @@ def _build_parser() -> argparse.ArgumentParser:
         description=_simulate.__doc__,
     )
     _simulate.add_arguments(simulate)
+    ladder = subcommands.add_parser(
+        "ladder",
+        help="draw a call as a sequence diagram from a --log-json log or a qlog file",
+        description=_ladder.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _ladder.add_arguments(ladder)
     _app.add_arguments(subcommands)
     return parser
 
@@ -35,4 +43,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "simulate":
         return _simulate.run(args)
+    if args.command == "ladder":
+        return _ladder.run(args)
     return _app.run(args.command, args)

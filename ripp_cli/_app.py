@@ -20,23 +20,46 @@ import attrs
 
 from ripp_audio import WavWriter, decoder_for, encoder_for, frames_from_wav, tone
 from ripp_core import (
+    CallEnded,
     CallState,
+    CallTerminated,
     Codec,
     MediaFrame,
     MediaGap,
     NoSuchCall,
     RippConfig,
+    RippError,
     insecure_accept_any_bearer,
     insecure_accept_any_identity,
 )
+from ripp_core.aio import unwrap_group
 from ripp_core.testing import Impairment
 
-from . import _certs
+from . import _certs, _ops
+from ._eventlog import setup_logging
 from ._passport import make_identity
 from ._relay_thread import RelayThread
 from ._runtime import Runtime, runtime
 
 log = logging.getLogger("ripp.cli")
+
+#: Exit statuses of demo, serve and call (documented in the README).
+EXIT_OK = 0
+EXIT_CALL_FAILED = 1  # the call ended before it was connected (refused, unreachable, TLS)
+EXIT_USAGE = 2  # a bad command line (argparse's own status)
+EXIT_ERROR = 3  # a local failure: a port in use, an unreadable file, a bad argument
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+class CallFailed(Exception):
+    """The call ended before it was connected: an expected failure, told in one line."""
+
+    def __init__(self, ended: CallTerminated, unanswered: bool = False) -> None:
+        hint = ""
+        if unanswered and ended.code == 408:
+            hint = " (no RIPP server answered: is one running at that address and port?)"
+        super().__init__(f"call failed: {ended.code} {ended.reason}{hint}")
+        self.ended = ended
 CODECS = {"pcmu": Codec.PCMU, "pcma": Codec.PCMA, "opus": Codec.OPUS}
 TO, FROM = "<tel:+12125551234>", '"ripp" <tel:+14085551234>;tag=cli'
 
@@ -54,6 +77,11 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     parser.add_argument("-v", "--verbose", action="store_true", help="log protocol events")
+    parser.add_argument(
+        "--log-json",
+        action="store_true",
+        help="log to stderr as JSON lines, with each call's events (for ripp ladder)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -89,6 +117,8 @@ def add_arguments(subcommands: Any) -> None:
     demo.add_argument("--jitter-ms", type=float, default=0.0, help="+- delay variation (relay)")
     demo.add_argument("--loss", type=float, default=0.0, help="loss fraction (relay)")
     demo.add_argument("--seed", type=int, default=1)
+    _ops.add_arguments(demo, metrics=True)
+    demo.add_argument("--port", type=int, default=0, help="server UDP port (default: any free)")
     serve = subcommands.add_parser("serve", help="answer calls: echo, or play a WAV")
     add_common(serve)
     serve.add_argument("--host", default="127.0.0.1")
@@ -97,6 +127,7 @@ def add_arguments(subcommands: Any) -> None:
     serve.add_argument("--record", type=Path, metavar="DIR", help="record each call to DIR")
     serve.add_argument("--codec", choices=sorted(CODECS), default="pcmu")
     serve.add_argument("--frame-ms", type=float, default=20.0)
+    _ops.add_arguments(serve, metrics=True)
     call = subcommands.add_parser("call", help="place a call to a RIPP server")
     add_common(call)
     add_media(call)
@@ -105,6 +136,13 @@ def add_arguments(subcommands: Any) -> None:
     call.add_argument("--to", default=TO)
     call.add_argument("--from", dest="from_", default=FROM)
     call.add_argument("--ca", type=Path, help="CA certificate (default: the local ripp CA)")
+    call.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up on a call not answered by then (default 5, RippConfig.connect_timeout)",
+    )
 
 
 # ------------------------------------------------------------------ audio
@@ -280,8 +318,10 @@ async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
                     rt, call, args, args.play is None, Direction(), Direction(), record
                 )
 
-            # Each call runs in its own task; a failing call ends that call only.
-            await server.serve(handle)
+            async with rt.tasks() as tasks:
+                _ops.attach(rt, tasks, server, args, "server", metrics=True)
+                # Each call runs in its own task; a failing call ends that call only.
+                await server.serve(handle)
     return 0
 
 
@@ -342,17 +382,22 @@ async def place_and_play(
             tasks.start_soon(watch_states)
             tasks.start_soon(collect)
             tasks.start_soon(sample)
-            await call.wait_state(CallState.CONNECTED)
+            try:
+                await call.wait_state(CallState.CONNECTED)
+            except CallEnded as exc:
+                raise CallFailed(exc.ended, call.uri is None) from None
             start = rt.now()
             for index, payload in enumerate(frames):
                 call.play(codec, frame, payload)
                 # The pacer releases frame k at start + k * frame: that is its send time.
                 c2s.sent[index] = start + index * frame
-            await call.mark("all-sent")
+            # The far end may hang up first: then the call is over, and that is no error.
+            with contextlib.suppress(CallEnded):
+                await call.mark("all-sent")
             # An echo server plays our last frames out of its jitter buffer before echoing
             # them: give the echoes time to come back (bounded) before hanging up.
             deadline = rt.now() + 1.5
-            while len(s2c.received) < len(frames) and rt.now() < deadline:
+            while len(s2c.received) < len(frames) and rt.now() < deadline and not call.ended:
                 await rt.sleep(0.05)
             await rt.sleep(0.1)
             ended = await call.terminate()
@@ -388,9 +433,12 @@ async def run_call(rt: Runtime, args: argparse.Namespace) -> int:
             calls_uris=[args.uri],
             token=args.token,
             resolver=_resolve,
-            config=ripp_config(args),
+            config=ripp_config(args)
+            if args.connect_timeout is None
+            else attrs.evolve(ripp_config(args), connect_timeout=args.connect_timeout),
         ) as client:
             say(args, f"ripp call ({rt.name}) {args.uri}")
+            _ops.attach(rt, None, client, args, "client", metrics=False)
             result = await place_and_play(rt, client, args, args.to, args.from_, c2s, s2c)
     # A lone caller knows its own send times and what came back, not the server's clock:
     # one-way latency needs both ends (ripp demo), so it is not reported here.
@@ -435,7 +483,7 @@ async def run_demo(rt: Runtime, args: argparse.Namespace) -> int:
                 _certs.debugging(server_config, qlog_dir=args.qlog, keylog_file=None)
             )
         async with rt.driver.open_server(
-            server_config, config=ripp_config(args), **server_checks(args)
+            server_config, port=args.port, config=ripp_config(args), **server_checks(args)
         ) as server:
             target = server.address
             if impairment != Impairment():
@@ -452,10 +500,12 @@ async def run_demo(rt: Runtime, args: argparse.Namespace) -> int:
                     await serve_call(rt, call, args, True, s2c, c2s, None)
 
                 tasks.start_soon(server.serve, handle)
+                _ops.attach(rt, tasks, server, args, "server", metrics=True)
                 uri = f"https://localhost:{target[1]}{RippConfig().calls_path}"
                 async with rt.driver.open_client(
                     client_config, calls_uris=[uri], token="ripp-demo", config=ripp_config(args)
                 ) as client:
+                    _ops.attach(rt, tasks, client, args, "client", metrics=False)
                     result = await place_and_play(rt, client, args, TO, FROM, c2s, s2c)
     result["media"] = {"client_to_server": c2s.summary(), "server_to_client": s2c.summary()}
     result["streams"] = {"client_to_server": c2s.streams_used, "server_to_client": s2c.streams_used}
@@ -487,15 +537,35 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 def run(command: str, args: argparse.Namespace) -> int:
     """Entry point for the three commands."""
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(verbose=args.verbose, json_lines=args.log_json, stream=sys.stderr)
     rt = runtime(args.driver)
     main = {"demo": run_demo, "serve": run_serve, "call": run_call}[command]
     try:
-        status = rt.run_until_interrupted(lambda: main(rt, args))
+        try:
+            status = rt.run_until_interrupted(lambda: main(rt, args))
+        except BaseExceptionGroup as group:  # the task groups wrap what they raise
+            raise unwrap_group(group) from None
     except KeyboardInterrupt:  # Ctrl-C before the loop took the signal over
-        return 130
-    return 130 if status is None else status
+        return EXIT_INTERRUPTED
+    except CallFailed as exc:
+        return fail(command, args, str(exc), EXIT_CALL_FAILED, exc.ended)
+    except (OSError, ValueError, RippError) as exc:  # a port in use, a missing file...
+        return fail(command, args, f"{type(exc).__name__}: {exc}", EXIT_ERROR)
+    return EXIT_INTERRUPTED if status is None else status
+
+
+def fail(
+    command: str,
+    args: argparse.Namespace,
+    message: str,
+    status: int,
+    ended: CallTerminated | None = None,
+) -> int:
+    """Report an expected failure in one line (and the --json line); return ``status``."""
+    print(f"ripp {command}: {message}", file=sys.stderr, flush=True)
+    if args.json:
+        line: dict[str, Any] = {"error": message, "exit": status}
+        if ended is not None:
+            line["ended"] = {"code": ended.code, "reason": ended.reason, "by": ended.by.value}
+        print(json.dumps(line), flush=True)
+    return status

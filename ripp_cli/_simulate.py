@@ -40,6 +40,8 @@ from ripp_core.testing import (
     server_quic_configuration,
 )
 
+from ._eventlog import EventRecorder, setup_logging
+
 _CODECS = {"pcmu": Codec.PCMU, "pcma": Codec.PCMA, "opus": Codec.OPUS}
 # Silence in each codec: G.711 idle codes, and an Opus packet that decodes to silence.
 _SILENCE = {Codec.PCMU: 0xFF, Codec.PCMA: 0xD5}
@@ -66,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     scenario.add_argument("--move", action="store_true", help="graceful move half-way")
     scenario.add_argument("--kill", action="store_true", help="kill the server half-way")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
+    parser.add_argument(
+        "--log-json",
+        action="store_true",
+        help="log each call's events as JSON lines on stderr, in virtual time (ripp ladder)",
+    )
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -88,6 +95,10 @@ class _Simulation:
             delay=args.delay_ms / 1000, jitter=args.jitter_ms / 1000, loss=args.loss
         )
         self.net = VirtualNetwork(seed=args.seed, default=impairment)
+        self.recorders: dict[str, EventRecorder] = {}
+        if getattr(args, "log_json", False):
+            for name in ("client", "a", "b"):
+                self.recorders[name] = EventRecorder(name, lambda: self.net.now)
         pki = make_test_pki(
             ["a.example", "b.example"],
             not_before=datetime.now(UTC) - timedelta(hours=1),
@@ -128,6 +139,9 @@ class _Simulation:
     # -------------------------------------------------------------- event handling
     def on_event(self, source: str, endpoint: RippClient | RippServer, event: Any) -> None:
         now = self.net.now
+        recorder = self.recorders.get(source)
+        if recorder is not None:
+            recorder(event)
         if isinstance(endpoint, RippServer):
             if isinstance(event, CallIncoming):
                 owner = self._client_for_uri(event)
@@ -313,6 +327,8 @@ class _Drained:
 def run(args: argparse.Namespace) -> int:
     """Run the simulation and print the report; returns the exit status."""
     began = time.perf_counter()
+    if args.log_json:
+        setup_logging(verbose=False, json_lines=True, stream=sys.stderr)
     summary = _Simulation(args).run()
     summary["wall_seconds"] = round(time.perf_counter() - began, 3)
     if args.json:

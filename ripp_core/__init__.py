@@ -36,6 +36,9 @@ from ._errors import (
     FrameTooLarge,
     IdentityRequired,
     InvalidIdentity,
+    LocalBadRequest,
+    LocalFrameError,
+    LocalInvalidIdentity,
     LocalProtocolError,
     LocalStateError,
     MessageError,
@@ -76,13 +79,23 @@ from ._frames import AckFrame, FrameDecoder, FrameType, MediaFrame, SignalFrame
 from ._h3 import RippClient, RippServer
 from ._headers import NameAddr, ReestablishMarker, parse_name_addr
 from ._messages import Answer, Message, Move, Pending, Ringing, Streams, Terminate
-from ._router import AudioItem, CallEnded, CallInbox, CallMovedAway, EventRouter, drain
+from ._quality import CODEC_IMPAIRMENT, CodecImpairment, mos_estimate, mos_from_r, r_factor
+from ._router import (
+    AudioItem,
+    CallEnded,
+    CallInbox,
+    CallMovedAway,
+    EventRouter,
+    drain,
+    is_tls_failure,
+)
 from ._state import TRANSITIONS, CallState, Role
 from ._stats import CallStats, ReceiverStats, SenderStats
 from ._striping import required_streams, streams_for
 
 __all__ = [
     "ALLOWED_DURATION_UNITS",
+    "CODEC_IMPAIRMENT",
     "MEDIA_CLOCK_RATE",
     "TRANSITIONS",
     "UNVERIFIED",
@@ -113,6 +126,7 @@ __all__ = [
     "ChecksRequested",
     "ChecksTimedOut",
     "Codec",
+    "CodecImpairment",
     "ConnectionClosed",
     "DtmfReceived",
     "Event",
@@ -126,6 +140,9 @@ __all__ = [
     "IdentityRequired",
     "IdentityVerifier",
     "InvalidIdentity",
+    "LocalBadRequest",
+    "LocalFrameError",
+    "LocalInvalidIdentity",
     "LocalProtocolError",
     "LocalStateError",
     "MarkReached",
@@ -168,8 +185,12 @@ __all__ = [
     "drain",
     "insecure_accept_any_bearer",
     "insecure_accept_any_identity",
+    "is_tls_failure",
+    "mos_estimate",
+    "mos_from_r",
     "parse_name_addr",
     "principal_of_token",
+    "r_factor",
     "required_streams",
     "streams_for",
 ]

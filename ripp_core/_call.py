@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -24,6 +25,7 @@ from ._errors import (
     H3_REQUEST_CANCELLED,
     CallHandedOver,
     FrameError,
+    LocalFrameError,
     LocalProtocolError,
     LocalStateError,
     RemoteProtocolError,
@@ -31,6 +33,7 @@ from ._errors import (
     RippError,
     StateError,
     TooManyStreams,
+    local_counterpart,
 )
 from ._events import (
     CallAttached,
@@ -234,7 +237,15 @@ class Call:
 
     # ------------------------------------------------------------------ helpers
     def _log(self, level: int, text: str, *args: object) -> None:
-        logger.log(level, "[%s %s] " + text, self.role.value, self.uri or self.handle, *args)
+        # The call URI as a field too, so structured (JSON) logs name the call on every line.
+        logger.log(
+            level,
+            "[%s %s] " + text,
+            self.role.value,
+            self.uri or self.handle,
+            *args,
+            extra={"call": self.uri, "side": self.role.value, "handle": self.handle},
+        )
 
     def _set_phase(self, phase: MigrationPhase, reason: str, uri: str | None = None) -> None:
         if phase is self.phase:
@@ -306,6 +317,11 @@ class Call:
         """Enter TERMINATED and close every channel (R8)."""
         if self.state is CallState.TERMINATED:
             return
+        if self.jitter is not None:
+            # Frames that arrived (and were acknowledged, so the sender counts them as
+            # delivered) are handed over now instead of dying in the buffer: a call hung up
+            # after its last prompt has been acknowledged must not lose the prompt's tail.
+            self._release_jitter(now)
         previous = self.state
         self.machine.force_terminated()
         self.terminated_code = code
@@ -399,7 +415,7 @@ class Call:
 
     def _check_size(self, payload: bytes) -> None:
         if len(payload) + MEDIA_HEADER_SIZE > self.config.max_frame_size:
-            raise LocalProtocolError(
+            raise LocalFrameError(
                 f"a {len(payload)}-byte payload exceeds max_frame_size "
                 f"({self.config.max_frame_size} bytes with the {MEDIA_HEADER_SIZE}-byte header)"
             )
@@ -728,6 +744,15 @@ class Call:
                 arrival = self._arrivals.pop(item.sequence, now)
                 self._emit(MediaPlayout(self.handle, item, arrival))
 
+    def _release_jitter(self, now: float) -> None:
+        """Hand over everything the jitter buffer holds, without waiting for its time."""
+        assert self.jitter is not None
+        for item in self.jitter.pop(math.inf):
+            if isinstance(item, Gap):
+                self._emit(MediaGap(self.handle, item.sequence, item.duration))
+            else:
+                self._emit(MediaPlayout(self.handle, item, self._arrivals.pop(item.sequence, now)))
+
     def _on_signal(self, frame: SignalFrame, now: float) -> None:
         if self.state is CallState.TERMINATED:
             return  # glare: both sides ended the call at once
@@ -967,7 +992,7 @@ def _ours() -> Iterator[None]:
     try:
         yield
     except RemoteProtocolError as exc:
-        raise LocalProtocolError(exc.message) from exc
+        raise local_counterpart(exc) from exc
 
 
 def _truncated(count: int) -> RippError:

@@ -205,3 +205,40 @@ class BufferOverflow(RemoteProtocolError):
     http_status = 413
     stream_error = H3_EXCESSIVE_LOAD
     sip_code = 513
+
+
+# --- our own user's bad arguments ------------------------------------------------------
+# The checks that refuse a peer's frame or request also refuse our own user's arguments;
+# raised for our user, they become these LocalProtocolError subclasses, which carry the
+# wire codes of the error a peer would have got for the same thing.
+
+
+class LocalFrameError(LocalProtocolError):
+    """A frame we were asked to send breaks its codec's rules (duration, payload size,
+    codec identifier) or the frame size limit: what :class:`FrameError` is for a peer."""
+
+
+class LocalBadRequest(LocalProtocolError):
+    """A call we were asked to place has a malformed ``to``, ``from_`` or header field:
+    what :class:`BadRequest` is for a peer."""
+
+
+class LocalInvalidIdentity(LocalProtocolError):
+    """A call we were asked to place has a missing or malformed Identity header: what
+    :class:`InvalidIdentity` (SIP 438) is for a peer."""
+
+    http_status = 403
+    sip_code = 438
+
+
+def local_counterpart(exc: RemoteProtocolError) -> LocalProtocolError:
+    """The LocalProtocolError to raise when a check shared with the receive path refuses
+    our own user's argument (``raise local_counterpart(exc) from exc``)."""
+    local: type[LocalProtocolError] = LocalProtocolError
+    if isinstance(exc, FrameError):
+        local = LocalFrameError
+    elif isinstance(exc, BadRequest):
+        local = LocalBadRequest
+    elif isinstance(exc, InvalidIdentity | IdentityRequired):
+        local = LocalInvalidIdentity
+    return local(exc.message)

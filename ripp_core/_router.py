@@ -10,6 +10,7 @@ Trio and asyncio drivers share all of this and hold no protocol logic of their o
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import attrs
@@ -21,6 +22,7 @@ from ._events import (
     CallMigrating,
     CallStateChanged,
     CallTerminated,
+    ConnectionClosed,
     DtmfReceived,
     Event,
     MarkReached,
@@ -28,6 +30,7 @@ from ._events import (
     MediaPlayout,
     MediaReceived,
     MigrationPhase,
+    Termination,
 )
 from ._frames import MediaFrame
 from ._h3 import RippServer
@@ -35,6 +38,21 @@ from ._state import CallState
 
 #: What a call's audio iterator yields: a frame to play, or a gap to conceal.
 AudioItem = MediaFrame | MediaGap
+
+
+#: QUIC carries a TLS alert as CRYPTO_ERROR, 0x100 + the alert code (RFC 9001, 4.8). The
+#: HTTP/3 application codes 0x100..0x110 share that range (the close event does not say
+#: which kind it was), so only alerts above 16 count: every certificate and handshake alert
+#: (40 handshake_failure .. 51 decrypt_error, 116, 120) is among them.
+_CRYPTO_ERRORS = range(0x111, 0x200)
+#: The SIP-style code a call gets when its connection's TLS handshake failed: 503 with a
+#: reason that names TLS (SIP has no code of its own for this; 495 is HTTP-only).
+_TLS_FAILURE_CODE = 503
+
+
+def is_tls_failure(error_code: int) -> bool:
+    """True if a connection's close code is a TLS alert (a failed handshake)."""
+    return error_code in _CRYPTO_ERRORS
 
 
 class CallEnded(Exception):
@@ -115,6 +133,9 @@ class EventRouter:
         # making refused requests would grow this for ever.
         self.other: deque[Event] = deque(maxlen=max_other)
         self._max_audio = max_audio
+        self._tls_failure: ConnectionClosed | None = None
+        self.observers: list[Callable[[Event], None]] = []
+        """Called with every event routed (after any rewording), for metrics and logs."""
 
     def inbox(self, handle: str) -> CallInbox:
         """The inbox of ``handle``, created on first use."""
@@ -125,7 +146,26 @@ class EventRouter:
 
     def route(self, event: Event) -> str | None:
         """File ``event``; return the handle of the call it changed, or None."""
+        handle = self._file(event)
+        for observer in self.observers:
+            observer(event if handle is None else self._latest(handle, event))
+        return handle
+
+    def _latest(self, handle: str, event: Event) -> Event:
+        # A CallTerminated may have been reworded while filed: observers see what was filed.
+        inbox = self.calls.get(handle)
+        if isinstance(event, CallTerminated) and inbox is not None and inbox.terminated:
+            return inbox.terminated
+        return event
+
+    def _file(self, event: Event) -> str | None:
         handle = getattr(event, "call", None)
+        if not isinstance(event, CallStateChanged | CallTerminated):
+            self._tls_failure = None
+        if isinstance(event, ConnectionClosed) and is_tls_failure(event.error_code):
+            # The binding ends the connection's calls right after this event, as if their
+            # requests had been reset; those not yet created failed because of TLS.
+            self._tls_failure = event
         if not isinstance(handle, str):
             self.other.append(event)
             return None
@@ -157,6 +197,13 @@ class EventRouter:
                 inbox.moved_away, inbox.moved_to = True, event.uri
             inbox.migrations.append(event)
         elif isinstance(event, CallTerminated):
+            if self._tls_failure is not None and inbox.uri is None and event.code == 503:
+                event = attrs.evolve(
+                    event,
+                    code=_TLS_FAILURE_CODE,
+                    reason=f"TLS handshake failed: {self._tls_failure.reason}",
+                    by=Termination.FAILURE,
+                )
             inbox.terminated = event
             self._ended.append(handle)
             while len(self._ended) > self._max_ended:

@@ -11,14 +11,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import itertools
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from ._call import CallHandoff
 from ._codecs import Codec
-from ._errors import CallHandedOver, LocalProtocolError, NoSuchCall
-from ._events import CallIncoming, CallTerminated, DtmfReceived, MarkReached
+from ._errors import (
+    CallHandedOver,
+    LocalProtocolError,
+    NoSuchCall,
+    RemoteProtocolError,
+    local_counterpart,
+)
+from ._events import CallIncoming, CallTerminated, DtmfReceived, Event, MarkReached
 from ._frames import MediaFrame
 from ._h3 import RippClient, RippServer
 from ._logs import LogLimiter
@@ -32,6 +39,28 @@ logger = logging.getLogger("ripp.server")
 
 #: A server application: called once per incoming call, in a task of its own.
 CallHandler = Callable[["ServerCall"], Awaitable[None]]
+# Names of the marks terminate(after_playout=True) waits for; unique per process.
+_playout_marks = itertools.count()
+
+
+def unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside ``group`` (nested groups flattened), or the group itself.
+
+    The drivers run their tasks in a Trio nursery or an asyncio TaskGroup, which wrap
+    whatever leaves the ``async with`` in an exception group. When it holds one exception
+    (the usual case: the application's own), ``open_client``/``open_server`` raise that
+    exception as itself, so callers catch it with a plain ``except``; several real errors
+    at once stay grouped.
+    """
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(reversed(exc.exceptions))
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else group
 
 
 class DriverLike(Protocol):
@@ -143,6 +172,22 @@ class Call:
         """DTMF digits from the far end (R19)."""
         return self._drain(self._inbox.dtmf)
 
+    async def media(self) -> AsyncGenerator[AudioItem | DtmfReceived, None]:
+        """Audio items and DTMF digits from one iterator, as they come (what a voice
+        application reads; ``ripp_audio.VoiceCall`` decodes it). Ends when the call ends."""
+        audio, dtmf = self._inbox.audio, self._inbox.dtmf
+        while True:
+            while audio or dtmf:
+                # Audio first: what is queued was released before the digit was reported.
+                yield audio.popleft() if audio else dtmf.popleft()
+            if self._inbox.terminated is not None or self._inbox.moved_away:
+                return
+            await self._driver.wait_changed(self.handle)
+
+    def time(self) -> float:
+        """The driver's clock (the time commands run at), in seconds."""
+        return self._driver.run(lambda now: now)
+
     async def _drain(self, queue: deque[T]) -> AsyncGenerator[T, None]:
         while True:
             while queue:
@@ -179,8 +224,16 @@ class Call:
         """Send DTMF digits in line with the paced audio (R19)."""
         self._command(lambda now: self._endpoint.send_dtmf(self.handle, digits, now))
 
-    async def terminate(self, code: int = 200, reason: str = "Normal") -> CallTerminated:
-        """Hang up (or cancel: 487, or reject on a server: 486/603...) and wait for the end."""
+    async def terminate(
+        self, code: int = 200, reason: str = "Normal", *, after_playout: bool = False
+    ) -> CallTerminated:
+        """Hang up (or cancel: 487, or reject on a server: 486/603...) and wait for the end.
+
+        Audio still queued is dropped, unless ``after_playout``: then the call ends only
+        once the far end has acknowledged everything queued so far (a final mark)."""
+        if after_playout and self._inbox.terminated is None:
+            with contextlib.suppress(CallEnded):  # the far end hung up first: that's the end
+                await self.mark(f"ripp-playout-{next(_playout_marks)}")
         if self._inbox.terminated is None:
             self._command(lambda now: self._endpoint.terminate(self.handle, now, code, reason))
         return await self.wait_ended()
@@ -248,6 +301,12 @@ class Server:
     def address(self) -> tuple[str, int]:
         """The UDP address the server listens on."""
         return self._driver.address
+
+    def observe(self, observer: Callable[[Event], None]) -> None:
+        """Call ``observer`` with every event of this server (all calls), as it happens:
+        the hook for metrics and structured logs. It runs in the driver's loop: keep it
+        quick, and do not raise."""
+        self._driver.router.observers.append(observer)
 
     async def calls(self) -> AsyncGenerator[ServerCall, None]:
         """Incoming calls, as they arrive."""
@@ -319,6 +378,11 @@ class Client:
         """The local UDP address."""
         return self._driver.address
 
+    def observe(self, observer: Callable[[Event], None]) -> None:
+        """Call ``observer`` with every event of this client (all calls); see
+        :meth:`Server.observe`."""
+        self._driver.router.observers.append(observer)
+
     async def take_over(self, handoff: CallHandoff) -> Call:
         """Adopt a call another client instance handed over (client-side move, R9): opens
         new requests to the same call URI; the server re-attaches the call."""
@@ -336,10 +400,18 @@ class Client:
         headers: tuple[tuple[str, str], ...] = (),
     ) -> Call:
         """Create a call (R1); returns at once, with the call on its way to PENDING."""
-        handle = self._driver.run(
-            lambda now: self.endpoint.place_call(
-                to=to, from_=from_, identity=identity, now=now, headers=headers
+        try:
+            handle = self._driver.run(
+                lambda now: self.endpoint.place_call(
+                    to=to, from_=from_, identity=identity, now=now, headers=headers
+                )
             )
-        )
+        except LocalProtocolError as exc:
+            # The binding raises a plain LocalProtocolError over the shared check's error;
+            # give our user the class that names what was wrong.
+            cause = exc.__cause__
+            if type(exc) is LocalProtocolError and isinstance(cause, RemoteProtocolError):
+                raise local_counterpart(cause) from cause
+            raise
         await self._driver.checkpoint()
         return Call(self._driver, self.endpoint, handle)

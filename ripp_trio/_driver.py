@@ -128,7 +128,10 @@ class Driver:
     async def _receive_loop(self) -> None:
         while True:
             try:
-                await trio.lowlevel.wait_readable(self.sock)
+                # Closed before this task first ran (the body of open_client raised at
+                # once): the socket's descriptor is gone, so do not wait on it.
+                if not self.closed:
+                    await trio.lowlevel.wait_readable(self.sock)
             except trio.ClosedResourceError:
                 return
             if self.closed:  # closed while this task was waking up
