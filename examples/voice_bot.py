@@ -20,7 +20,7 @@ import trio
 import ripp_trio as ripp
 from ripp_audio import BargeIn, CallRecorder, EnergyVad, VoiceCall, read_wav, tone
 from ripp_cli.local import server_tls
-from ripp_core import DtmfReceived, accept_any_bearer, accept_well_formed_identity
+from ripp_core import DtmfReceived, insecure_accept_any_bearer, insecure_accept_any_identity
 
 RATE = 16000
 
@@ -78,8 +78,8 @@ async def main(args: argparse.Namespace) -> None:
         server_tls(),
         host=args.host,
         port=args.port,
-        authorizer=accept_any_bearer,  # development: any non-empty bearer token
-        identity_verifier=accept_well_formed_identity,
+        authorizer=insecure_accept_any_bearer,  # development: any non-empty bearer token
+        identity_verifier=insecure_accept_any_identity,
     ) as server:
         print(f"https://localhost:{server.address[1]}/ripp/calls", flush=True)
         async with trio.open_nursery() as nursery:

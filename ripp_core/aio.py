@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import itertools
+import logging
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol, TypeVar

@@ -20,11 +20,11 @@ HANGS_UP_FIRST = """
 import sys, trio
 import ripp_trio
 from ripp_cli.local import server_tls
-from ripp_core import accept_any_bearer, accept_well_formed_identity
+from ripp_core import insecure_accept_any_bearer, insecure_accept_any_identity
 
 async def main():
-    async with ripp_trio.open_server(server_tls(), authorizer=accept_any_bearer,
-                                     identity_verifier=accept_well_formed_identity) as server:
+    async with ripp_trio.open_server(server_tls(), authorizer=insecure_accept_any_bearer,
+                                     identity_verifier=insecure_accept_any_identity) as server:
         print(f"https://localhost:{server.address[1]}/ripp/calls", flush=True)
         async for call in server.calls():
             await call.answer()

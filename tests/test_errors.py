@@ -26,8 +26,8 @@ from ripp_core import (
     RemoteProtocolError,
     RippConfig,
     Termination,
-    accept_any_bearer,
-    accept_well_formed_identity,
+    insecure_accept_any_bearer,
+    insecure_accept_any_identity,
 )
 from ripp_core.aio import unwrap_group
 from ripp_core.testing import client_quic_configuration, make_test_pki
@@ -54,7 +54,9 @@ def run(name: str, main: Callable[[], Awaitable[Any]]) -> Any:
 
 def server(ripp: Any) -> Any:
     return ripp.open_server(
-        server_tls(), authorizer=accept_any_bearer, identity_verifier=accept_well_formed_identity
+        server_tls(),
+        authorizer=insecure_accept_any_bearer,
+        identity_verifier=insecure_accept_any_identity,
     )
 
 

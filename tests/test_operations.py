@@ -36,7 +36,7 @@ from ripp_core import (
     ReceiverStats,
     SenderStats,
     Termination,
-    accept_well_formed_identity,
+    insecure_accept_any_identity,
     mos_estimate,
     mos_from_r,
     r_factor,
@@ -122,13 +122,14 @@ def test_metrics_of_a_live_server_with_a_refused_caller_beside_a_good_one() -> N
     """Real sockets: one caller is refused (403), another completes; both are counted."""
     metrics = CallMetrics()
 
-    def authorize(request: AuthRequest) -> None:
+    def authorize(request: AuthRequest, now: float) -> str:
         if request.token != "good":
             raise Forbidden("unknown token")
+        return "good"
 
     async def main() -> None:
         async with ripp_trio.open_server(
-            server_tls(), authorizer=authorize, identity_verifier=accept_well_formed_identity
+            server_tls(), authorizer=authorize, identity_verifier=insecure_accept_any_identity
         ) as server:
             server.observe(lambda event: metrics.observe(event, trio.current_time()))
             uri = f"https://localhost:{server.address[1]}/ripp/calls"

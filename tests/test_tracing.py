@@ -17,7 +17,13 @@ from opentelemetry.trace import SpanKind, StatusCode
 import ripp_trio
 from ripp_cli.local import client_tls, dev_identity, server_tls
 from ripp_cli.tracing import CallTracer
-from ripp_core import CallEnded, CallState, Codec, accept_any_bearer, accept_well_formed_identity
+from ripp_core import (
+    CallEnded,
+    CallState,
+    Codec,
+    insecure_accept_any_bearer,
+    insecure_accept_any_identity,
+)
 
 TO, FROM = "<tel:+12125551234>", "<tel:+14085551234>"
 
@@ -29,7 +35,9 @@ def _ripp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def server() -> Any:
     return ripp_trio.open_server(
-        server_tls(), authorizer=accept_any_bearer, identity_verifier=accept_well_formed_identity
+        server_tls(),
+        authorizer=insecure_accept_any_bearer,
+        identity_verifier=insecure_accept_any_identity,
     )
 
 

@@ -30,7 +30,7 @@ from ripp_audio import (
     tone,
 )
 from ripp_cli.local import client_tls, dev_identity, dev_identity_verifier, server_tls
-from ripp_core import CallState, Codec, DtmfReceived, MediaFrame, accept_any_bearer
+from ripp_core import CallState, Codec, DtmfReceived, MediaFrame, insecure_accept_any_bearer
 
 TO, FROM = "<tel:+12125551234>", "<tel:+14085551234>"
 ServerApp = Callable[[Any], Awaitable[None]]
@@ -44,7 +44,7 @@ def _ripp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def _call_pair(ripp: Any, server_app: ServerApp, client_app: ClientApp, spawn: Any) -> None:
     async with ripp.open_server(
-        server_tls(), authorizer=accept_any_bearer, identity_verifier=dev_identity_verifier
+        server_tls(), authorizer=insecure_accept_any_bearer, identity_verifier=dev_identity_verifier
     ) as server:
         uri = f"https://localhost:{server.address[1]}/ripp/calls"
 
@@ -191,7 +191,9 @@ def test_a_caller_sending_garbage_beside_a_good_one() -> None:
 
     async def main() -> None:
         async with ripp_trio.open_server(
-            server_tls(), authorizer=accept_any_bearer, identity_verifier=dev_identity_verifier
+            server_tls(),
+            authorizer=insecure_accept_any_bearer,
+            identity_verifier=dev_identity_verifier,
         ) as server:
             uri = f"https://localhost:{server.address[1]}/ripp/calls"
 
