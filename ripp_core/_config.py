@@ -60,8 +60,9 @@ class RippConfig:
     idle_connection_timeout: float = attrs.field(default=10.0, validator=_positive)
     """A server closes a connection that has carried no call for this long."""
     retry_threshold: int = attrs.field(default=8, validator=_positive)
-    """With this many handshakes in progress, a server answers new Initials with a QUIC
-    Retry (stateless address validation) instead of creating connection state."""
+    """When handshakes in progress plus Initials that failed to decrypt in the last second
+    reach this many, a server answers new Initials with a QUIC Retry (stateless address
+    validation) instead of creating connection state."""
     assumed_stream_credit: int = attrs.field(default=100, validator=_positive)
     """Bidirectional streams a client assumes it may open on a connection whose handshake
     has not finished (the peer's real allowance arrives with the handshake)."""

@@ -276,6 +276,7 @@ class _Endpoint:
             # once rather than hold a connection slot until the handshake times out.
             logger.debug("undecryptable Initial from %s dropped", addr)
             self._drop_connection(connection)
+            self._on_junk_initial(now)
             return
         self._process(connection, now)
         self._settle(now)
@@ -548,6 +549,9 @@ class _Endpoint:
         if self._role is not Role.SERVER or connection.idle_since is None or connection.calls:
             return None
         return connection.idle_since + self.config.idle_connection_timeout
+
+    def _on_junk_initial(self, now: float) -> None:
+        """Count an Initial that did not decrypt (servers use it to turn on Retry)."""
 
     def _limited(self, now: float, fmt: str, *args: object) -> None:
         """A warning a peer can trigger at will: rate-limited."""
@@ -870,6 +874,8 @@ class RippServer(_Endpoint):
         self._next_ticket = 1
         self._retry = QuicRetryTokenHandler()
         self._next_audit = 0.0
+        self._junk_window_start = 0.0
+        self._junk_in_window = 0
         self._armed_at: float | None = None  # the time the driver was last asked to wake
         self._overloaded_until = 0.0
         self._lag = 0.0
@@ -1109,6 +1115,9 @@ class RippServer(_Endpoint):
         version: int = header.version  # type: ignore[attr-defined]
         original_dcid, retry_scid = dcid, None
         handshaking = sum(1 for c in self._connections if not c.handshake_done)
+        if now - self._junk_window_start >= 1.0:
+            self._junk_window_start, self._junk_in_window = now, 0
+        suspicious = handshaking + self._junk_in_window
         if token:
             try:
                 original_dcid = self._retry.validate_token(
@@ -1118,7 +1127,7 @@ class RippServer(_Endpoint):
                 self._limited(now, "invalid retry token from %s dropped", addr[0])
                 return None
             retry_scid = dcid
-        elif handshaking >= self.config.retry_threshold:
+        elif suspicious >= self.config.retry_threshold:
             # Stateless address validation (RFC 9000 8.1.2): no state is kept for this
             # Initial; only a client that receives at its address can come back.
             new_scid = secrets.token_bytes(self._quic_configuration.connection_id_length)
@@ -1168,6 +1177,13 @@ class RippServer(_Endpoint):
         self._register_cids(connection)
         self._register_cid(dcid, connection)
         return connection
+
+    def _on_junk_initial(self, now: float) -> None:
+        # Undecryptable Initials in the current one-second window: a flood of them makes
+        # every new Initial cost a cheap Retry instead of a full connection set-up.
+        if now - self._junk_window_start >= 1.0:
+            self._junk_window_start, self._junk_in_window = now, 0
+        self._junk_in_window += 1
 
     def _evict_idle(self, now: float) -> bool:
         """Close the connection that has carried no call for longest, if any (so that idle
