@@ -41,7 +41,7 @@ STI_LIFETIME = timedelta(days=365)
 """How long a newly made local STI certificate is valid."""
 LOCAL_SPC = "LOCAL"
 """The Service Provider Code of the local STI certificate."""
-LOCAL_TN_RANGES: tuple[tuple[str, int], ...] = (("15550000000", 10000000),)
+LOCAL_TN_RANGES: tuple[tuple[str, int], ...] = (("14085550000", 10000),)
 """Telephone number ranges (start, count) the local STI certificate names as well."""
 
 _STI_CA_CERT = "sti-ca.pem"
