@@ -71,7 +71,7 @@ async def open_server(
 
     def spawn(event: ChecksRequested) -> None:
         task = asyncio.get_running_loop().create_task(
-            run_checks(driver, endpoint, event, authorizer, identity_verifier)
+            run_checks(driver, endpoint, event, authorizer, identity_verifier, driver.now())
         )
         checks.add(task)  # a strong reference until done (asyncio keeps only weak ones)
         task.add_done_callback(checks.discard)

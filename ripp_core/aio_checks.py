@@ -66,28 +66,30 @@ async def run_checks(
     event: ChecksRequested,
     authorizer: AnyAuthorizer,
     identity_verifier: AnyIdentityVerifier,
+    now: float,
 ) -> None:
     """Run both hooks (sync or async) for one parked request and answer it: complete
     with the principal and identity check, or fail with the hook's :class:`RippError`
-    (its wire status). Any other exception is a bug in a hook: logged, answered 503."""
+    (its wire status). Any other exception is a bug in a hook: logged, answered 503.
+    ``now`` (the driver clock when the request was parked) is what the hooks get."""
     try:
-        principal = await _call(authorizer, event.request, driver.now())
+        principal = await _call(authorizer, event.request, now)
         check: IdentityCheck = UNVERIFIED
         if event.identity is not None:
             to = _name_addr(event.request, "to")
             from_ = _name_addr(event.request, "from")
-            check = await _call(identity_verifier, event.identity, to, from_, driver.now())
+            check = await _call(identity_verifier, event.identity, to, from_, now)
     except RippError as exc:
         refusal = exc
-        driver.run(lambda now: server.fail_checks(event.ticket, refusal, now))
+        driver.run(lambda at: server.fail_checks(event.ticket, refusal, at))
         return
     except Exception:
         logger.exception("an authorization hook failed")
         error = ChecksTimedOut("authorization failed")
-        driver.run(lambda now: server.fail_checks(event.ticket, error, now))
+        driver.run(lambda at: server.fail_checks(event.ticket, error, at))
         return
     driver.run(
-        lambda now: server.complete_checks(event.ticket, now, principal=principal, identity=check)
+        lambda at: server.complete_checks(event.ticket, at, principal=principal, identity=check)
     )
 
 

@@ -69,7 +69,7 @@ async def open_server(
     async with _running(driver), trio.open_nursery() as checks:
         if deferred:
             driver.on_checks = lambda event: checks.start_soon(
-                run_checks, driver, endpoint, event, authorizer, identity_verifier
+                run_checks, driver, endpoint, event, authorizer, identity_verifier, driver.now()
             )
         try:
             yield Server(driver, endpoint)
