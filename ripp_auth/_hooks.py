@@ -157,6 +157,7 @@ class StirVerifier:
             if self.on_failure is FailurePolicy.REJECT:
                 raise
             reason = f"{exc.sip_code} {exc.reason_phrase}: {exc.message}"
+            passport = passport or exc.passport
             if passport is None:
                 return IdentityCheck(verified=False, reason=reason, sip_code=exc.sip_code)
             return passport.check(False, reason, exc.sip_code)

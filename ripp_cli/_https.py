@@ -30,13 +30,17 @@ class Document:
     content_type: str = "application/octet-stream"
     delay: float = 0.0
     """Seconds to wait before answering (to test fetch deadlines)."""
+    chunked: bool = False
+    """Send the body without a Content-Length (to test limits counted while streaming)."""
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:
-        document = self.server.documents.get(self.path.split("?")[0])
+        path = self.path.split("?")[0]
+        self.server.hits[path] = self.server.hits.get(path, 0) + 1
+        document = self.server.documents.get(path)
         if document is None:
             self.send_error(404)
             return
@@ -44,11 +48,16 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(document.delay)
         self.send_response(200)
         self.send_header("Content-Type", document.content_type)
-        self.send_header("Content-Length", str(len(document.body)))
+        if document.chunked:
+            self.send_header("Connection", "close")  # the body ends when the connection does
+        else:
+            self.send_header("Content-Length", str(len(document.body)))
         self.end_headers()
         # The fetcher may give up first (deadline or size limit): that is fine.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, ssl.SSLError):
             self.wfile.write(document.body)
+        if document.chunked:
+            self.close_connection = True
 
     def do_POST(self) -> None:
         handler = self.server.post_handler
@@ -70,6 +79,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     documents: dict[str, Document]
+    hits: dict[str, int]
     post_handler: Any = None
 
 
@@ -88,6 +98,7 @@ class HttpsServer:
         context.load_cert_chain(cert_path, key_path)
         self._server = _Server((host, 0), _Handler)
         self._server.documents = dict(documents or {})
+        self._server.hits = {}
         self._server.post_handler = post_handler
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
@@ -108,6 +119,20 @@ class HttpsServer:
     def documents(self) -> dict[str, Document]:
         """The documents served (may be changed while running)."""
         return self._server.documents
+
+    @property
+    def hits(self) -> dict[str, int]:
+        """How many GET requests each path has had."""
+        return self._server.hits
+
+    @property
+    def post_handler(self) -> Any:
+        """``(path, headers, body) -> (status, json bytes)`` for POST requests, or None."""
+        return self._server.post_handler
+
+    @post_handler.setter
+    def post_handler(self, handler: Any) -> None:
+        self._server.post_handler = handler
 
     def close(self) -> None:
         """Stop serving and wait for the thread."""

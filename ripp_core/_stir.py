@@ -62,6 +62,9 @@ class StirError(InvalidIdentity):
         super().__init__(f"{check}: {message}")
         self.check = check
         """The name of the failed check, e.g. ``passport_iat``."""
+        self.passport: Passport | None = None
+        """The PASSporT's claims when the failure came after they were read (so that
+        an accept-and-mark policy can still report the attestation)."""
 
 
 class BadIdentityInfo(StirError):
@@ -279,9 +282,13 @@ def inspect_identity(
     token, params = check_identity_header(value, policy)
     x5u = check_passport_header(token, params)
     passport = check_passport_claims(token, x5u)
-    check_iat_fresh(passport, policy, now)
-    check_orig_matches_from(passport, from_)
-    check_dest_matches_to(passport, to)
+    try:
+        check_iat_fresh(passport, policy, now)
+        check_orig_matches_from(passport, from_)
+        check_dest_matches_to(passport, to)
+    except StirError as exc:
+        exc.passport = passport
+        raise
     return passport
 
 
@@ -410,10 +417,14 @@ def verify_passport(
 ) -> IdentityCheck:
     """Checks 7-10 on the chain fetched from ``passport.x5u``; return the verified
     :class:`IdentityCheck` or raise the failed check's :class:`StirError`."""
-    certs = check_certificate_chain(chain_pem)
-    leaf = check_certificate_trusted(certs, anchors, policy, now)
-    check_signature(passport, leaf)
-    covered = check_tn_covered(passport, leaf, policy)
+    try:
+        certs = check_certificate_chain(chain_pem)
+        leaf = check_certificate_trusted(certs, anchors, policy, now)
+        check_signature(passport, leaf)
+        covered = check_tn_covered(passport, leaf, policy)
+    except StirError as exc:
+        exc.passport = passport
+        raise
     return passport.check(True, f"verified (attestation {passport.attest}, {covered})")
 
 
