@@ -183,7 +183,8 @@ def test_jwks_over_https_refreshed_on_unknown_kid(https: HttpsServer, driver: st
 
     async def main() -> list[str]:
         now = time.time()
-        principals = [await authorize(request(token(old, claims(iat=int(now), exp=int(now) + 60))), 0)]
+        first = token(old, claims(iat=int(now), exp=int(now) + 60))
+        principals = [await authorize(request(first), 0)]
         https.documents["/jwks"] = Document(json.dumps(jwks(old, new)).encode())  # rotation
         fresh = token(new, claims(sub="bob", iat=int(now), exp=int(now) + 60))
         # Within the refresh bound, the unknown kid is refused without a fetch...
