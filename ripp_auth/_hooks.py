@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import httpx
 from cryptography import x509
 
@@ -145,14 +146,27 @@ class StirVerifier:
     ) -> IdentityCheck:
         """What verifying ``identity`` found; raises the failed check's StirError when
         the policy is REJECT."""
+        return await self._verify(identity, to, from_, self.policy)
+
+    async def verify_reestablishment(
+        self, identity: str, to: NameAddr, from_: NameAddr, now: float
+    ) -> IdentityCheck:
+        """As a call, but for a re-establishment (protocol 19.3 item 3): the original
+        PASSporT is not refused for its age; every other check applies."""
+        return await self._verify(identity, to, from_, attrs.evolve(self.policy,
+                                                                    freshness=math.inf))
+
+    async def _verify(
+        self, identity: str, to: NameAddr, from_: NameAddr, policy: StirPolicy
+    ) -> IdentityCheck:
         passport: Passport | None = None
         try:
-            passport = inspect_identity(identity, to, from_, self.policy, self._clock())
+            passport = inspect_identity(identity, to, from_, policy, self._clock())
             try:
                 chain = await self.chains.get(passport.x5u)
             except FetchError as exc:
                 raise BadIdentityInfo("x5u_fetch", exc.reason) from None
-            return verify_passport(passport, chain, self.anchors, self.policy, self._clock())
+            return verify_passport(passport, chain, self.anchors, policy, self._clock())
         except StirError as exc:
             if self.on_failure is FailurePolicy.REJECT:
                 raise

@@ -8,6 +8,10 @@ imports no event loop.
 
 The ``now`` handed to hooks is the driver's clock (monotonic), as for sync hooks; a hook
 that compares with token or PASSporT times reads a wall clock of its own.
+
+For a re-establishment request (protocol 15, 19.3), an identity verifier object that has a
+``verify_reestablishment`` method (same arguments) is asked through it instead, so that it
+can accept the original PASSporT however old (ripp_auth's StirVerifier does).
 """
 
 from __future__ import annotations
@@ -78,7 +82,13 @@ async def run_checks(
         if event.identity is not None:
             to = _name_addr(event.request, "to")
             from_ = _name_addr(event.request, "from")
-            check = await _call(identity_verifier, event.identity, to, from_, now)
+            verify: Callable[..., Any] = identity_verifier
+            if event.request.reestablish is not None:
+                # protocol 19.3 item 3: a re-establishment carries the original PASSporT,
+                # which may be older than the freshness window; a verifier that knows
+                # says so with a verify_reestablishment method.
+                verify = getattr(identity_verifier, "verify_reestablishment", verify)
+            check = await _call(verify, event.identity, to, from_, now)
     except RippError as exc:
         refusal = exc
         driver.run(lambda at: server.fail_checks(event.ticket, refusal, at))

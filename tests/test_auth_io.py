@@ -328,3 +328,87 @@ def test_async_hooks_in_a_real_call(https: HttpsServer, tmp_path: Path, driver: 
     assert incoming[0].principal == "alice"
     assert incoming[0].identity_check.verified
     assert incoming[0].identity_check.attestation == "A"
+
+
+def test_reestablishment_accepts_the_original_passport(https: HttpsServer) -> None:
+    check = verifier()
+    old = identity(STI, https.url("/sti.pem"), iat=time.time() - 3600)
+
+    async def main() -> Any:
+        return await check.verify_reestablishment(old, TO, FROM, 0.0)
+
+    assert trio.run(main).verified
+    with pytest.raises(Exception, match="passport_iat"):
+        trio.run(lambda: check(old, TO, FROM, 0.0))
+
+
+# ---------------------------------------------------------------- run_checks, loop-agnostic
+class FakeDriver:
+    def __init__(self) -> None:
+        self.answers: list[tuple[str, Any]] = []
+
+    def run(self, action: Callable[[float], Any]) -> Any:
+        return action(5.0)
+
+
+class FakeServer:
+    def __init__(self, driver: FakeDriver) -> None:
+        self.driver = driver
+
+    def complete_checks(self, ticket: int, now: float, *, principal: str, identity: Any) -> None:
+        self.driver.answers.append(("complete", (principal, identity)))
+
+    def fail_checks(self, ticket: int, error: Exception, now: float) -> None:
+        self.driver.answers.append(("fail", error))
+
+
+def _event(reestablish: bool) -> Any:
+    from ripp_core._events import ChecksRequested
+    from ripp_core._headers import parse_reestablish
+
+    marker = parse_reestablish("<https://x/ripp/instances/a/calls/b>;state=connected")
+    marker = marker if reestablish else None
+    req = AuthRequest(method="POST", path="/ripp/calls", authority="x",
+                      headers=(("to", f"<{TO.uri}>"), ("from", f"<{FROM.uri}>")),
+                      token="t", call=None, reestablish=marker)
+    return ChecksRequested(1, req, "value")
+
+
+@pytest.mark.parametrize("reestablish", [False, True])
+def test_run_checks_answers_with_the_right_hook(reestablish: bool) -> None:
+    from ripp_core.aio_checks import run_checks
+
+    class Verifier:
+        async def __call__(self, *args: Any) -> str:
+            return "fresh"
+
+        def verify_reestablishment(self, *args: Any) -> str:  # a sync one is fine too
+            return "original"
+
+    driver = FakeDriver()
+
+    async def authorize(request: AuthRequest, now: float) -> str:
+        assert now == 1.5
+        return "p"
+
+    trio.run(run_checks, driver, FakeServer(driver), _event(reestablish), authorize,
+             Verifier(), 1.5)
+    assert driver.answers == [("complete", ("p", "original" if reestablish else "fresh"))]
+
+
+def test_run_checks_refuses_on_hook_errors() -> None:
+    from ripp_core.aio_checks import run_checks
+
+    driver = FakeDriver()
+
+    async def refuse(request: AuthRequest, now: float) -> str:
+        raise InvalidToken("token_issuer", "no")
+
+    async def broken(request: AuthRequest, now: float) -> str:
+        raise KeyError("bug")
+
+    trio.run(run_checks, driver, FakeServer(driver), _event(False), refuse, None, 0.0)
+    trio.run(run_checks, driver, FakeServer(driver), _event(False), broken, None, 0.0)
+    (kind1, first), (kind2, second) = driver.answers
+    assert (kind1, first.http_status, first.check) == ("fail", 401, "token_issuer")
+    assert (kind2, second.http_status) == ("fail", 503)
