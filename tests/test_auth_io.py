@@ -412,3 +412,46 @@ def test_run_checks_refuses_on_hook_errors() -> None:
     (kind1, first), (kind2, second) = driver.answers
     assert (kind1, first.http_status, first.check) == ("fail", 401, "token_issuer")
     assert (kind2, second.http_status) == ("fail", 503)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_slow_x5u_delays_only_its_own_call(https: HttpsServer, tmp_path: Path,
+                                             driver: str) -> None:
+    """A misbehaving signer (x5u answering after 1.5 s) beside a well-behaved one: the
+    good call is set up at once, the slow one when its chain arrives."""
+    key = issuer_key(kid="live")
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks(key)))
+    authorize = TokenAuthorizer(POLICY, JwksSource(tmp_path / "jwks.json"))
+    https.documents["/slow.pem"] = Document(STI.chain_pem(), delay=1.5)
+    now = time.time()
+    tok = token(key, claims(iat=int(now), exp=int(now) + 60))
+    module = ripp_trio if driver == "trio" else ripp_asyncio
+    clock = time.monotonic
+
+    async def main() -> dict[str, float]:
+        started = clock()
+        done: dict[str, float] = {}
+        async with module.open_server(server_quic_configuration(TLS), authorizer=authorize,
+                                      identity_verifier=verifier(FetchLimits(timeout=5))) as srv:
+            uri = f"https://localhost:{srv.address[1]}/ripp/calls"
+            async with module.open_client(client_quic_configuration(TLS), calls_uris=[uri],
+                                          token=tok) as client:
+                async def place(name: str, path: str) -> None:
+                    call = await client.place_call(
+                        to=f"<{TO.uri}>", from_=f"<{FROM.uri}>",
+                        identity=identity(STI, https.url(path), iat=time.time()))
+                    await call.wait_state(CallState.PENDING)
+                    done[name] = clock() - started
+
+                if driver == "trio":
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(place, "slow", "/slow.pem")
+                        nursery.start_soon(place, "good", "/sti.pem")
+                else:
+                    await asyncio.gather(place("slow", "/slow.pem"), place("good", "/sti.pem"))
+        return done
+
+    done = run(driver, main)
+    assert done["slow"] >= 1.5
+    assert done["good"] < done["slow"] - 0.7, done  # generous: the machine is loaded
