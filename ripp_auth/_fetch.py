@@ -83,26 +83,61 @@ class Fetcher:
 
 
 class ChainCache:
-    """Certificate chains by ``x5u``, fetched on first use and kept ``cache_ttl``."""
+    """Certificate chains by ``x5u``, fetched on first use and kept ``cache_ttl``.
+
+    Concurrent requests for a URL not cached yet share one fetch: a burst of calls signed
+    by a new certificate costs its signer one GET, not one per call.
+    """
 
     def __init__(self, fetcher: Fetcher, clock: Callable[[], float] = time.monotonic) -> None:
         self.fetcher = fetcher
         self._clock = clock
         self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._inflight: dict[str, _Flight] = {}
+
+    def _cached(self, url: str) -> bytes | None:
+        entry = self._entries.get(url)
+        if entry is None or self._clock() - entry[1] >= self.fetcher.limits.cache_ttl:
+            return None
+        self._entries.move_to_end(url)
+        return entry[0]
 
     async def get(self, url: str) -> bytes:
-        """The chain at ``url``, from the cache when fresh; raises :class:`FetchError`."""
-        now = self._clock()
-        entry = self._entries.get(url)
-        if entry is not None and now - entry[1] < self.fetcher.limits.cache_ttl:
-            self._entries.move_to_end(url)
-            return entry[0]
-        body = await self.fetcher.get(url)
-        self._entries[url] = (body, now)
+        """The chain at ``url``, from the cache when fresh; raises :class:`FetchError`
+        (as do the requests that waited on a fetch that failed)."""
+        body = self._cached(url)
+        if body is not None:
+            return body
+        flight = self._inflight.get(url)
+        if flight is not None:
+            await flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            assert flight.body is not None
+            return flight.body
+        flight = self._inflight[url] = _Flight()
+        try:
+            flight.body = await self.fetcher.get(url)
+        except FetchError as exc:
+            flight.error = exc
+            raise
+        finally:
+            del self._inflight[url]
+            flight.done.set()
+        self._entries[url] = (flight.body, self._clock())
         self._entries.move_to_end(url)
         while len(self._entries) > self.fetcher.limits.cache_entries:
             self._entries.popitem(last=False)
-        return body
+        return flight.body
+
+
+class _Flight:
+    """One fetch in progress, which other requests for the same URL wait on."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.body: bytes | None = None
+        self.error: FetchError | None = None
 
 
 __all__ = ["ChainCache", "FetchError", "FetchLimits", "Fetcher"]

@@ -455,3 +455,32 @@ def test_a_slow_x5u_delays_only_its_own_call(https: HttpsServer, tmp_path: Path,
     done = run(driver, main)
     assert done["slow"] >= 1.5
     assert done["good"] < done["slow"] - 0.7, done  # generous: the machine is loaded
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_concurrent_verifications_share_one_fetch(https: HttpsServer, driver: str) -> None:
+    https.documents["/slowish.pem"] = Document(STI.chain_pem(), delay=0.3)
+    check = verifier()
+    good = live_identity(https.url("/slowish.pem"))
+    bad = live_identity(https.url("/missing.pem"))
+    results: list[Any] = []
+
+    async def one(value: str) -> None:
+        try:
+            results.append((await check(value, TO, FROM, 0.0)).verified)
+        except BadIdentityInfo as exc:
+            results.append(exc.check)
+
+    async def main() -> None:
+        values = [good] * 5 + [bad] * 3
+        if driver == "trio":
+            async with trio.open_nursery() as nursery:
+                for value in values:
+                    nursery.start_soon(one, value)
+        else:
+            await asyncio.gather(*(one(v) for v in values))
+
+    run(driver, main)
+    assert sorted(map(str, results)) == sorted(["True"] * 5 + ["x5u_fetch"] * 3)
+    assert https.hits["/slowish.pem"] == 1
+    assert https.hits["/missing.pem"] == 1
