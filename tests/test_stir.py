@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
+from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -253,3 +254,34 @@ def test_signed_passports_inspect_back(attest: str, number: str) -> None:
                           attest=attest)
     passport = inspect_identity(value, TO, NameAddr(uri=f"tel:+{number}"), POLICY, NOW)
     assert (passport.attest, passport.orig, passport.x5u) == (attest, number, X5U)
+
+
+@given(
+    st.one_of(st.none(), st.from_regex(r"[A-Z0-9]{1,8}", fullmatch=True)),
+    st.lists(st.from_regex(r"[0-9]{6,15}", fullmatch=True), max_size=3),
+    st.lists(st.tuples(st.from_regex(r"[0-9]{6,15}", fullmatch=True),
+                       st.integers(2, 10**6)), max_size=3),
+)
+def test_tn_auth_list_encodes_and_decodes(spc: str | None, tns: list[str],
+                                          ranges: list[tuple[str, int]]) -> None:
+    from cryptography.hazmat.primitives import hashes
+
+    from ripp_cli._sti import tn_auth_list_der
+    from ripp_core._stir import TN_AUTH_LIST_OID
+
+    if spc is None and not tns and not ranges:
+        tns = ["15550001111"]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(PKI.cert.subject).issuer_name(PKI.ca.subject)
+        .public_key(PKI.key.public_key()).serial_number(1)
+        .not_valid_before(PKI.cert.not_valid_before_utc)
+        .not_valid_after(PKI.cert.not_valid_after_utc)
+        .add_extension(x509.UnrecognizedExtension(
+            TN_AUTH_LIST_OID, tn_auth_list_der(spc, tns, ranges)), critical=False)
+    )
+    cert = builder.sign(PKI.ca_key, hashes.SHA256())
+    expected = ([("spc", spc, 0)] if spc is not None else []) + [
+        ("range", start, count) for start, count in ranges
+    ] + [("tn", number, 1) for number in tns]
+    assert tn_auth_list(cert) == expected
