@@ -14,7 +14,13 @@ Pass the hooks to ``ripp_trio.open_server`` / ``ripp_asyncio.open_server``; they
 task per request.
 """
 
-from ripp_core._oauth import InsufficientScope, InvalidToken, JwksPolicy, TokenPolicy
+from ripp_core._oauth import (
+    InsufficientScope,
+    InvalidToken,
+    JwksPolicy,
+    KeySetUnavailable,
+    TokenPolicy,
+)
 from ripp_core._stir import (
     BadIdentityInfo,
     InvalidIdentityHeader,
@@ -46,6 +52,7 @@ __all__ = [
     "InvalidToken",
     "JwksPolicy",
     "JwksSource",
+    "KeySetUnavailable",
     "StirError",
     "StirPolicy",
     "StirVerifier",

@@ -29,6 +29,8 @@ from ripp_core._oauth import (
     InvalidToken,
     JwksCache,
     JwksPolicy,
+    JwksState,
+    KeySetUnavailable,
     TokenPolicy,
     token_key_id,
     verify_access_token,
@@ -103,6 +105,8 @@ class TokenAuthorizer:
         self.cache.lookup(kid, wall)  # an unknown kid marks the key set stale
         if self.cache.wants_refresh(wall):
             await self._refresh()
+        if self.cache.state is JwksState.EMPTY:
+            raise KeySetUnavailable(f"the key set at {self.source.location} is unavailable")
         wall = self._clock()
         grant = verify_access_token(
             request.token,

@@ -38,6 +38,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:
+        """Answer with the document at the path (after its delay), or 404."""
         path = self.path.split("?")[0]
         self.server.hits[path] = self.server.hits.get(path, 0) + 1
         document = self.server.documents.get(path)
@@ -60,6 +61,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def do_POST(self) -> None:
+        """Hand the request to ``post_handler`` (a token endpoint in tests), or 405."""
         handler = self.server.post_handler
         if handler is None:
             self.send_error(405)
@@ -132,6 +134,7 @@ class HttpsServer:
 
     @post_handler.setter
     def post_handler(self, handler: Any) -> None:
+        """Set the POST handler."""
         self._server.post_handler = handler
 
     def close(self) -> None:

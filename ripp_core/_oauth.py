@@ -28,7 +28,7 @@ import attrs
 import jwt
 from jwt.exceptions import InvalidSignatureError, PyJWKError, PyJWKSetError, PyJWTError
 
-from ._errors import Forbidden, Unauthorized
+from ._errors import H3_EXCESSIVE_LOAD, Forbidden, RemoteProtocolError, Unauthorized
 
 #: JWS algorithms accepted for access tokens, each with the JWK key type it needs.
 TOKEN_ALGORITHMS: Mapping[str, str] = {"ES256": "EC", "RS256": "RSA", "EdDSA": "OKP"}
@@ -60,6 +60,16 @@ class InsufficientScope(Forbidden):
         """The name of the check that failed."""
         self.scope = scope
         """The scope the request needs."""
+
+
+class KeySetUnavailable(RemoteProtocolError):
+    """The issuer's key set has never been loaded (unreachable, or not a JWKS): no token
+    can be checked, which is the server's trouble, not the client's (HTTP 503 with
+    ``Retry-After``, not 401)."""
+
+    http_status = 503
+    stream_error = H3_EXCESSIVE_LOAD
+    sip_code = 503
 
 
 @attrs.frozen
@@ -402,6 +412,7 @@ __all__ = [
     "JwksPolicy",
     "JwksState",
     "KeyLookup",
+    "KeySetUnavailable",
     "TokenGrant",
     "TokenPolicy",
     "parse_jwks",

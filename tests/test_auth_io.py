@@ -484,3 +484,22 @@ def test_concurrent_verifications_share_one_fetch(https: HttpsServer, driver: st
     assert sorted(map(str, results)) == sorted(["True"] * 5 + ["x5u_fetch"] * 3)
     assert https.hits["/slowish.pem"] == 1
     assert https.hits["/missing.pem"] == 1
+
+
+def test_unreachable_key_set_is_503_not_401(https: HttpsServer) -> None:
+    from ripp_auth import KeySetUnavailable
+
+    source = JwksSource(https.url("/no-jwks"), Fetcher(verify=trust()))
+    authorize = TokenAuthorizer(POLICY, source)
+    tok = token(issuer_key(), claims(iat=int(time.time()), exp=int(time.time()) + 60))
+
+    async def main() -> str:
+        return await authorize(request(tok), 0)
+
+    with pytest.raises(KeySetUnavailable) as info:
+        trio.run(main)
+    assert info.value.http_status == 503
+    # Not retried at once: the refresh bound holds for a failing issuer too.
+    with pytest.raises(KeySetUnavailable):
+        trio.run(main)
+    assert https.hits["/no-jwks"] == 1
