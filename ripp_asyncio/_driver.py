@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from ripp_core import EventRouter, RippClient, RippServer
+from ripp_core._events import ChecksRequested
 
 logger = logging.getLogger("ripp.asyncio")
 
@@ -36,6 +37,8 @@ class Driver:
         self._flush_wanted = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
+        # Set by open_server when a hook is async: spawns a task per parked request.
+        self.on_checks: Callable[[ChecksRequested], None] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -75,6 +78,9 @@ class Driver:
                     logger.warning("sendto %s failed: %s", addr, exc)
         touched: set[str | None] = set()
         while (event := self.endpoint.next_event()) is not None:
+            if isinstance(event, ChecksRequested) and self.on_checks is not None:
+                self.on_checks(event)
+                continue
             touched.add(self.router.route(event))
         if self.router.incoming:
             touched.add(None)  # whoever waits for new calls

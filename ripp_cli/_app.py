@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,12 @@ from ripp_core import (
     NoSuchCall,
     RippConfig,
     RippError,
-    insecure_accept_any_bearer,
-    insecure_accept_any_identity,
 )
 from ripp_core.aio import unwrap_group
 from ripp_core.testing import Impairment
 
-from . import _certs, _ops
+from . import _auth_cli, _certs, _ops
 from ._eventlog import setup_logging
-from ._passport import make_identity
 from ._relay_thread import RelayThread
 from ._runtime import Runtime, runtime
 
@@ -109,7 +107,7 @@ def add_media(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(subcommands: Any) -> None:
-    """Register serve, call and demo."""
+    """Register serve, call, demo and token."""
     demo = subcommands.add_parser("demo", help="a server and a client in one command, on loopback")
     add_common(demo)
     add_media(demo)
@@ -128,11 +126,12 @@ def add_arguments(subcommands: Any) -> None:
     serve.add_argument("--codec", choices=sorted(CODECS), default="pcmu")
     serve.add_argument("--frame-ms", type=float, default=20.0)
     _ops.add_arguments(serve, metrics=True)
+    _auth_cli.add_serve_options(serve)
     call = subcommands.add_parser("call", help="place a call to a RIPP server")
     add_common(call)
     add_media(call)
     call.add_argument("uri", help="calls URI, e.g. https://localhost:4433/ripp/calls")
-    call.add_argument("--token", default="ripp-local", help="OAuth bearer token")
+    _auth_cli.add_call_options(call)
     call.add_argument("--to", default=TO)
     call.add_argument("--from", dest="from_", default=FROM)
     call.add_argument("--ca", type=Path, help="CA certificate (default: the local ripp CA)")
@@ -143,6 +142,7 @@ def add_arguments(subcommands: Any) -> None:
         metavar="SECONDS",
         help="give up on a call not answered by then (default 5, RippConfig.connect_timeout)",
     )
+    _auth_cli.add_token_command(subcommands)
 
 
 # ------------------------------------------------------------------ audio
@@ -237,16 +237,12 @@ def say(args: argparse.Namespace, text: str) -> None:
 
 # ------------------------------------------------------------------ server side
 def server_checks(args: argparse.Namespace) -> dict[str, Any]:
-    """The authorizer and identity verifier ``ripp serve`` and ``ripp demo`` use.
-
-    Until token and PASSporT validation land (issue 7), both accept anything well formed;
-    each distinct bearer token is its own principal, so calls stay bound to their token.
+    """The authorizer and identity verifier ``ripp serve`` and ``ripp demo`` use: by
+    default, access tokens of the local issuer and PASSporTs chaining to the local STI-CA
+    (``--jwks``/``--issuer``/``--audience`` and ``--stir-trust`` name others); accepting
+    anything takes ``--insecure-accept-any-token`` / ``--insecure-accept-any-identity``.
     """
-    return {
-        "authorizer": insecure_accept_any_bearer,
-        "identity_verifier": insecure_accept_any_identity,
-    }
-
+    return _auth_cli.server_checks(args)
 
 
 async def serve_call(
@@ -334,15 +330,24 @@ async def place_and_play(
     from_: str,
     c2s: Direction,
     s2c: Direction,
+    identity: Callable[[str, str], str],
 ) -> dict[str, Any]:
-    """Place a call, play the source audio (paced), collect what comes back, hang up."""
+    """Place a call, play the source audio (paced), collect what comes back, hang up.
+
+    A call the server refuses (401, 403, 436-438...) returns ``{"refused": ...}``."""
     codec, frame = CODECS[args.codec], args.frame_ms / 1000
     frames = source_frames(args)
     states: list[str] = []
     rtts: list[float] = []
     max_streams = 0
     recorder = Recorder(args.record)
-    call = await client.place_call(to=to, from_=from_, identity=make_identity(to, from_))
+    call = await client.place_call(to=to, from_=from_, identity=identity(to, from_))
+    try:
+        await call.wait_state(CallState.PENDING)
+    except CallEnded:
+        assert call.ended is not None
+        recorder.close()
+        return {"refused": {"code": call.ended.code, "reason": call.ended.reason}}
 
     async def watch_states() -> None:
         async for state in call.states():
@@ -428,10 +433,10 @@ async def run_call(rt: Runtime, args: argparse.Namespace) -> int:
         config = _certs.client_configuration(_certs.ensure_local_pki(), host)
     c2s, s2c = Direction(), Direction()
     with _certs.debugging(config, qlog_dir=args.qlog, keylog_file=args.keylog):
-        async with rt.driver.open_client(
+        async with _auth_cli.caller_auth(rt, args) as auth, rt.driver.open_client(
             config,
             calls_uris=[args.uri],
-            token=args.token,
+            token=auth.token,
             resolver=_resolve,
             config=ripp_config(args)
             if args.connect_timeout is None
@@ -439,7 +444,16 @@ async def run_call(rt: Runtime, args: argparse.Namespace) -> int:
         ) as client:
             say(args, f"ripp call ({rt.name}) {args.uri}")
             _ops.attach(rt, None, client, args, "client", metrics=False)
-            result = await place_and_play(rt, client, args, args.to, args.from_, c2s, s2c)
+            result = await place_and_play(
+                rt, client, args, args.to, args.from_, c2s, s2c, auth.identity
+            )
+    if "refused" in result:
+        refused = result["refused"]
+        if args.json:
+            print(json.dumps(result), flush=True)
+        else:
+            print(f"refused: {refused['code']} {refused['reason']}", flush=True)
+        return 1
     # A lone caller knows its own send times and what came back, not the server's clock:
     # one-way latency needs both ends (ripp demo), so it is not reported here.
     result["media"] = {
@@ -502,11 +516,13 @@ async def run_demo(rt: Runtime, args: argparse.Namespace) -> int:
                 tasks.start_soon(server.serve, handle)
                 _ops.attach(rt, tasks, server, args, "server", metrics=True)
                 uri = f"https://localhost:{target[1]}{RippConfig().calls_path}"
-                async with rt.driver.open_client(
-                    client_config, calls_uris=[uri], token="ripp-demo", config=ripp_config(args)
+                async with _auth_cli.caller_auth(rt, args) as auth, rt.driver.open_client(
+                    client_config, calls_uris=[uri], token=auth.token, config=ripp_config(args)
                 ) as client:
                     _ops.attach(rt, tasks, client, args, "client", metrics=False)
-                    result = await place_and_play(rt, client, args, TO, FROM, c2s, s2c)
+                    result = await place_and_play(
+                        rt, client, args, TO, FROM, c2s, s2c, auth.identity
+                    )
     result["media"] = {"client_to_server": c2s.summary(), "server_to_client": s2c.summary()}
     result["streams"] = {"client_to_server": c2s.streams_used, "server_to_client": s2c.streams_used}
     report(args, result)
@@ -536,7 +552,9 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 
 def run(command: str, args: argparse.Namespace) -> int:
-    """Entry point for the three commands."""
+    """Entry point for the four commands."""
+    if command == "token":
+        return _auth_cli.run_token(args)
     setup_logging(verbose=args.verbose, json_lines=args.log_json, stream=sys.stderr)
     rt = runtime(args.driver)
     main = {"demo": run_demo, "serve": run_serve, "call": run_call}[command]

@@ -13,14 +13,14 @@ from contextlib import asynccontextmanager
 import trio
 from aioquic.quic.configuration import QuicConfiguration
 
-from ripp_core import (
-    Authorizer,
-    IdentityVerifier,
-    RippClient,
-    RippConfig,
-    RippServer,
-)
+from ripp_core import ChecksRequested, RippClient, RippConfig, RippServer
 from ripp_core.aio import Client, Server, unwrap_group
+from ripp_core.aio_checks import (
+    AnyAuthorizer,
+    AnyIdentityVerifier,
+    needs_deferred_checks,
+    run_checks,
+)
 
 from ._driver import Driver, open_udp_socket
 
@@ -57,21 +57,34 @@ async def open_server(
     instance_id: str | None = None,
     authority: str | None = None,
     config: RippConfig | None = None,
-    authorizer: Authorizer,
-    identity_verifier: IdentityVerifier,
+    authorizer: AnyAuthorizer,
+    identity_verifier: AnyIdentityVerifier,
 ) -> AsyncIterator[Server]:
-    """Run a RIPP server on ``host:port`` (port 0: any free port) for the ``async with``."""
+    """Run a RIPP server on ``host:port`` (port 0: any free port) for the ``async with``.
+
+    Either hook may be a coroutine function (one that fetches keys or certificates): the
+    server then parks each request and runs the hooks in a task of its own.
+    """
+    deferred = needs_deferred_checks(authorizer, identity_verifier)
     endpoint = RippServer(
         quic_configuration,
         instance_id=instance_id or secrets.token_hex(4),
         authority=authority,
         config=config,
-        authorizer=authorizer,
-        identity_verifier=identity_verifier,
+        authorizer=None if deferred else authorizer,  # type: ignore[arg-type]
+        identity_verifier=None if deferred else identity_verifier,  # type: ignore[arg-type]
+        deferred_checks=deferred,
     )
     driver = Driver(endpoint, open_udp_socket(host, port))
-    async with _running(driver):
-        yield Server(driver, endpoint)
+    async with _running(driver), trio.open_nursery() as checks:
+        if deferred:
+            driver.on_checks = lambda event: checks.start_soon(
+                run_checks, driver, endpoint, event, authorizer, identity_verifier, driver.now()
+            )
+        try:
+            yield Server(driver, endpoint)
+        finally:
+            checks.cancel_scope.cancel()
 
 
 @asynccontextmanager

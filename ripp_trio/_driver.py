@@ -17,6 +17,7 @@ from typing import TypeVar
 import trio
 
 from ripp_core import EventRouter, RippClient, RippServer
+from ripp_core._events import ChecksRequested
 
 logger = logging.getLogger("ripp.trio")
 
@@ -38,6 +39,8 @@ class Driver:
         self._nursery: trio.Nursery | None = None
         self._pending_tasks: list[Callable[[], Awaitable[None]]] = []
         self.closed = False
+        # Set by open_server when a hook is async: spawns a task per parked request.
+        self.on_checks: Callable[[ChecksRequested], None] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -77,6 +80,9 @@ class Driver:
                     logger.warning("sendto %s failed: %s", addr, exc)
         touched: set[str | None] = set()
         while (event := self.endpoint.next_event()) is not None:
+            if isinstance(event, ChecksRequested) and self.on_checks is not None:
+                self.on_checks(event)
+                continue
             touched.add(self.router.route(event))
         if self.router.incoming:
             touched.add(None)  # whoever waits for new calls

@@ -35,9 +35,9 @@ import trio
 import ripp_trio
 from ripp_cli import _certs
 from ripp_cli._app import FROM, TO
-from ripp_cli._passport import make_identity
 from ripp_core import CallState, Codec, RippConfig
 from ripp_core.testing import INSECURE_CHECKS as INSECURE
+from tests.call_harness import IDENTITY
 
 TSHARK = shutil.which("tshark")
 HEADERS = 1  # HTTP/3 frame type
@@ -116,7 +116,7 @@ async def _one_call(server: ripp_trio.Server, port: int, client_config: object) 
         async with ripp_trio.open_client(
             client_config, calls_uris=[uri], token="ripp-tshark"
         ) as client:
-            call = await client.place_call(to=TO, from_=FROM, identity=make_identity(TO, FROM))
+            call = await client.place_call(to=TO, from_=FROM, identity=IDENTITY)
             await call.wait_state(CallState.CONNECTED)
             for _ in range(5):
                 call.send_audio(Codec.PCMU, 0.02, bytes(160))
