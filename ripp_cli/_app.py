@@ -334,7 +334,8 @@ async def place_and_play(
 ) -> dict[str, Any]:
     """Place a call, play the source audio (paced), collect what comes back, hang up.
 
-    A call the server refuses (401, 403, 436-438...) returns ``{"refused": ...}``."""
+    A call the server refuses (401, 403, 436-438...) or never answers raises
+    :class:`CallFailed` (one line, exit status 1)."""
     codec, frame = CODECS[args.codec], args.frame_ms / 1000
     frames = source_frames(args)
     states: list[str] = []
@@ -344,10 +345,9 @@ async def place_and_play(
     call = await client.place_call(to=to, from_=from_, identity=identity(to, from_))
     try:
         await call.wait_state(CallState.PENDING)
-    except CallEnded:
-        assert call.ended is not None
+    except CallEnded as exc:  # refused (401, 403, 436-438...) or never answered
         recorder.close()
-        return {"refused": {"code": call.ended.code, "reason": call.ended.reason}}
+        raise CallFailed(exc.ended, unanswered=call.uri is None) from None
 
     async def watch_states() -> None:
         async for state in call.states():
@@ -447,13 +447,6 @@ async def run_call(rt: Runtime, args: argparse.Namespace) -> int:
             result = await place_and_play(
                 rt, client, args, args.to, args.from_, c2s, s2c, auth.identity
             )
-    if "refused" in result:
-        refused = result["refused"]
-        if args.json:
-            print(json.dumps(result), flush=True)
-        else:
-            print(f"refused: {refused['code']} {refused['reason']}", flush=True)
-        return 1
     # A lone caller knows its own send times and what came back, not the server's clock:
     # one-way latency needs both ends (ripp demo), so it is not reported here.
     result["media"] = {

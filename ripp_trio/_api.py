@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import trio
 from aioquic.quic.configuration import QuicConfiguration
 
-from ripp_core import ChecksRequested, RippClient, RippConfig, RippServer
+from ripp_core import RippClient, RippConfig, RippServer
 from ripp_core.aio import Client, Server, unwrap_group
 from ripp_core.aio_checks import (
     AnyAuthorizer,

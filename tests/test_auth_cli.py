@@ -66,13 +66,13 @@ def test_default_serve_accepts_only_authenticated_calls(tmp_path: Path) -> None:
 
         status, result, _ = call(tmp_path, uri, "--token", "not-a-token")
         assert status == 1
-        assert result["refused"]["code"] == 401 and "token_header" in result["refused"]["reason"]
+        assert result["ended"]["code"] == 401 and "token_header" in result["ended"]["reason"]
 
         status, result, _ = call(tmp_path, uri, "--token", mint_here(tmp_path, scope="read"))
-        assert (status, result["refused"]["code"]) == (1, 403)
+        assert (status, result["ended"]["code"]) == (1, 403)
 
         status, result, _ = call(tmp_path, uri, "--token", mint_here(tmp_path, audience="x"))
-        assert result["refused"]["code"] == 401 and "token_audience" in result["refused"]["reason"]
+        assert result["ended"]["code"] == 401 and "token_audience" in result["ended"]["reason"]
 
         # A PASSporT from an STI-CA the server does not trust, served over real HTTPS.
         stranger = sti_pki(at=time.time())
@@ -80,8 +80,8 @@ def test_default_serve_accepts_only_authenticated_calls(tmp_path: Path) -> None:
             x5u = certs.url("/c.pem")
             value = sign_passport(stranger.key, x5u, to=TO, from_=FROM, iat=int(time.time()))
             status, result, _ = call(tmp_path, uri, "--identity", value)
-            assert result["refused"]["code"] == 437, result
-            assert "certificate_trust" in result["refused"]["reason"]
+            assert result["ended"]["code"] == 437, result
+            assert "certificate_trust" in result["ended"]["reason"]
 
             # The local STI key but a stale iat, and one naming another destination.
             sti = ensure_local_sti(tmp_path)
@@ -90,12 +90,12 @@ def test_default_serve_accepts_only_authenticated_calls(tmp_path: Path) -> None:
             stale = sign_passport(sti.signing_key(), local, to=TO, from_=FROM,
                                   iat=int(time.time()) - 300)
             status, result, _ = call(tmp_path, uri, "--identity", stale)
-            refused = result["refused"]
+            refused = result["ended"]
             assert refused["code"] == 438 and "passport_iat" in refused["reason"]
             elsewhere = sign_passport(sti.signing_key(), local, to="tel:+15555550100",
                                       from_=FROM, iat=int(time.time()))
             status, result, _ = call(tmp_path, uri, "--identity", elsewhere)
-            refused = result["refused"]
+            refused = result["ended"]
             assert refused["code"] == 438 and "passport_dest" in refused["reason"]
         server.terminate()
         out, _ = server.communicate(timeout=10)
@@ -120,7 +120,7 @@ def test_insecure_and_mark_options_relax_what_they_name(tmp_path: Path) -> None:
             status, result, _ = call(tmp_path, uri, "--identity", value)
             assert status == 0, result
             status, result, _ = call(tmp_path, uri, "--token", "anything")
-            assert result["refused"]["code"] == 401  # tokens are still checked
+            assert result["ended"]["code"] == 401  # tokens are still checked
             server.terminate()
             server.communicate(timeout=10)
 
@@ -152,7 +152,7 @@ def test_jwks_url_and_client_credentials(tmp_path: Path) -> None:
             assert status == 0 and result["ended"]["code"] == 200, stderr
             # A token for the default audience is refused by this server.
             status, result, _ = call(tmp_path, uri)
-            assert result["refused"]["code"] == 401
+            assert result["ended"]["code"] == 401
             server.terminate()
             server.communicate(timeout=10)
         assert idp.hits["/jwks"] == 1  # fetched once, then cached
