@@ -62,4 +62,4 @@ async def _sample(rt: Runtime, endpoint: Any, metrics: CallMetrics) -> None:
             except NoSuchCall:
                 continue
         # The endpoint has no public connection count yet; its connection list is it.
-        metrics.sample(stats, len(getattr(endpoint, "_connections", ())))
+        metrics.sample(stats, endpoint.connection_count)

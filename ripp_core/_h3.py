@@ -56,10 +56,12 @@ from ._errors import (
     MethodNotAllowed,
     NoSuchCall,
     Overloaded,
+    RemoteProtocolError,
     RippError,
     TooManyCalls,
     UnknownCall,
     UnsupportedMediaType,
+    local_counterpart,
 )
 from ._events import (
     CallCreated,
@@ -378,6 +380,11 @@ class _Endpoint:
         return self._events.popleft() if self._events else None
 
     # ---------------------------------------------------------------- calls API
+    @property
+    def connection_count(self) -> int:
+        """QUIC connections this endpoint holds now (for metrics)."""
+        return len(self._connections)
+
     @property
     def calls(self) -> dict[str, Call]:
         """The live calls of this endpoint, by handle (read-only use)."""
@@ -1603,8 +1610,8 @@ class RippClient(_Endpoint):
         try:
             check_identity_syntax(identity)
             to_addr, from_addr = parse_name_addr(to), parse_name_addr(from_)
-        except RippError as exc:  # the same checks refuse a peer's request; here it's ours
-            raise LocalProtocolError(exc.message) from exc
+        except RemoteProtocolError as exc:  # the checks refuse a peer's request; here it's ours
+            raise local_counterpart(exc) from exc
         request = CallRequest(
             to=to_addr,
             from_=from_addr,
