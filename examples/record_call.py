@@ -20,7 +20,7 @@ import trio
 
 import ripp_trio as ripp
 from ripp_audio import CallRecorder, VoiceCall, level_dbfs, read_wav, tone
-from ripp_cli.local import client_tls, dev_identity
+from ripp_cli.local import client_tls, local_caller
 from ripp_core import CallState, Codec
 
 TO, FROM = "<tel:+12125551234>", "<tel:+14085551234>"
@@ -28,23 +28,33 @@ CODECS = {"pcmu": Codec.PCMU, "pcma": Codec.PCMA, "opus": Codec.OPUS}
 
 
 async def main(args: argparse.Namespace) -> None:
-    async with ripp.open_client(client_tls(), calls_uris=[args.uri], token=args.token) as client:
-        call = await client.place_call(to=TO, from_=FROM, identity=dev_identity(TO, FROM))
-        await call.wait_state(CallState.CONNECTED)
-        voice = VoiceCall(
-            call,
-            rate=16000,
-            codec=CODECS[args.codec],
-            recorder=CallRecorder(args.out, rate=args.rate),
-        )
-        if args.wav is not None:
-            voice.play(*read_wav(args.wav))
-        else:
-            voice.play(tone(440.0, args.seconds, 16000), 16000)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_listen, voice)  # the far end's side of the recording
-            ended = await voice.hang_up()  # after our audio has been heard
-            nursery.cancel_scope.cancel()
+    # A default `ripp serve` takes only calls with a valid access token and a verified
+    # PASSporT: the local issuer's token and the local STI certificate give both.
+    with local_caller() as caller:
+        async with ripp.open_client(
+            client_tls(), calls_uris=[args.uri], token=args.token or caller.token
+        ) as client:
+            call = await client.place_call(to=TO, from_=FROM, identity=caller.identity(TO, FROM))
+            await record(call, args)
+
+
+async def record(call: ripp.Call, args: argparse.Namespace) -> None:
+    """Play, record both sides, hang up once heard; print the JSON line."""
+    await call.wait_state(CallState.CONNECTED)
+    voice = VoiceCall(
+        call,
+        rate=16000,
+        codec=CODECS[args.codec],
+        recorder=CallRecorder(args.out, rate=args.rate),
+    )
+    if args.wav is not None:
+        voice.play(*read_wav(args.wav))
+    else:
+        voice.play(tone(440.0, args.seconds, 16000), 16000)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_listen, voice)  # the far end's side of the recording
+        ended = await voice.hang_up()  # after our audio has been heard
+        nursery.cancel_scope.cancel()
     with wave.open(str(args.out)) as wav:
         frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, 2)
         seconds = wav.getnframes() / wav.getframerate()
@@ -75,5 +85,5 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=2.0, help="length of the tone")
     parser.add_argument("--codec", choices=sorted(CODECS), default="pcmu")
     parser.add_argument("--rate", type=int, default=8000, help="sample rate of the recording")
-    parser.add_argument("--token", default="ripp-local")
+    parser.add_argument("--token", help="bearer token (default: one of the local issuer)")
     trio.run(main, parser.parse_args())

@@ -305,7 +305,18 @@ async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
             )
 
             async def handle(call: Any) -> None:
-                say(args, f"call {call.incoming.uri} from {bounded(call.incoming.from_.uri)}")
+                incoming = call.incoming
+                check = incoming.identity_check
+                verdict = (
+                    f"verified, attestation {check.attestation}"
+                    if check.verified
+                    else f"not verified: {bounded(check.reason, 60)}"
+                )
+                say(
+                    args,
+                    f"call {incoming.uri} from {bounded(incoming.from_.uri)}"
+                    f" ({bounded(incoming.principal, 40)}; caller ID {verdict})",
+                )
                 record = None
                 if args.record is not None:
                     args.record.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,9 @@ STIR/SHAKEN certificate.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,18 @@ from aioquic.quic.configuration import QuicConfiguration
 
 from ripp_core import IdentityCheck, NameAddr
 
-from . import _certs
+from . import _certs, _issuer, _sti
+from ._https import Document, HttpsServer
 from ._passport import make_identity, verify_identity
 
-__all__ = ["client_tls", "dev_identity", "dev_identity_verifier", "server_tls"]
+__all__ = [
+    "LocalCaller",
+    "client_tls",
+    "dev_identity",
+    "dev_identity_verifier",
+    "local_caller",
+    "server_tls",
+]
 
 
 def server_tls(
@@ -75,3 +85,44 @@ def dev_identity_verifier(
     callee, and raises :class:`ripp_core.InvalidIdentity` (SIP 438) for anything else."""
     verify_identity(identity, to, from_)
     return IdentityCheck(verified=True, reason="signed by this process (development)")
+
+
+class LocalCaller:
+    """What a caller needs to pass a default ``ripp serve`` on this machine: an access
+    token of the local issuer, and a signer of SHAKEN PASSporTs with the local STI
+    certificate (whose ``x5u`` is served while :func:`local_caller` runs)."""
+
+    def __init__(self, token: str, sign: Callable[[str, str], str]) -> None:
+        self.token = token
+        """A bearer token (RFC 9068) of the local issuer, with the ``ripp:call`` scope."""
+        self._sign = sign
+
+    def identity(self, to: str, from_: str) -> str:
+        """The Identity header value for a call from ``from_`` to ``to``, signed now."""
+        return self._sign(to, from_)
+
+
+@contextlib.contextmanager
+def local_caller(
+    *, directory: Path | None = None, subject: str = "ripp-local", attest: str = "A"
+) -> Iterator[LocalCaller]:
+    """Credentials of the local issuer and STI-CA (made on first use, as ``ripp call``
+    does), with the STI certificate served over HTTPS on loopback for the ``with``: a
+    server verifies a PASSporT by fetching its ``x5u``. Development and tests only."""
+    pki = _certs.ensure_local_pki(directory)
+    issuer = _issuer.ensure_local_issuer(directory)
+    sti = _sti.ensure_local_sti(directory)
+    token = issuer.mint(time.time(), subject=subject)
+    documents = {
+        "/sti.pem": Document(sti.cert_path.read_bytes(), "application/pem-certificate-chain")
+    }
+    with HttpsServer(pki.server_cert_path, pki.server_key_path, documents) as server:
+        x5u = server.url("/sti.pem")
+        key = sti.signing_key()
+
+        def sign(to: str, from_: str) -> str:
+            return _sti.sign_passport(
+                key, x5u, to=to, from_=from_, iat=int(time.time()), attest=attest
+            )
+
+        yield LocalCaller(token, sign)
