@@ -80,7 +80,7 @@ from ._receiver import MediaReceiver, ReceiverWindow
 from ._sender import MediaSender, SenderState
 from ._state import CallState, CallStateMachine, Role
 from ._stats import CallStats
-from ._striping import StreamCountController, streams_for
+from ._striping import LatenessMeter, StreamCountController, streams_for
 
 logger = logging.getLogger("ripp.call")
 
@@ -176,6 +176,7 @@ class Call:
         self.jitter = JitterBuffer(config) if config.jitter_buffer else None
         self.liveness = LivenessMonitor(config)
         self.streams = StreamCountController(config, now)
+        self.lateness = LatenessMeter(config)
         self.phase = MigrationPhase.ATTACHED if role is Role.CLIENT else MigrationPhase.DETACHED
         self.signaling: int | None = None
         self.signaling_ready = False  # client: 200 seen on the current signaling request
@@ -614,6 +615,7 @@ class Call:
             busy_fraction=self.sender.busy_fraction,
             open_streams=len(live),
             peer_wanted=self._peer_wanted,
+            lateness=max(self.lateness.value, self.sender.peer_hold),
         )
         if wanted > len(live):
             self._open_media(wanted, now)
@@ -676,7 +678,9 @@ class Call:
 
     def _on_media(self, channel: int, frame: MediaFrame, now: float) -> None:
         if channel not in self._closing:
-            self._send(channel, encode_ack(AckFrame(frame.sequence, 0)), now)
+            # ACK Delay reports our lateness: the frame likely waited that long for us (§11.8).
+            hold_us = round(self.lateness.value * _MICROSECONDS)
+            self._send(channel, encode_ack(AckFrame(frame.sequence, hold_us)), now)
         if not self.receiver.on_frame(frame, now):
             return
         if frame.codec is Codec.TELEPHONE_EVENT:
@@ -876,6 +880,11 @@ class Call:
         """Run whatever is due at ``now``."""
         if self.state is CallState.TERMINATED:
             return
+        due = self.next_deadline()
+        if due is not None and due <= now:
+            # How late our timers run is how far this process is behind (§11.8).
+            self.lateness.on_timer(due, now)
+            self.sender.note_lateness(self.lateness.value)
         if self.jitter is not None:
             self._drain_jitter(now)
         # Paced frames go to the sender even while it is paused by a migration: the
@@ -950,6 +959,7 @@ def _truncated(count: int) -> RippError:
 
 #: Repeated End frames of one event lie within this many sequence numbers of each other.
 _DTMF_REPEAT_WINDOW = 3
+_MICROSECONDS = 1e6
 _DTMF_HISTORY = 16
 
 
