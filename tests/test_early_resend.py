@@ -67,6 +67,7 @@ def test_overdue_ack_sends_a_copy_on_another_free_stream() -> None:
     frame = pcmu(sender, now)
     [(first, _)] = sender.poll(now)
     due = sender.next_deadline()
+    assert due is not None
     # path RTT 100 ms, variation ~0: overdue after RTT + the 5 ms floor
     assert due == pytest.approx(now + 0.1 + config.early_resend_min_margin)
     assert sender.poll(due - 0.001) == []
@@ -259,8 +260,10 @@ def test_sender_invariants_under_loss_reordering_and_resets(
     def delay() -> float:
         # the path's own one-way delay, or a QUIC repair of a lost packet much later
         if data.draw(st.booleans(), label="repaired"):
-            return data.draw(st.floats(0.12, 0.4), label="repair delay")
-        return data.draw(st.floats(0.04, 0.06), label="delay")
+            repair: float = data.draw(st.floats(0.12, 0.4), label="repair delay")
+            return repair
+        path: float = data.draw(st.floats(0.04, 0.06), label="delay")
+        return path
 
     def poll(now: float) -> None:
         for channel, frame in sender.poll(now):
@@ -284,7 +287,7 @@ def test_sender_invariants_under_loss_reordering_and_resets(
         if deadline is not None and deadline > now:
             push(deadline, "timer")
 
-    for index in range(channels):
+    for _ in range(channels):
         open_channel(0.0)
     for index in range(frames):
         push(index * FRAME, "enqueue")
