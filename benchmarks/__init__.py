@@ -76,7 +76,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         "|" + "|".join("-" * (w + 2) for w in widths) + "|",
     ]
     for row in rows:
-        lines.append("| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        lines.append(
+            "| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        )
     return "\n".join(lines)
 
 

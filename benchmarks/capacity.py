@@ -322,12 +322,9 @@ async def ripp_server(args: argparse.Namespace, recorder: Recorder, out: dict[st
     pacer = Pacer(recorder, _ripp_send, args.calls)
     profile = _Profile(args.profile, args.calls, args.profile_seconds)
     connected = 0
-    async with (
-        trio.open_nursery() as nursery,
-        open_server(
-            server_configuration(args.pki), host=HOST, port=0, config=ripp_config()
-        ) as server,
-    ):
+    async with trio.open_nursery() as nursery, open_server(
+        server_configuration(args.pki), host=HOST, port=0, config=ripp_config()
+    ) as server:
         server._driver.router = LatencyRouter(recorder)  # benchmark hook (see docstring)
         print(f"PORT {server.address[1]}", flush=True)
         nursery.start_soon(recorder.sample_cpu)
@@ -360,15 +357,12 @@ async def ripp_client(args: argparse.Namespace, recorder: Recorder, out: dict[st
     from ripp_trio import open_client
 
     pacer = Pacer(recorder, _ripp_send, args.calls)
-    async with (
-        trio.open_nursery() as nursery,
-        open_client(
-            client_configuration(args.pki),
-            calls_uris=[f"https://localhost:{args.port}/ripp/calls"],
-            token=TOKEN,
-            config=ripp_config(),
-        ) as client,
-    ):
+    async with trio.open_nursery() as nursery, open_client(
+        client_configuration(args.pki),
+        calls_uris=[f"https://localhost:{args.port}/ripp/calls"],
+        token=TOKEN,
+        config=ripp_config(),
+    ) as client:
         client._driver.router = LatencyRouter(recorder)  # benchmark hook (see docstring)
         nursery.start_soon(recorder.sample_cpu)
         nursery.start_soon(pacer.run)
@@ -644,7 +638,9 @@ def _cpu_between(samples: list[list[float]], t0: float, t1: float, column: int =
 def _direction(sent: array, received: array, t0: float, t1: float) -> dict[str, float]:
     due = [t for t in sent if t0 <= t < t1]
     latencies = sorted(
-        received[i + 1] - received[i] for i in range(0, len(received), 2) if t0 <= received[i] < t1
+        received[i + 1] - received[i]
+        for i in range(0, len(received), 2)
+        if t0 <= received[i] < t1
     )
     return {
         "sent": len(due),

@@ -38,8 +38,6 @@ def background_load(seconds: float = 2.0) -> float:
     before = machine_busy_seconds()
     time.sleep(seconds)
     return 100 * (machine_busy_seconds() - before) / seconds
-
-
 def run_hol(quick: bool) -> dict[str, Any]:
     from . import hol
 
@@ -324,7 +322,8 @@ def render_setup(data: dict[str, Any]) -> str:
     )
     ripp = by["ripp"]
     return (
-        text + f"\n\n{data['calls']} calls per mode, each mode after as many unmeasured calls "
+        text
+        + f"\n\n{data['calls']} calls per mode, each mode after as many unmeasured calls "
         "as it runs at once (they open the connections it needs). The RIPP client used "
         f"{ripp.get('connections')} QUIC connection(s) and opened {ripp.get('streams')} "
         "request streams in all."

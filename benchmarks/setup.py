@@ -48,7 +48,9 @@ from .capacity import BarePool, _cpu_between, bare_request, machine_busy_seconds
 PARALLEL = (1, 10)
 
 
-async def _batches(one: Callable[[int], Awaitable[float]], calls: int, out: dict[str, Any]) -> None:
+async def _batches(
+    one: Callable[[int], Awaitable[float]], calls: int, out: dict[str, Any]
+) -> None:
     """Run ``calls`` set-ups at each parallelism; record latencies, wall time, CPU.
 
     Before each batch, ``parallel`` calls run at once unmeasured, so that the connections
