@@ -177,6 +177,7 @@ class Call:
         self.liveness = LivenessMonitor(config)
         self.streams = StreamCountController(config, now)
         self.lateness = LatenessMeter(config)
+        self._reported_deadline: float | None = None  # last next_deadline() result
         self.phase = MigrationPhase.ATTACHED if role is Role.CLIENT else MigrationPhase.DETACHED
         self.signaling: int | None = None
         self.signaling_ready = False  # client: 200 seen on the current signaling request
@@ -645,6 +646,7 @@ class Call:
     # ------------------------------------------------------------------ inbound data
     def on_data(self, channel: int, data: bytes, ended: bool, now: float) -> None:
         """Body bytes (and possibly END_STREAM) arrived on one of the call's channels."""
+        self._note_lateness(now)
         decoder = self._decoders.get(channel)
         if decoder is None:
             return
@@ -874,17 +876,25 @@ class Call:
             candidates.append(self.liveness.next_deadline(self.sender.oldest_unacked_sent_at))
             if self.role is Role.CLIENT:
                 candidates.append(self._next_adapt)
-        return min((c for c in candidates if c is not None), default=None)
+        deadline = min((c for c in candidates if c is not None), default=None)
+        self._reported_deadline = deadline
+        return deadline
+
+    def _note_lateness(self, now: float) -> None:
+        """Sample how far this process is behind (§11.8): an input that finds the deadline
+        we last reported already passed comes that late, whether it is the timer itself
+        or data that got there first (and did the due work on the way)."""
+        due = self._reported_deadline
+        if due is not None and due <= now:
+            self._reported_deadline = None  # one sample per reported deadline
+            self.lateness.on_timer(due, now)
+            self.sender.note_lateness(self.lateness.value)
 
     def handle_timer(self, now: float) -> None:
         """Run whatever is due at ``now``."""
         if self.state is CallState.TERMINATED:
             return
-        due = self.next_deadline()
-        if due is not None and due <= now:
-            # How late our timers run is how far this process is behind (§11.8).
-            self.lateness.on_timer(due, now)
-            self.sender.note_lateness(self.lateness.value)
+        self._note_lateness(now)
         if self.jitter is not None:
             self._drain_jitter(now)
         # Paced frames go to the sender even while it is paused by a migration: the

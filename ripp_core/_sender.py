@@ -57,6 +57,9 @@ class _Queued:
     # released by resume(). Queue expiry counts from here, so frames held back by a
     # migration or re-sent after a stream reset get a fair chance to go out.
     eligible_at: float
+    # First transmission of a frame re-queued after its stream closed: the early re-send
+    # budget keeps counting from there, since playout does.
+    first_sent: float | None = None
 
 
 @attrs.define
@@ -140,6 +143,7 @@ class MediaSender:
         # Lateness (§11.8): the peer's reported hold (ACK Delay) and our own timer lateness.
         self._peer_hold = 0.0
         self._local_lateness = 0.0
+        self._raw_min: float | None = None  # smallest RTT sample before hold correction
 
     @classmethod
     def from_state(cls, config: RippConfig, state: SenderState, now: float) -> MediaSender:
@@ -172,13 +176,11 @@ class MediaSender:
         Removing an unknown channel does nothing: a reset may race with our own close.
         """
         state = self._channels.pop(channel, None)
-        if (
-            state is not None
-            and state.unacked is not None
-            and self._drop_carrier(state.unacked.sequence)
-        ):
-            self._requeue(state.unacked, now)
-            self._trim_to_migration_buffer()
+        if state is not None and state.unacked is not None:
+            lost = self._drop_carrier(state.unacked.sequence)
+            if lost is not None:
+                self._requeue(state.unacked, now, lost.first_sent)
+                self._trim_to_migration_buffer()
 
     def retire_channel(self, channel: int) -> None:
         """Stop putting frames on ``channel`` (our side of it ended); an ack still frees it.
@@ -199,8 +201,11 @@ class MediaSender:
     def requeue_all_unacked(self, now: float) -> None:
         """Every channel went away at once: re-queue all in-flight frames, drop channels."""
         for state in self._channels.values():
-            if state.unacked is not None and self._drop_carrier(state.unacked.sequence):
-                self._requeue(state.unacked, now)
+            if state.unacked is None:
+                continue
+            lost = self._drop_carrier(state.unacked.sequence)
+            if lost is not None:
+                self._requeue(state.unacked, now, lost.first_sent)
         self._channels.clear()
         self._flights.clear()
         self._trim_to_migration_buffer()
@@ -332,8 +337,9 @@ class MediaSender:
         ]
         sent: list[tuple[int, MediaFrame]] = []
         while free and self._queue:
-            channel, frame = free.pop(0), self._queue.pop(0).frame
-            self._transmit(channel, frame, now)
+            channel, queued = free.pop(0), self._queue.pop(0)
+            frame = queued.frame
+            self._transmit(channel, frame, now, queued.first_sent)
             self._frames_sent += 1
             self._bytes_sent += len(frame.payload)
             # Credit for early re-sends grows with new media only, which bounds them.
@@ -360,17 +366,24 @@ class MediaSender:
         config = self._config
         hold = ack.ack_delay_us / _MICROSECONDS
         self._peer_hold += config.lateness_gain * (hold - self._peer_hold)
-        sample = max(0.0, now - state.sent_at - hold)
+        raw = max(0.0, now - state.sent_at)
+        self._raw_min = raw if self._raw_min is None else min(self._raw_min, raw)
+        # As RFC 9002 section 5.3 does with QUIC's ack_delay: subtract the reported hold
+        # only where that leaves at least the smallest raw sample, since the peer reports
+        # an estimate (its lateness), and an RTT below the path's would be worse than none.
+        sample = raw - hold if raw - hold >= self._raw_min else raw
+        late = max(self._peer_hold, self._local_lateness) >= config.lateness_hold
         minimum = self._rtt.minimum
         repaired = False
-        if minimum is not None:
+        if minimum is not None and not late:
             # A sample well above the path minimum means QUIC had to repair the frame or
             # its ack: that is the loss that holds a stream busy, which N must cover.
+            # While either end runs late, a long sample is more likely lateness (§11.8).
             repaired = sample > minimum * config.repair_rtt_factor + config.repair_slack
             gain = config.loss_estimate_gain
             self._loss_estimate += gain * ((1.0 if repaired else 0.0) - self._loss_estimate)
         self._rtt.on_sample(sample)
-        if not repaired:
+        if not repaired and not late:
             # The early re-send deadline must come from the path, not from repairs.
             self._path_rtt.on_sample(sample)
         state.unacked = None
@@ -412,7 +425,7 @@ class MediaSender:
         if not self._paused:
             return
         self._paused = False
-        self._queue = [_Queued(q.frame, now) for q in self._queue]
+        self._queue = [attrs.evolve(q, eligible_at=now) for q in self._queue]
 
     def export_state(self) -> SenderState:
         """Everything another instance needs to continue this direction (call handoff)."""
@@ -514,27 +527,30 @@ class MediaSender:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _transmit(self, channel: int, frame: MediaFrame, now: float) -> None:
+    def _transmit(
+        self, channel: int, frame: MediaFrame, now: float, first_sent: float | None = None
+    ) -> None:
         state = self._channels[channel]
         state.unacked = frame
         state.sent_at = now
         flight = self._flights.get(frame.sequence)
         if flight is None:
-            flight = self._flights[frame.sequence] = _Flight(first_sent=now, last_sent=now)
+            first = now if first_sent is None else first_sent
+            flight = self._flights[frame.sequence] = _Flight(first_sent=first, last_sent=now)
         flight.last_sent = now
         flight.carriers += 1
 
-    def _drop_carrier(self, sequence: int) -> bool:
-        """One channel no longer carries ``sequence``; True if the frame must be re-queued
-        (no other copy in flight and none acknowledged)."""
+    def _drop_carrier(self, sequence: int) -> _Flight | None:
+        """One channel no longer carries ``sequence``. Returns the frame's flight if the
+        frame must be re-queued (no other copy in flight and none acknowledged)."""
         flight = self._flights.get(sequence)
         if flight is None:
-            return True
+            return None
         flight.carriers -= 1
         if flight.carriers > 0:
-            return False
+            return None
         del self._flights[sequence]
-        return not flight.acked
+        return None if flight.acked else flight
 
     def _delivered(self, sequence: int) -> bool:
         flight = self._flights.get(sequence)
@@ -605,7 +621,7 @@ class MediaSender:
             sent.append((channel, frame))
         return sent
 
-    def _requeue(self, frame: MediaFrame, now: float) -> None:
+    def _requeue(self, frame: MediaFrame, now: float, first_sent: float | None) -> None:
         """Put an in-flight frame back before every queued frame with a later sequence."""
         resent = _as_resent(frame)
         position = len(self._queue)
@@ -613,7 +629,7 @@ class MediaSender:
             if sequence_delta(queued.frame.sequence, resent.sequence) > 0:
                 position = index
                 break
-        self._queue.insert(position, _Queued(resent, now))
+        self._queue.insert(position, _Queued(resent, now, first_sent))
         self._frames_resent += 1
 
     def _expire(self, now: float) -> None:
