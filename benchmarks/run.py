@@ -38,13 +38,15 @@ def background_load(seconds: float = 2.0) -> float:
     before = machine_busy_seconds()
     time.sleep(seconds)
     return 100 * (machine_busy_seconds() - before) / seconds
+
+
 def run_hol(quick: bool) -> dict[str, Any]:
     from . import hol
 
     seconds = 5.0 if quick else 30.0
     rows = hol.run(seconds=seconds)
     for row in rows:  # the raw latencies are not worth keeping
-        for stack in ("ripp", "single"):
+        for stack in ("ripp", "plain", "single"):
             row[stack].pop("latencies", None)
     return {"seconds": seconds, "delay": 0.050, "seed": 1, "rows": rows}
 
@@ -124,10 +126,18 @@ def _pct(value: float) -> str:
 
 def render_hol(data: dict[str, Any]) -> str:
     rows = []
+    stacks = (
+        ("ripp", "RIPP, early re-send"),
+        ("plain", "RIPP, QUIC repair only"),
+        ("single", "single stream"),
+    )
     for row in data["rows"]:
-        for stack, name in (("ripp", "RIPP striped"), ("single", "single stream")):
+        for stack, name in stacks:
+            if stack not in row:  # results from before early re-send existed
+                continue
             r = row[stack]
             lat = r["latency_ms"]
+            on_time = r.get("on_time_pct", {})
             rows.append(
                 [
                     f"{row['loss'] * 100:g} %",
@@ -137,11 +147,55 @@ def render_hol(data: dict[str, Any]) -> str:
                     fmt(lat["p90"], 0),
                     fmt(lat["p99"], 0),
                     fmt(lat["max"], 0),
-                    _pct(r["late_pct"]),
+                    " / ".join(_pct(on_time[k]) for k in ("90", "110", "160", "200") if k in on_time)
+                    or "-",
+                    _pct(100 * r["resent_per_sent"]) if "resent_per_sent" in r else "-",
                 ]
             )
     return table(
-        ["loss", "stack", "delivered", "p50 ms", "p90 ms", "p99 ms", "max ms", "> 150 ms %"],
+        [
+            "loss",
+            "stack",
+            "delivered",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "on time % by 90 / 110 / 160 / 200 ms",
+            "re-sent bytes %",
+        ],
+        rows,
+    )
+
+
+def render_hol_playout(data: dict[str, Any]) -> str:
+    rows = []
+    for row in data["rows"]:
+        for stack, name in (("ripp", "early re-send"), ("plain", "QUIC repair only")):
+            r = row.get("playout", {}).get(stack)
+            if r is None:
+                continue
+            rows.append(
+                [
+                    f"{row['loss'] * 100:g} %",
+                    name,
+                    f"{r['played']}/{r['sent']}",
+                    _pct(100 * r["played"] / r["sent"]),
+                    str(r["late"]),
+                    fmt(r["playout_delay_ms"], 0),
+                    _pct(100 * r["resent_per_sent"]),
+                ]
+            )
+    return table(
+        [
+            "loss",
+            "RIPP",
+            "played",
+            "played %",
+            "late",
+            "jitter buffer delay at end ms",
+            "re-sent bytes %",
+        ],
         rows,
     )
 
@@ -322,8 +376,7 @@ def render_setup(data: dict[str, Any]) -> str:
     )
     ripp = by["ripp"]
     return (
-        text
-        + f"\n\n{data['calls']} calls per mode, each mode after as many unmeasured calls "
+        text + f"\n\n{data['calls']} calls per mode, each mode after as many unmeasured calls "
         "as it runs at once (they open the connections it needs). The RIPP client used "
         f"{ripp.get('connections')} QUIC connection(s) and opened {ripp.get('streams')} "
         "request streams in all."
@@ -429,9 +482,23 @@ def render_doc(results: dict[str, Any]) -> str:
             "*single stream*: the same frames (`encode_media`) pipelined on one request "
             "body without waiting for anything, decoded with `FrameDecoder`. Latency is "
             "arrival minus send time; '> 150 ms' counts frames later than 150 ms or never "
-            "delivered (150 ms: ITU-T G.114's limit for one-way delay).",
+            "delivered (150 ms: ITU-T G.114's limit for one-way delay). *On time by X*: "
+            "arrived within X of being sent, i.e. playable by a receiver that plays each "
+            "frame X after it was sent (90 ms = one-way delay + 2 frames). *RIPP, early "
+            "re-send*: the default, a copy of a frame whose ACK is overdue goes out on "
+            "another free stream (protocol §11.7); *QUIC repair only*: `early_resend` off. "
+            "*Re-sent bytes*: codec bytes of early copies per codec byte of new frames. "
+            "Every stack starts sending at once when the call is connected, before its "
+            "media streams are open, so the first few frames are late in every stack.",
             "",
             render_hol(data),
+            "",
+            "The same RIPP calls with the receiver's adaptive jitter buffer on (its "
+            "default): frames played, frames it dropped as late, and the playout delay "
+            "it had settled on at the end (it rises with late frames and falls only at a "
+            "talkspurt start, so in one long talkspurt it keeps its highest value).",
+            "",
+            render_hol_playout(data),
             "",
         ]
     if "capacity" in results:
