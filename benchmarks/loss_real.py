@@ -4,10 +4,11 @@ One process runs a ripp_trio server and client on 127.0.0.1 with the CLI's UDP i
 relay between them (``ripp_cli._relay_thread.RelayThread``: the same relay ``ripp demo
 --delay-ms --loss`` uses), so every datagram takes real sockets, real aioquic, TLS 1.3 and
 real timers. Both ends play a 20 ms PCMU frame every 20 ms (``play``, paced in real time)
-for the given seconds, at once in both directions, with the receiver's jitter buffer on (the
-default). Per direction the result counts frames played (``MediaFrame`` items of ``audio()``), frames the
-jitter buffer dropped as late, the playout delay it ended with, and the bandwidth the
-sender spent on early copies (codec bytes of copies per codec byte of new frames).
+for the given seconds, at once in both directions, with the receiver's jitter buffer on
+(the default). Per direction the result counts frames played (``MediaFrame`` items of
+``audio()``), frames the jitter buffer dropped as late, the playout delay it ended with,
+and the bandwidth the sender spent on early copies (codec bytes of copies per codec byte
+of new frames).
 
 The two variants (``early_resend`` on, the default, and off) run one after the other with
 the same seed; the relay draws its loss from that seed, but the packets differ, so the
