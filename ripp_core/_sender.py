@@ -327,6 +327,8 @@ class MediaSender:
             return []
         self._last_poll = now
         self._expire(now)
+        if not self._queue and not (self._flights and self._config.early_resend):
+            return []  # the common case between frames: nothing to place, no copy possible
         free = [
             channel
             for _, _, channel in sorted(
@@ -582,7 +584,7 @@ class MediaSender:
 
     def _early_resends(self, free: list[int], now: float) -> list[tuple[int, MediaFrame]]:
         """Copies of overdue frames onto the ``free`` channels, oldest frame first."""
-        if not self._config.early_resend:
+        if not self._config.early_resend or self._path_rtt.smoothed is None:
             return []
         sent: list[tuple[int, MediaFrame]] = []
         carried = {
