@@ -366,9 +366,11 @@ class MediaSender:
         if state is None or state.unacked is None or state.unacked.sequence != ack.sequence:
             return None
         config = self._config
-        hold = ack.ack_delay_us / _MICROSECONDS
-        self._peer_hold += config.lateness_gain * (hold - self._peer_hold)
         raw = max(0.0, now - state.sent_at)
+        # No frame can have been held longer than its whole round trip: a larger Ack Delay
+        # is a confused or hostile peer, and must not stall early re-sends for good.
+        hold = min(ack.ack_delay_us / _MICROSECONDS, raw)
+        self._peer_hold += config.lateness_gain * (hold - self._peer_hold)
         self._raw_min = raw if self._raw_min is None else min(self._raw_min, raw)
         # As RFC 9002 section 5.3 does with QUIC's ack_delay: subtract the reported hold
         # only where that leaves at least the smallest raw sample, since the peer reports

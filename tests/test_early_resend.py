@@ -188,6 +188,21 @@ def test_lateness_and_peer_hold_push_the_deadline_back() -> None:
     assert sender.path_rtt.smoothed == pytest.approx(0.1)  # the hold is not path RTT
 
 
+def test_an_absurd_ack_delay_counts_as_at_most_the_round_trip() -> None:
+    sender, now = _primed(RippConfig())
+    frame = pcmu(sender, now)
+    [(channel, _)] = sender.poll(now)
+    # 2^40 microseconds (12 days) of "hold" on a 100 ms round trip
+    sample = sender.on_ack(channel, AckFrame(frame.sequence, 1 << 40), now + 0.1)
+    assert sample == pytest.approx(0.1)  # not subtracted: it would go below the path
+    assert sender.peer_hold <= 0.1
+    # copies are still timed from the path, pushed back by at most that one round trip
+    pcmu(sender, now + 0.1)
+    sender.poll(now + 0.1)
+    due = sender.next_deadline()
+    assert due is not None and due <= now + 0.1 + 0.1 + 0.005 + 0.1
+
+
 def test_export_state_and_requeue_skip_delivered_copies() -> None:
     sender, now = _primed(RippConfig(), channels=4)
     frame = pcmu(sender, now)
