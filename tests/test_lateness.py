@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ripp_core import RippConfig
 from ripp_core._striping import LatenessMeter, StreamCountController
@@ -167,3 +169,40 @@ def test_without_the_growth_hold_the_same_call_adds_streams() -> None:
     assert most == initial
     server_call = trunk.rserver("a").calls[trunk.server_calls[handle][1]]
     assert server_call.lateness.value < RippConfig().lateness_hold
+
+
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.floats(0.0, 0.5),  # rtt
+            st.floats(0.0, 0.3),  # loss
+            st.floats(0.0, 1.0),  # busy fraction
+            st.integers(2, 20),  # open streams
+            st.floats(0.0, 0.1),  # lateness
+            st.integers(0, 25),  # peer wanted
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_controller_never_grows_while_late_and_stays_in_bounds(
+    steps: list[tuple[float, float, float, int, float, int]],
+) -> None:
+    config = RippConfig()
+    controller = StreamCountController(config, 0.0)
+    now = 0.0
+    for rtt, loss, busy, open_streams, lateness, wanted in steps:
+        now += config.adapt_interval
+        result = controller.update(
+            now,
+            rtt=rtt,
+            loss=loss,
+            frame_interval=0.02,
+            busy_fraction=busy,
+            open_streams=open_streams,
+            peer_wanted=wanted,
+            lateness=lateness,
+        )
+        assert config.min_media_streams <= result <= config.max_media_streams
+        if lateness >= config.lateness_hold:
+            assert result <= open_streams
