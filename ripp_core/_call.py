@@ -178,6 +178,7 @@ class Call:
         self.streams = StreamCountController(config, now)
         self.lateness = LatenessMeter(config)
         self._reported_deadline: float | None = None  # last next_deadline() result
+        self._next_probe: float | None = None  # lateness probe (§11.8), while media flows
         self.phase = MigrationPhase.ATTACHED if role is Role.CLIENT else MigrationPhase.DETACHED
         self.signaling: int | None = None
         self.signaling_ready = False  # client: 200 seen on the current signaling request
@@ -863,7 +864,6 @@ class Call:
             return None
         candidates = [
             self.pacer.next_deadline(),
-            self.sender.next_deadline(),
             self._phase_deadline,
             self._reestablish_deadline,
             self._retry_at,
@@ -874,21 +874,32 @@ class Call:
             candidates.append(self._last_sent + self.config.keepalive_interval)
         if self.phase is MigrationPhase.ATTACHED and self.machine.media_allowed:
             candidates.append(self.liveness.next_deadline(self.sender.oldest_unacked_sent_at))
+            candidates.append(self._next_probe)
             if self.role is Role.CLIENT:
                 candidates.append(self._next_adapt)
-        deadline = min((c for c in candidates if c is not None), default=None)
-        self._reported_deadline = deadline
-        return deadline
+        fixed = min((c for c in candidates if c is not None), default=None)
+        # Lateness is measured against these only: the sender's re-send deadlines already
+        # allow for lateness, and measuring against them would talk the estimate down.
+        self._reported_deadline = fixed
+        sender = self.sender.next_deadline()
+        if sender is None:
+            return fixed
+        return sender if fixed is None else min(fixed, sender)
 
     def _note_lateness(self, now: float) -> None:
         """Sample how far this process is behind (§11.8): an input that finds the deadline
-        we last reported already passed comes that late, whether it is the timer itself
-        or data that got there first (and did the due work on the way)."""
+        we last reported (other than the sender's) already passed comes that late, whether
+        it is the timer itself or data that got there first (and did the due work on the
+        way)."""
         due = self._reported_deadline
         if due is not None and due <= now:
             self._reported_deadline = None  # one sample per reported deadline
             self.lateness.on_timer(due, now)
             self.sender.note_lateness(self.lateness.value)
+        if self._next_probe is None or now >= self._next_probe:
+            # Some deadline must come round regularly, or lateness would be sampled only
+            # when late (data finding a deadline passed) and never seen to fall again.
+            self._next_probe = now + self.config.lateness_probe_interval
 
     def handle_timer(self, now: float) -> None:
         """Run whatever is due at ``now``."""

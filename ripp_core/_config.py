@@ -138,6 +138,10 @@ class RippConfig:
     lateness_gain: float = attrs.field(default=0.125, validator=_positive)
     """Weight of each sample in the moving averages of this process's timer lateness and
     of the peer's reported hold time (protocol §11.8)."""
+    lateness_probe_interval: float = attrs.field(default=0.25, validator=_positive)
+    """While media may flow, a call sets a timer at least this often only to measure its
+    lateness: without playout or pacing timers (jitter buffer off, unpaced sending) it
+    would otherwise sample it only when late, and never see it fall again."""
     lateness_hold: float = attrs.field(default=0.01, validator=_positive)
     """While this process's lateness or the peer's reported hold is at least this, the
     stream count does not grow (local lateness is not path delay, §11.8)."""

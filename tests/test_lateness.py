@@ -206,3 +206,29 @@ def test_controller_never_grows_while_late_and_stays_in_bounds(
         assert config.min_media_streams <= result <= config.max_media_streams
         if lateness >= config.lateness_hold:
             assert result <= open_streams
+
+
+def test_lateness_is_seen_to_fall_without_playout_or_pacing_timers() -> None:
+    """Jitter buffer off and unpaced sending (as in the capacity benchmark): the lateness
+    probe keeps on-time samples coming, so a server that caught up stops reporting hold."""
+    config = RippConfig(jitter_buffer=False)
+    trunk = Trunk(seed=5, impairment=Impairment(delay=0.005), config=config)
+    addr = trunk.server_addrs["a"]
+    # 40 ms turns: the 250 ms lateness probe falls between turns, as deadlines do in a real
+    # loop (a probe landing exactly on a turn would be on time however busy the loop).
+    busy = BusyLoop(trunk.servers["a"], 0.04)
+    trunk.net.remove(addr)
+    trunk.net.add(addr, busy)
+    handle = trunk.connect()
+    start = trunk.net.now + 0.01
+    trunk.stream_media(handle, start=start, count=300)
+    trunk.stream_media(handle, start=start, count=300, from_server=True)
+    trunk.net.run_for(3.0)
+    server_call = trunk.rserver("a").calls[trunk.server_calls[handle][1]]
+    assert server_call.lateness.value >= config.lateness_hold
+    busy.period = 1e-4  # the server's loop keeps up from now on
+    trunk.net.run_for(3.0)
+    # 12 probes at gain 1/8 in 3 s: about a fifth of the busy value, below the hold
+    assert server_call.lateness.value < config.lateness_hold / 2
+    client_call = trunk.rclient.calls[handle]
+    assert client_call.sender.peer_hold < config.lateness_hold
