@@ -110,7 +110,12 @@ async def main(calls: int, seconds: float) -> dict[str, Any]:
                 )
             nursery.cancel_scope.cancel()
     expected = calls * frames
+    cores = [c._endpoint.calls.get(c.handle) for c in client_calls + server_calls]
+    senders = [c.sender for c in cores if c is not None]
+    copies = sum(getattr(sender, "frames_early_resent", 0) for sender in senders)
+    sent = sum(sender.stats(0.0).frames_sent for sender in senders)
     return {
+        "early_copies_per_frame_sent": copies / max(1, sent),
         "calls": calls,
         "seconds": seconds,
         "streams_per_call": {

@@ -572,6 +572,9 @@ class MediaSender:
             or flight.copies >= config.early_resend_max_copies
             or path.smoothed is None
             or path.variance is None
+            # While either end runs late, an overdue ack is more likely lateness than loss,
+            # and copies would only add work to a process already behind (§11.8).
+            or max(self._peer_hold, self._local_lateness) >= config.lateness_hold
         ):
             return None
         margin = max(

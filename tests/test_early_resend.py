@@ -175,15 +175,19 @@ def test_credit_bounds_the_copies() -> None:
     assert sender.frames_early_resent == 2
 
 
-def test_lateness_and_peer_hold_push_the_deadline_back() -> None:
+def test_lateness_and_peer_hold_push_the_deadline_back_or_stop_copies() -> None:
     config = RippConfig()
     sender, now = _primed(config)
     pcmu(sender, now)
     sender.poll(now)
     plain = sender.next_deadline()
     assert plain is not None
-    sender.note_lateness(0.02)
-    assert sender.next_deadline() == pytest.approx(plain + 0.02)
+    sender.note_lateness(0.006)  # a little late: the ack may come that much later
+    assert sender.next_deadline() == pytest.approx(plain + 0.006)
+    sender.note_lateness(config.lateness_hold)  # behind: overdue acks are lateness, no copies
+    assert sender.next_deadline() is None
+    assert sender.poll(now + 1.0) == []
+    sender.note_lateness(0.0)
     # the peer reports a 40 ms hold on its acks: it is the peer's backlog, not the path
     for _ in range(40):
         frame = pcmu(sender, now)
@@ -193,21 +197,29 @@ def test_lateness_and_peer_hold_push_the_deadline_back() -> None:
         now += 0.14
     assert sender.peer_hold == pytest.approx(0.04, rel=0.01)
     assert sender.path_rtt.smoothed == pytest.approx(0.1)  # the hold is not path RTT
+    assert sender.frames_early_resent == 0  # and a late peer gets no copies
 
 
 def test_an_absurd_ack_delay_counts_as_at_most_the_round_trip() -> None:
-    sender, now = _primed(RippConfig())
+    config = RippConfig()
+    sender, now = _primed(config)
     frame = pcmu(sender, now)
     [(channel, _)] = sender.poll(now)
     # 2^40 microseconds (12 days) of "hold" on a 100 ms round trip
     sample = sender.on_ack(channel, AckFrame(frame.sequence, 1 << 40), now + 0.1)
     assert sample == pytest.approx(0.1)  # not subtracted: it would go below the path
-    assert sender.peer_hold <= 0.1
-    # copies are still timed from the path, pushed back by at most that one round trip
+    assert sender.peer_hold == pytest.approx(0.1 * config.lateness_gain)  # capped, averaged
+    # honest acks bring it down again, and copies are timed from the path as before
+    for _ in range(10):
+        now += 0.1
+        frame = pcmu(sender, now)
+        [(channel, _)] = sender.poll(now)
+        ack(sender, channel, frame, now + 0.1)
+    assert sender.peer_hold < config.lateness_hold
     pcmu(sender, now + 0.1)
     sender.poll(now + 0.1)
     due = sender.next_deadline()
-    assert due is not None and due <= now + 0.1 + 0.1 + 0.005 + 0.1
+    assert due is not None and due <= now + 0.1 + 0.1 + 0.005 + config.lateness_hold
 
 
 def test_export_state_and_requeue_skip_delivered_copies() -> None:
