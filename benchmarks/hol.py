@@ -7,10 +7,16 @@ rate in both directions and the same seed. The client sends a 20 ms PCMU frame e
 arrival minus send time, in virtual time.
 
 * RIPP: a RippClient / RippServer call (answered at once), media sent with ``send_media``
-  (striped over N media requests, one unacknowledged frame per stream, acks per frame).
+  (striped over N media requests, one unacknowledged frame per stream, acks per frame),
+  twice: with early re-send (protocol §11.7, the default) and without it (QUIC's own loss
+  recovery only).
 * Single stream: the client POSTs one request and writes every frame (``encode_media``) on
   that one request body, without waiting for anything; the server decodes the body with
   ``FrameDecoder``. A lost packet holds back every frame behind it on the stream.
+
+Each RIPP variant also runs with the receiver's jitter buffer on (its default), for what a
+listener gets: frames played, frames dropped as late, and the playout delay the buffer
+settled on.
 
 Deterministic: the network draws all loss from ``random.Random(seed)``. The two stacks send
 different packets, so the same seed does not drop "the same" frames in both; it makes
@@ -30,6 +36,7 @@ from ripp_core import (
     CallStateChanged,
     Codec,
     MediaFrame,
+    MediaPlayout,
     MediaReceived,
     RippClient,
     RippConfig,
@@ -53,6 +60,10 @@ from .bare_h3 import BareConnection, BareEndpoint
 SERVER = ("127.0.0.1", 4433)  # labels on the virtual network; nothing is bound
 CLIENT = ("127.0.0.1", 50000)
 LATE = 0.150  # a frame later than this is useless for a conversation (ITU-T G.114)
+#: Fixed playout points (after sending) reported per stack: with 50 ms one-way, the one-way
+#: delay plus 2, 3, 5.5 and 7.5 frames of 20 ms (160 ms: one RTT plus a margin after the
+#: one-way delay, when an early copy of a lost frame arrives).
+DEADLINES = (0.090, 0.110, 0.160, 0.200)
 TAIL = 5.0  # virtual seconds run after the last frame, for stragglers
 
 
@@ -87,12 +98,30 @@ def _network(seed: int, delay: float, loss: float) -> VirtualNetwork:
     return VirtualNetwork(seed=seed, default=Impairment(delay=delay, loss=loss))
 
 
-def run_ripp(pki: TestPki, seconds: float, delay: float, loss: float, seed: int) -> dict[str, Any]:
-    """One RIPP call; client-to-server latency of every frame."""
+def run_ripp(
+    pki: TestPki,
+    seconds: float,
+    delay: float,
+    loss: float,
+    seed: int,
+    *,
+    early_resend: bool = True,
+    jitter_buffer: bool = False,
+) -> dict[str, Any]:
+    """One RIPP call; client-to-server latency of every frame.
+
+    Without the jitter buffer, frames are reported on arrival (MediaReceived); with it,
+    the result also says how many were played, how many came too late, and the playout
+    delay the buffer ended with (latency then covers the played frames only).
+    """
     net = _network(seed, delay, loss)
-    config = RippConfig(jitter_buffer=False)  # MediaReceived on arrival, no playout delay
-    server = RippServer(server_quic_configuration(pki), instance_id="bench", config=config,
-        authorizer=insecure_accept_any_bearer, identity_verifier=insecure_accept_any_identity,
+    config = RippConfig(jitter_buffer=jitter_buffer, early_resend=early_resend)
+    server = RippServer(
+        server_quic_configuration(pki),
+        instance_id="bench",
+        config=config,
+        authorizer=insecure_accept_any_bearer,
+        identity_verifier=insecure_accept_any_identity,
     )
     client = RippClient(
         client_quic_configuration(pki),
@@ -106,7 +135,7 @@ def run_ripp(pki: TestPki, seconds: float, delay: float, loss: float, seed: int)
     def on_server(event: object) -> None:
         if isinstance(event, CallStateChanged) and event.state is CallState.PENDING:
             server.answer(event.call, net.now)
-        elif isinstance(event, MediaReceived):
+        elif isinstance(event, (MediaReceived, MediaPlayout)):
             arrivals.setdefault(event.frame.sequence, event.arrival)
 
     def on_client(event: object) -> None:
@@ -132,8 +161,21 @@ def run_ripp(pki: TestPki, seconds: float, delay: float, loss: float, seed: int)
     for index in range(round(seconds / FRAME)):
         net.schedule(start + index * FRAME, send)
     net.run_for(seconds + TAIL)
-    streams = len(client.calls[handle].media_channels) if handle in client.calls else 0
-    return _result(sent, arrivals, extra={"media_streams_at_end": streams})
+    call = client.calls[handle]
+    sender = call.sender
+    extra: dict[str, Any] = {
+        "media_streams_at_end": len(call.media_channels),
+        "early_resent": sender.frames_early_resent,
+        # the bandwidth cost: codec bytes of early copies per codec byte of new frames
+        "resent_per_sent": sender.bytes_early_resent / max(1, sender.stats(net.now).bytes_sent),
+    }
+    if jitter_buffer:
+        [server_handle] = list(server.calls)
+        receiver = server.stats(server_handle, net.now).receiver
+        extra["played"] = len(arrivals)
+        extra["late"] = receiver.late
+        extra["playout_delay_ms"] = receiver.playout_delay * 1000
+    return _result(sent, arrivals, extra=extra)
 
 
 def run_single_stream(
@@ -216,6 +258,13 @@ def _result(
         "delivered": len(latencies),
         "latency_ms": latency_summary(latencies),
         "late_pct": 100.0 * late / len(sent) if sent else float("nan"),
+        # on time for a fixed playout point of DEADLINES after sending (one-way + k frames)
+        "on_time_pct": {
+            f"{deadline * 1000:g}": 100.0
+            * sum(1 for s, t in sent.items() if s in arrivals and arrivals[s] - t <= deadline)
+            / max(1, len(sent))
+            for deadline in DEADLINES
+        },
         "latencies": latencies,
     }
     result.update(extra or {})
@@ -234,7 +283,16 @@ def run(
     for loss in losses:
         began = time.perf_counter()
         ripp = run_ripp(pki, seconds, delay, loss, seed)
+        plain = run_ripp(pki, seconds, delay, loss, seed, early_resend=False)
         single = run_single_stream(pki, seconds, delay, loss, seed)
+        playout = {
+            "ripp": run_ripp(pki, seconds, delay, loss, seed, jitter_buffer=True),
+            "plain": run_ripp(
+                pki, seconds, delay, loss, seed, early_resend=False, jitter_buffer=True
+            ),
+        }
+        for result in playout.values():
+            result.pop("latencies", None)
         rows.append(
             {
                 "loss": loss,
@@ -242,7 +300,9 @@ def run(
                 "seconds": seconds,
                 "seed": seed,
                 "ripp": ripp,
+                "plain": plain,
                 "single": single,
+                "playout": playout,
                 "wall": time.perf_counter() - began,
             }
         )

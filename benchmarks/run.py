@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +27,7 @@ from . import fmt, machine_info, table, write_pki
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
 RESULTS = ROOT / "docs" / "performance.json"
-SECTIONS = ("hol", "capacity", "setup", "profile")
+SECTIONS = ("hol", "loss", "capacity", "setup", "profile")
 QUIET = 15.0  # % of one core of other work below which the machine counts as quiet
 DISTURBED = 40.0  # % of one core of other work during a measurement that disturbs it
 
@@ -38,15 +40,38 @@ def background_load(seconds: float = 2.0) -> float:
     before = machine_busy_seconds()
     time.sleep(seconds)
     return 100 * (machine_busy_seconds() - before) / seconds
+
+
 def run_hol(quick: bool) -> dict[str, Any]:
     from . import hol
 
     seconds = 5.0 if quick else 30.0
     rows = hol.run(seconds=seconds)
     for row in rows:  # the raw latencies are not worth keeping
-        for stack in ("ripp", "single"):
+        for stack in ("ripp", "plain", "single"):
             row[stack].pop("latencies", None)
     return {"seconds": seconds, "delay": 0.050, "seed": 1, "rows": rows}
+
+
+def run_loss(quick: bool) -> dict[str, Any]:
+    from . import loss_real
+
+    seeds = (1,) if quick else (1, 2, 3)
+    seconds = 3.0 if quick else 10.0
+    data = loss_real.run(seeds=seeds, seconds=seconds)
+    data["demo"] = [_ripp_demo(seed, seconds) for seed in seeds]
+    data["loadavg_after"] = os.getloadavg()
+    return data
+
+
+def _ripp_demo(seed: int, seconds: float) -> dict[str, Any]:
+    """``ripp demo --delay-ms 50 --loss 0.05 --json``, the command a user runs, as is."""
+    command = [sys.executable, "-m", "ripp_cli", "demo", "--delay-ms", "50", "--loss", "0.05"]
+    command += ["--seconds", f"{seconds:g}", "--json", "--seed", str(seed)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120 + seconds)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["seed"] = seed
+    return result
 
 
 def run_capacity(quick: bool, duration: float | None) -> dict[str, Any]:
@@ -122,12 +147,23 @@ def _pct(value: float) -> str:
     return fmt(value, 1)
 
 
+DEADLINE_KEYS = ("90", "110", "160", "200")  # benchmarks.hol.DEADLINES in ms
+
+
 def render_hol(data: dict[str, Any]) -> str:
     rows = []
+    stacks = (
+        ("ripp", "RIPP, early re-send"),
+        ("plain", "RIPP, QUIC repair only"),
+        ("single", "single stream"),
+    )
     for row in data["rows"]:
-        for stack, name in (("ripp", "RIPP striped"), ("single", "single stream")):
+        for stack, name in stacks:
+            if stack not in row:  # results from before early re-send existed
+                continue
             r = row[stack]
             lat = r["latency_ms"]
+            on_time = r.get("on_time_pct", {})
             rows.append(
                 [
                     f"{row['loss'] * 100:g} %",
@@ -137,11 +173,117 @@ def render_hol(data: dict[str, Any]) -> str:
                     fmt(lat["p90"], 0),
                     fmt(lat["p99"], 0),
                     fmt(lat["max"], 0),
-                    _pct(r["late_pct"]),
+                    " / ".join(_pct(on_time[k]) for k in DEADLINE_KEYS if k in on_time) or "-",
+                    _pct(100 * r["resent_per_sent"]) if "resent_per_sent" in r else "-",
                 ]
             )
     return table(
-        ["loss", "stack", "delivered", "p50 ms", "p90 ms", "p99 ms", "max ms", "> 150 ms %"],
+        [
+            "loss",
+            "stack",
+            "delivered",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "on time % by 90 / 110 / 160 / 200 ms",
+            "re-sent bytes %",
+        ],
+        rows,
+    )
+
+
+def render_hol_playout(data: dict[str, Any]) -> str:
+    rows = []
+    for row in data["rows"]:
+        for stack, name in (("ripp", "early re-send"), ("plain", "QUIC repair only")):
+            r = row.get("playout", {}).get(stack)
+            if r is None:
+                continue
+            rows.append(
+                [
+                    f"{row['loss'] * 100:g} %",
+                    name,
+                    f"{r['played']}/{r['sent']}",
+                    _pct(100 * r["played"] / r["sent"]),
+                    str(r["late"]),
+                    fmt(r["playout_delay_ms"], 0),
+                    _pct(100 * r["resent_per_sent"]),
+                ]
+            )
+    return table(
+        [
+            "loss",
+            "RIPP",
+            "played",
+            "played %",
+            "late",
+            "jitter buffer delay at end ms",
+            "re-sent bytes %",
+        ],
+        rows,
+    )
+
+
+def render_loss(data: dict[str, Any]) -> str:
+    rows = []
+    for run in data["runs"]:
+        for direction, name in (("client_to_server", "c→s"), ("server_to_client", "s→c")):
+            r = run[direction]
+            rows.append(
+                [
+                    str(run["seed"]),
+                    "early re-send" if run["early_resend"] else "QUIC repair only",
+                    name,
+                    f"{r['played']}/{run['frames']}",
+                    _pct(100 * r["played"] / run["frames"]),
+                    str(r["late"]),
+                    fmt(r["playout_delay_ms"], 0),
+                    _pct(100 * r["resent_per_sent"]),
+                ]
+            )
+    return table(
+        [
+            "seed",
+            "RIPP",
+            "direction",
+            "played",
+            "played %",
+            "late",
+            "jitter buffer delay at end ms",
+            "re-sent bytes %",
+        ],
+        rows,
+    )
+
+
+def render_demo(data: dict[str, Any]) -> str:
+    rows = []
+    for run in data.get("demo", []):
+        for direction, name in (("client_to_server", "c→s"), ("server_to_client", "s→c")):
+            m = run["media"][direction]
+            lat = m["latency_ms"]
+            rows.append(
+                [
+                    str(run["seed"]),
+                    name,
+                    f"{m['received']}/{m['sent']}",
+                    _pct(100 * m["received"] / m["sent"]) if m["sent"] else "-",
+                    str(m["late"]),
+                    f"{fmt(lat['p50'], 0)} / {fmt(lat['p99'], 0)} / {fmt(lat['max'], 0)}",
+                    str(run["streams"][direction]),
+                ]
+            )
+    return table(
+        [
+            "seed",
+            "direction",
+            "played",
+            "played %",
+            "late",
+            "latency p50 / p99 / max ms",
+            "streams busy at once (max)",
+        ],
         rows,
     )
 
@@ -322,8 +464,7 @@ def render_setup(data: dict[str, Any]) -> str:
     )
     ripp = by["ripp"]
     return (
-        text
-        + f"\n\n{data['calls']} calls per mode, each mode after as many unmeasured calls "
+        text + f"\n\n{data['calls']} calls per mode, each mode after as many unmeasured calls "
         "as it runs at once (they open the connections it needs). The RIPP client used "
         f"{ripp.get('connections')} QUIC connection(s) and opened {ripp.get('streams')} "
         "request streams in all."
@@ -399,7 +540,8 @@ def render_doc(results: dict[str, Any]) -> str:
         "",
         "Generated by `python -m benchmarks.run` (see `benchmarks/`); every RIPP figure is",
         "shown beside a baseline measured in the same run on the same machine. Raw results:",
-        "`docs/performance.json`. Re-run one section with `--only hol|capacity|setup|profile`.",
+        "`docs/performance.json`. Re-run one section with",
+        "`--only hol|loss|capacity|setup|profile`.",
         "",
     ]
     machines = {
@@ -429,11 +571,67 @@ def render_doc(results: dict[str, Any]) -> str:
             "*single stream*: the same frames (`encode_media`) pipelined on one request "
             "body without waiting for anything, decoded with `FrameDecoder`. Latency is "
             "arrival minus send time; '> 150 ms' counts frames later than 150 ms or never "
-            "delivered (150 ms: ITU-T G.114's limit for one-way delay).",
+            "delivered (150 ms: ITU-T G.114's limit for one-way delay). *On time by X*: "
+            "arrived within X of being sent, i.e. playable by a receiver that plays each "
+            "frame X after it was sent (90 ms = one-way delay + 2 frames). *RIPP, early "
+            "re-send*: the default, a copy of a frame whose ACK is overdue goes out on "
+            "another free stream (protocol §11.7); *QUIC repair only*: `early_resend` off. "
+            "*Re-sent bytes*: codec bytes of early copies per codec byte of new frames. "
+            "Every stack starts sending at once when the call is connected, before its "
+            "media streams are open, so the first few frames are late in every stack.",
             "",
             render_hol(data),
             "",
+            "The same RIPP calls with the receiver's adaptive jitter buffer on (its "
+            "default): frames played, frames it dropped as late, and the playout delay "
+            "it had settled on at the end (it rises with late frames and falls only at a "
+            "talkspurt start, so in one long talkspurt it keeps its highest value).",
+            "",
+            render_hol_playout(data),
+            "",
         ]
+    if "loss" in results:
+        data = results["loss"]
+        load = data.get("loadavg_after")
+        out += [
+            "## Media quality under loss on the real stack",
+            "",
+            _stamp(results, "loss", len(machines) > 1),
+            f"`benchmarks/loss_real.py`: one process runs a `ripp_trio` server and client on "
+            "127.0.0.1 with the UDP impairment relay of `ripp demo` between them "
+            f"({data['delay'] * 1000:g} ms one-way delay and {data['loss'] * 100:g} % loss "
+            "each way, seeded): real sockets, aioquic, TLS 1.3 and timers. Both ends play a "
+            f"20 ms PCMU frame every 20 ms (`play`) for {data['seconds']:g} s at once, with "
+            "the receiver's jitter buffer on (the default). *Played*: frames the jitter "
+            "buffer released; *late*: frames it dropped because they came after their "
+            "playout time; *jitter buffer delay*: the playout delay it ended with (it only "
+            "rises within a talkspurt). *Re-sent bytes*: codec bytes of early copies per "
+            "codec byte of new frames. The same seed drives the relay in both variants, but "
+            "they send different packets, so it does not drop the same frames."
+            + (
+                f" Load average (1/5/15 min) right after: {load[0]:.2f} / {load[1]:.2f} / "
+                f"{load[2]:.2f} on {first_cores(results)} cores."
+                if load
+                else ""
+            ),
+            "",
+            render_loss(data),
+            "",
+        ]
+        if data.get("demo"):
+            out += [
+                "The command a user runs, `ripp demo --delay-ms 50 --loss 0.05 --seconds "
+                f"{data['seconds']:g} --json --seed N`, with the defaults (early re-send on), "
+                "right after the runs above. The server echoes each frame as it plays it out, "
+                "so the s→c direction also carries the server's jitter-buffer adjustments: "
+                "each rise of the server's playout delay shifts the rest of the echo stream "
+                "later, which the client's jitter buffer sees as late frames. That is the "
+                "likely reason s→c loses more frames here than c→s, and than either direction "
+                "in the table above, where both ends play their own audio.",
+                "",
+                render_demo(data),
+                "",
+            ]
     if "capacity" in results:
         data = results["capacity"]
         out += [
@@ -521,6 +719,14 @@ def _machine_table(machine: dict[str, str]) -> str:
     return table(["", ""], [[k, v] for k, v in machine.items() if k not in ("date", "commit")])
 
 
+def first_cores(results: dict[str, Any]) -> str:
+    """The core count of the machine of the first section measured."""
+    for section in SECTIONS:
+        if section in results:
+            return str(results[section]["machine"].get("cores", "?"))
+    return "?"
+
+
 def _stamp(results: dict[str, Any], section: str, always: bool) -> str:
     machine = results[section]["machine"]
     text = (
@@ -580,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.monotonic()
         if section == "hol":
             data = run_hol(args.quick)
+        elif section == "loss":
+            data = run_loss(args.quick)
         elif section == "capacity":
             data = run_capacity(args.quick, args.duration)
         elif section == "setup":
@@ -592,6 +800,7 @@ def main(argv: list[str] | None = None) -> int:
         results[section] = data
         render = {
             "hol": render_hol,
+            "loss": render_loss,
             "capacity": render_capacity,
             "setup": render_setup,
             "profile": render_profile,

@@ -83,7 +83,7 @@ from ._receiver import MediaReceiver, ReceiverWindow
 from ._sender import MediaSender, SenderState
 from ._state import CallState, CallStateMachine, Role
 from ._stats import CallStats
-from ._striping import StreamCountController, streams_for
+from ._striping import LatenessMeter, StreamCountController, streams_for
 
 logger = logging.getLogger("ripp.call")
 
@@ -182,6 +182,9 @@ class Call:
         self.jitter = JitterBuffer(config) if config.jitter_buffer else None
         self.liveness = LivenessMonitor(config)
         self.streams = StreamCountController(config, now)
+        self.lateness = LatenessMeter(config)
+        self._reported_deadline: float | None = None  # last next_deadline() result
+        self._next_probe: float | None = None  # lateness probe (§11.8), while media flows
         self.phase = MigrationPhase.ATTACHED if role is Role.CLIENT else MigrationPhase.DETACHED
         self.signaling: int | None = None
         self.signaling_ready = False  # client: 200 seen on the current signaling request
@@ -641,6 +644,7 @@ class Call:
             busy_fraction=self.sender.busy_fraction,
             open_streams=len(live),
             peer_wanted=self._peer_wanted,
+            lateness=max(self.lateness.value, self.sender.peer_hold),
         )
         if wanted > len(live):
             self._open_media(wanted, now)
@@ -670,6 +674,7 @@ class Call:
     # ------------------------------------------------------------------ inbound data
     def on_data(self, channel: int, data: bytes, ended: bool, now: float) -> None:
         """Body bytes (and possibly END_STREAM) arrived on one of the call's channels."""
+        self._note_lateness(now)
         decoder = self._decoders.get(channel)
         if decoder is None:
             return
@@ -703,7 +708,9 @@ class Call:
 
     def _on_media(self, channel: int, frame: MediaFrame, now: float) -> None:
         if channel not in self._closing:
-            self._send(channel, encode_ack(AckFrame(frame.sequence, 0)), now)
+            # ACK Delay reports our lateness: the frame likely waited that long for us (§11.8).
+            hold_us = round(self.lateness.value * _MICROSECONDS)
+            self._send(channel, encode_ack(AckFrame(frame.sequence, hold_us)), now)
         if not self.receiver.on_frame(frame, now):
             return
         if frame.codec is Codec.TELEPHONE_EVENT:
@@ -903,7 +910,6 @@ class Call:
             return self._linger_deadline if self._decoders else None
         candidates = [
             self.pacer.next_deadline(),
-            self.sender.next_deadline(),
             self._phase_deadline,
             self._reestablish_deadline,
             self._retry_at,
@@ -914,9 +920,32 @@ class Call:
             candidates.append(self._last_sent + self.config.keepalive_interval)
         if self.phase is MigrationPhase.ATTACHED and self.machine.media_allowed:
             candidates.append(self.liveness.next_deadline(self.sender.oldest_unacked_sent_at))
+            candidates.append(self._next_probe)
             if self.role is Role.CLIENT:
                 candidates.append(self._next_adapt)
-        return min((c for c in candidates if c is not None), default=None)
+        fixed = min((c for c in candidates if c is not None), default=None)
+        # Lateness is measured against these only: the sender's re-send deadlines already
+        # allow for lateness, and measuring against them would talk the estimate down.
+        self._reported_deadline = fixed
+        sender = self.sender.next_deadline()
+        if sender is None:
+            return fixed
+        return sender if fixed is None else min(fixed, sender)
+
+    def _note_lateness(self, now: float) -> None:
+        """Sample how far this process is behind (§11.8): an input that finds the deadline
+        we last reported (other than the sender's) already passed comes that late, whether
+        it is the timer itself or data that got there first (and did the due work on the
+        way)."""
+        due = self._reported_deadline
+        if due is not None and due <= now:
+            self._reported_deadline = None  # one sample per reported deadline
+            self.lateness.on_timer(due, now)
+            self.sender.note_lateness(self.lateness.value)
+        if self._next_probe is None or now >= self._next_probe:
+            # Some deadline must come round regularly, or lateness would be sampled only
+            # when late (data finding a deadline passed) and never seen to fall again.
+            self._next_probe = now + self.config.lateness_probe_interval
 
     def handle_timer(self, now: float) -> None:
         """Run whatever is due at ``now``."""
@@ -927,6 +956,7 @@ class Call:
                 self._linger_deadline = None
                 self._drop_all_channels(now, reset=True)
             return
+        self._note_lateness(now)
         if self.jitter is not None:
             self._drain_jitter(now)
         # Paced frames go to the sender even while it is paused by a migration: the
@@ -1001,6 +1031,7 @@ def _truncated(count: int) -> RippError:
 
 #: Repeated End frames of one event lie within this many sequence numbers of each other.
 _DTMF_REPEAT_WINDOW = 3
+_MICROSECONDS = 1e6
 _DTMF_HISTORY = 16
 
 

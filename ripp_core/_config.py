@@ -129,6 +129,38 @@ class RippConfig:
     jitter_buffer: bool = True
     """Deliver received media through the jitter buffer (MediaPlayout/MediaGap events);
     when False, frames are delivered on arrival (MediaReceived)."""
+    early_resend: bool = True
+    """Re-send a frame early on another free stream when its ack is overdue (protocol
+    §11.7); off, a lost frame waits for QUIC's own loss recovery."""
+    early_resend_rttvar_factor: float = attrs.field(default=1.0, validator=_positive)
+    """An ack is overdue once it is later than the path RTT by this many times the path's
+    RTT variation (or by ``early_resend_min_margin``, whichever is more)."""
+    early_resend_min_margin: float = attrs.field(default=0.005, validator=_positive)
+    """Smallest margin by which an ack must be overdue before a re-send (timer
+    granularity, ack processing)."""
+    early_resend_budget: float = attrs.field(default=0.25, validator=_positive)
+    """A copy is sent only if it can arrive (now + half the path RTT) within this time of
+    the frame's first send: after that it could no longer be played."""
+    early_resend_max_copies: int = attrs.field(default=2, validator=_positive)
+    """Early re-sends of one frame, at most."""
+    early_resend_max_fraction: float = attrs.field(default=0.25, validator=_positive)
+    """Early re-sends earn this much credit per new frame sent; each costs 1: the long-run
+    bound on re-sent frames per frame sent."""
+    early_resend_burst: int = attrs.field(default=4, validator=_positive)
+    """Most early re-sends credit can buy at once (and the credit a call starts with)."""
+    early_resend_reserve: int = attrs.field(default=1, validator=_non_negative)
+    """Free streams an early re-send leaves for the next new frames: a copy never makes new
+    audio wait for a stream."""
+    lateness_gain: float = attrs.field(default=0.125, validator=_positive)
+    """Weight of each sample in the moving averages of this process's timer lateness and
+    of the peer's reported hold time (protocol §11.8)."""
+    lateness_probe_interval: float = attrs.field(default=0.25, validator=_positive)
+    """While media may flow, a call sets a timer at least this often only to measure its
+    lateness: without playout or pacing timers (jitter buffer off, unpaced sending) it
+    would otherwise sample it only when late, and never see it fall again."""
+    lateness_hold: float = attrs.field(default=0.01, validator=_positive)
+    """While this process's lateness or the peer's reported hold is at least this, the
+    stream count does not grow (local lateness is not path delay, §11.8)."""
 
     # --- failure detection and migration ---------------------------------------------
     ack_timeout: float = attrs.field(default=1.0, validator=_positive)
@@ -204,5 +236,9 @@ class RippConfig:
             raise ValueError("min_media_streams must not exceed max_media_streams")
         if self.jitter_min_delay > self.jitter_max_delay:
             raise ValueError("jitter_min_delay must not exceed jitter_max_delay")
+        if self.early_resend_max_fraction > 1:
+            raise ValueError("early_resend_max_fraction must not exceed 1")
+        if self.lateness_gain > 1:
+            raise ValueError("lateness_gain must not exceed 1")
         if self.dtmf_volume > 63:
             raise ValueError("dtmf_volume is a 6-bit field (0-63, in -dBm0)")

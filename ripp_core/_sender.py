@@ -4,6 +4,11 @@ A sender keeps a pool of channels (media streams, named by opaque ints the calle
 chooses) and a queue of frames. A frame goes only onto a *free* channel, one with no
 unacknowledged frame in this direction; the peer's ack frees the channel again. So a lost
 packet delays only its own frame, never the frames behind it.
+
+A lost frame itself would still wait for QUIC's loss recovery (a probe timeout, several
+RTTs). So when a frame's ack is overdue, the sender puts a copy of it on another free
+stream (an *early re-send*, protocol §11.7) if the copy can still arrive in time to be
+played; the receiver drops whichever copy comes second.
 """
 
 from __future__ import annotations
@@ -52,6 +57,21 @@ class _Queued:
     # released by resume(). Queue expiry counts from here, so frames held back by a
     # migration or re-sent after a stream reset get a fair chance to go out.
     eligible_at: float
+    # First transmission of a frame re-queued after its stream closed: the early re-send
+    # budget keeps counting from there, since playout does.
+    first_sent: float | None = None
+
+
+@attrs.define
+class _Flight:
+    """One frame that has at least one transmission unacknowledged on some channel."""
+
+    first_sent: float  # the early re-send budget counts from here
+    last_sent: float  # the next copy is due one expected RTT after the latest transmission
+    carriers: int = 0  # channels holding a transmission of it without an ack
+    copies: int = 0  # early re-sends so far
+    acked: bool = False  # some transmission was acknowledged: the frame is delivered
+    blocked: bool = False  # a copy fell due but found no free channel or no credit
 
 
 @attrs.define
@@ -78,6 +98,14 @@ class MediaSender:
       most ``migration_buffer`` seconds of media, dropping the oldest beyond it.
     * A frame whose channel goes away before its ack is queued again at the head, with the
       RESENT flag and its sequence and timestamp unchanged; the receiver drops duplicates.
+      Not if another copy of it is still in flight or was already acknowledged.
+    * Early re-send (protocol §11.7): a frame whose latest transmission's ack is overdue
+      (later than the path RTT plus a margin) gets a copy on a free channel, once the
+      queue is empty, while the copy can still arrive within ``early_resend_budget`` of
+      the first send, at most ``early_resend_max_copies`` times, and only with credit
+      (``early_resend_max_fraction`` per new frame, at most ``early_resend_burst``). The
+      channel carrying the original stays busy until its own ack: a stream never holds two
+      unacknowledged frames.
     """
 
     def __init__(
@@ -106,6 +134,18 @@ class MediaSender:
         self._bytes_sent = 0
         self._max_busy = 0
         self._loss_estimate = 0.0
+        # Early re-send (§11.7).
+        self._flights: dict[int, _Flight] = {}
+        self._path_rtt = RttEstimator()  # samples that needed no repair: the path itself
+        self._resend_credit = float(config.early_resend_burst)
+        self._last_poll: float | None = None
+        self._frames_early_resent = 0
+        self._bytes_early_resent = 0
+        self._early_resends_cancelled = 0
+        # Lateness (§11.8): the peer's reported hold (ACK Delay) and our own timer lateness.
+        self._peer_hold = 0.0
+        self._local_lateness = 0.0
+        self._raw_min: float | None = None  # smallest RTT sample before hold correction
 
     @classmethod
     def from_state(cls, config: RippConfig, state: SenderState, now: float) -> MediaSender:
@@ -139,8 +179,10 @@ class MediaSender:
         """
         state = self._channels.pop(channel, None)
         if state is not None and state.unacked is not None:
-            self._requeue(state.unacked, now)
-            self._trim_to_migration_buffer()
+            lost = self._drop_carrier(state.unacked.sequence)
+            if lost is not None:
+                self._requeue(state.unacked, now, lost.first_sent)
+                self._trim_to_migration_buffer()
 
     def retire_channel(self, channel: int) -> None:
         """Stop putting frames on ``channel`` (our side of it ended); an ack still frees it.
@@ -161,9 +203,13 @@ class MediaSender:
     def requeue_all_unacked(self, now: float) -> None:
         """Every channel went away at once: re-queue all in-flight frames, drop channels."""
         for state in self._channels.values():
-            if state.unacked is not None:
-                self._requeue(state.unacked, now)
+            if state.unacked is None:
+                continue
+            lost = self._drop_carrier(state.unacked.sequence)
+            if lost is not None:
+                self._requeue(state.unacked, now, lost.first_sent)
         self._channels.clear()
+        self._flights.clear()
         self._trim_to_migration_buffer()
 
     @property
@@ -186,7 +232,11 @@ class MediaSender:
     @property
     def oldest_unacked_sent_at(self) -> float | None:
         """Send time of the oldest frame in flight, for failure detection (R10)."""
-        times = [s.sent_at for s in self._channels.values() if s.unacked is not None]
+        times = [
+            s.sent_at
+            for s in self._channels.values()
+            if s.unacked is not None and not self._delivered(s.unacked.sequence)
+        ]
         return min(times) if times else None
 
     # --- frames --------------------------------------------------------------------------
@@ -219,7 +269,11 @@ class MediaSender:
         application's "the far end has this audio" mark waits for (R23).
         """
         pending = [q.frame.sequence for q in self._queue]
-        pending += [s.unacked.sequence for s in self._channels.values() if s.unacked]
+        pending += [
+            s.unacked.sequence
+            for s in self._channels.values()
+            if s.unacked and not self._delivered(s.unacked.sequence)
+        ]
         if not pending:
             return None
         reference = pending[0]
@@ -285,25 +339,33 @@ class MediaSender:
         """Assign queued frames to free channels; return ``(channel, frame)`` to send."""
         if self._paused:
             return []
+        self._last_poll = now
         self._expire(now)
-        if not self._queue:
-            return []
-        free = sorted(
-            (state.freed_at, state.order, channel)
-            for channel, state in self._channels.items()
-            if state.unacked is None and not state.retired
-        )
+        if not self._queue and not (self._flights and self._config.early_resend):
+            return []  # the common case between frames: nothing to place, no copy possible
+        free = [
+            channel
+            for _, _, channel in sorted(
+                (state.freed_at, state.order, channel)
+                for channel, state in self._channels.items()
+                if state.unacked is None and not state.retired
+            )
+        ]
         sent: list[tuple[int, MediaFrame]] = []
-        for _, _, channel in free:
-            if not self._queue:
-                break
-            frame = self._queue.pop(0).frame
-            state = self._channels[channel]
-            state.unacked = frame
-            state.sent_at = now
+        while free and self._queue:
+            channel, queued = free.pop(0), self._queue.pop(0)
+            frame = queued.frame
+            self._transmit(channel, frame, now, queued.first_sent)
             self._frames_sent += 1
             self._bytes_sent += len(frame.payload)
+            # Credit for early re-sends grows with new media only, which bounds them.
+            self._resend_credit = min(
+                float(self._config.early_resend_burst),
+                self._resend_credit + self._config.early_resend_max_fraction,
+            )
             sent.append((channel, frame))
+        if free and not self._queue:
+            sent += self._early_resends(free, now)
         self._max_busy = max(self._max_busy, self.busy_channels)
         return sent
 
@@ -317,18 +379,39 @@ class MediaSender:
         state = self._channels.get(channel)
         if state is None or state.unacked is None or state.unacked.sequence != ack.sequence:
             return None
-        sample = max(0.0, now - state.sent_at - ack.ack_delay_us / _MICROSECONDS)
+        config = self._config
+        raw = max(0.0, now - state.sent_at)
+        # No frame can have been held longer than its whole round trip: a larger Ack Delay
+        # is a confused or hostile peer, and must not stall early re-sends for good.
+        hold = min(ack.ack_delay_us / _MICROSECONDS, raw)
+        self._peer_hold += config.lateness_gain * (hold - self._peer_hold)
+        self._raw_min = raw if self._raw_min is None else min(self._raw_min, raw)
+        # As RFC 9002 section 5.3 does with QUIC's ack_delay: subtract the reported hold
+        # only where that leaves at least the smallest raw sample, since the peer reports
+        # an estimate (its lateness), and an RTT below the path's would be worse than none.
+        sample = raw - hold if raw - hold >= self._raw_min else raw
+        late = max(self._peer_hold, self._local_lateness) >= config.lateness_hold
         minimum = self._rtt.minimum
-        if minimum is not None:
+        repaired = False
+        if minimum is not None and not late:
             # A sample well above the path minimum means QUIC had to repair the frame or
             # its ack: that is the loss that holds a stream busy, which N must cover.
-            repaired = sample > minimum * self._config.repair_rtt_factor + self._config.repair_slack
-            gain = self._config.loss_estimate_gain
+            # While either end runs late, a long sample is more likely lateness (§11.8).
+            repaired = sample > minimum * config.repair_rtt_factor + config.repair_slack
+            gain = config.loss_estimate_gain
             self._loss_estimate += gain * ((1.0 if repaired else 0.0) - self._loss_estimate)
         self._rtt.on_sample(sample)
+        if not repaired and not late:
+            # The early re-send deadline must come from the path, not from repairs.
+            self._path_rtt.on_sample(sample)
         state.unacked = None
         state.freed_at = now
-        self._frames_acked += 1
+        flight = self._flights.get(ack.sequence)
+        if flight is None or not flight.acked:
+            self._frames_acked += 1
+        if flight is not None:
+            flight.acked = True
+            self._drop_carrier(ack.sequence)
         return sample
 
     @property
@@ -360,31 +443,85 @@ class MediaSender:
         if not self._paused:
             return
         self._paused = False
-        self._queue = [_Queued(q.frame, now) for q in self._queue]
+        self._queue = [attrs.evolve(q, eligible_at=now) for q in self._queue]
 
     def export_state(self) -> SenderState:
         """Everything another instance needs to continue this direction (call handoff)."""
         frames = [q.frame for q in self._queue]
-        frames += [
-            _as_resent(state.unacked)
+        in_flight = {
+            state.unacked.sequence: _as_resent(state.unacked)
             for state in self._channels.values()
-            if state.unacked is not None
-        ]
+            if state.unacked is not None and not self._delivered(state.unacked.sequence)
+        }
+        frames += in_flight.values()
         frames.sort(key=lambda frame: sequence_delta(frame.sequence, self._next_sequence))
         return SenderState(self._next_sequence, self._next_timestamp, tuple(frames))
 
     # --- timers and statistics -----------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        """When the oldest queued frame expires; None if nothing is queued or paused."""
-        if self._paused or not self._queue:
+        """When the oldest queued frame expires or the next early re-send falls due; None
+        if neither (or paused).
+
+        A re-send that was already due at the last :meth:`poll` but found no free channel
+        or no credit is not a deadline: the ack that frees a channel (and the new frame
+        that earns credit) polls again.
+        """
+        if self._paused:
             return None
-        return min(q.eligible_at for q in self._queue) + self._config.send_queue_max_delay
+        deadlines: list[float] = []
+        if self._queue:
+            deadlines.append(
+                min(q.eligible_at for q in self._queue) + self._config.send_queue_max_delay
+            )
+        if self._last_poll is not None:
+            for flight in self._flights.values():
+                due = self._copy_due(flight)
+                if due is not None and due > self._last_poll:
+                    deadlines.append(due)
+        return min(deadlines, default=None)
 
     @property
     def rtt(self) -> RttEstimator:
         """The RTT estimator fed by this sender's acks."""
         return self._rtt
+
+    @property
+    def path_rtt(self) -> RttEstimator:
+        """The RTT estimator fed only by samples that needed no repair (the path itself);
+        early re-sends are timed from it."""
+        return self._path_rtt
+
+    @property
+    def frames_early_resent(self) -> int:
+        """Copies sent by early re-send (§11.7)."""
+        return self._frames_early_resent
+
+    @property
+    def bytes_early_resent(self) -> int:
+        """Codec payload bytes of those copies (compare with ``bytes_sent``)."""
+        return self._bytes_early_resent
+
+    @property
+    def early_resends_cancelled(self) -> int:
+        """Frames whose early re-send fell due but was given up: no free channel or credit
+        before the copy could no longer arrive within ``early_resend_budget``."""
+        return self._early_resends_cancelled
+
+    @property
+    def peer_hold(self) -> float:
+        """Moving average of the hold time the peer reports in its ACK Delay (seconds)."""
+        return self._peer_hold
+
+    @property
+    def local_lateness(self) -> float:
+        """This process's lateness as last given to :meth:`note_lateness` (seconds)."""
+        return self._local_lateness
+
+    def note_lateness(self, lateness: float) -> None:
+        """Tell the sender how late this process runs (seconds, the caller's moving
+        average of timer lateness); an overdue ack is judged with it added (§11.8)."""
+        self._local_lateness = max(0.0, lateness)
 
     def stats(self, now: float, *, congestion_signals: int = 0) -> SenderStats:
         """A snapshot of this direction's sender statistics."""
@@ -408,7 +545,104 @@ class MediaSender:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _requeue(self, frame: MediaFrame, now: float) -> None:
+    def _transmit(
+        self, channel: int, frame: MediaFrame, now: float, first_sent: float | None = None
+    ) -> None:
+        state = self._channels[channel]
+        state.unacked = frame
+        state.sent_at = now
+        flight = self._flights.get(frame.sequence)
+        if flight is None:
+            first = now if first_sent is None else first_sent
+            flight = self._flights[frame.sequence] = _Flight(first_sent=first, last_sent=now)
+        flight.last_sent = now
+        flight.carriers += 1
+
+    def _drop_carrier(self, sequence: int) -> _Flight | None:
+        """One channel no longer carries ``sequence``. Returns the frame's flight if the
+        frame must be re-queued (no other copy in flight and none acknowledged)."""
+        flight = self._flights.get(sequence)
+        if flight is None:
+            return None
+        flight.carriers -= 1
+        if flight.carriers > 0:
+            return None
+        del self._flights[sequence]
+        return None if flight.acked else flight
+
+    def _delivered(self, sequence: int) -> bool:
+        flight = self._flights.get(sequence)
+        return flight is not None and flight.acked
+
+    def _copy_due(self, flight: _Flight, now: float | None = None) -> float | None:
+        """When the next early re-send of ``flight`` falls due; None if it never will
+        (done, out of copies, no path RTT yet, or a copy sent then, or at ``now`` if that
+        is later, would arrive too late)."""
+        config = self._config
+        path = self._path_rtt
+        if (
+            not config.early_resend
+            or flight.acked
+            or flight.copies >= config.early_resend_max_copies
+            or path.smoothed is None
+            or path.variance is None
+            # While either end runs late, an overdue ack is more likely lateness than loss,
+            # and copies would only add work to a process already behind (§11.8).
+            or max(self._peer_hold, self._local_lateness) >= config.lateness_hold
+        ):
+            return None
+        margin = max(
+            config.early_resend_rttvar_factor * path.variance, config.early_resend_min_margin
+        )
+        # Either end running late delays the ack without any loss: not a reason to re-send.
+        due = flight.last_sent + path.smoothed + margin + self._peer_hold + self._local_lateness
+        sent_at = due if now is None else max(due, now)
+        if sent_at + path.smoothed / 2 > flight.first_sent + config.early_resend_budget:
+            return None  # a copy sent then would arrive too late to be played
+        return due
+
+    def _early_resends(self, free: list[int], now: float) -> list[tuple[int, MediaFrame]]:
+        """Copies of overdue frames onto the ``free`` channels, oldest frame first."""
+        if not self._config.early_resend or self._path_rtt.smoothed is None:
+            return []
+        sent: list[tuple[int, MediaFrame]] = []
+        carried = {
+            state.unacked.sequence: state.unacked
+            for state in self._channels.values()
+            if state.unacked is not None
+        }
+        overdue = sorted(
+            (flight.first_sent, sequence)
+            for sequence, flight in self._flights.items()
+            if not flight.acked and flight.carriers > 0
+        )
+        for _, sequence in overdue:
+            flight = self._flights[sequence]
+            due = self._copy_due(flight, now)
+            if due is None:
+                if flight.blocked:
+                    # It fell due but never found a stream or credit before its budget ran
+                    # out: cancelled, so it cannot take a stream from playable audio.
+                    flight.blocked = False
+                    self._early_resends_cancelled += 1
+                continue
+            if due > now:
+                continue
+            if len(free) <= self._config.early_resend_reserve or self._resend_credit < 1.0:
+                flight.blocked = True  # stays due; the next ack or new frame polls again
+                continue
+            channel = free.pop(0)
+            frame = carried[sequence]
+            self._transmit(channel, frame, now)
+            flight.copies += 1
+            flight.blocked = False
+            self._resend_credit -= 1.0
+            self._frames_early_resent += 1
+            self._bytes_early_resent += len(frame.payload)
+            sent.append((channel, frame))
+        return sent
+
+    def _requeue(self, frame: MediaFrame, now: float, first_sent: float | None) -> None:
         """Put an in-flight frame back before every queued frame with a later sequence."""
         resent = _as_resent(frame)
         position = len(self._queue)
@@ -416,7 +650,7 @@ class MediaSender:
             if sequence_delta(queued.frame.sequence, resent.sequence) > 0:
                 position = index
                 break
-        self._queue.insert(position, _Queued(resent, now))
+        self._queue.insert(position, _Queued(resent, now, first_sent))
         self._frames_resent += 1
 
     def _expire(self, now: float) -> None:

@@ -15,6 +15,11 @@ With frame interval ``T``, round-trip time ``R`` and packet loss probability ``p
   (``1e-3``): at most one frame in a thousand finds every stream busy.
 
 ``N = clamp(base + k, min_media_streams, max_media_streams)``.
+
+Local lateness is not path delay (protocol §11.8): a process that runs behind acks late and
+handles acks late, which looks like a longer RTT and busier streams, and more streams only
+make an overloaded process slower. So the adaptation does not grow ``N`` while this process
+(:class:`LatenessMeter`) or the peer (its reported ACK hold) is behind.
 """
 
 from __future__ import annotations
@@ -156,6 +161,36 @@ def worked_table(config: RippConfig, frame_interval: float = 0.02) -> list[Worke
     return rows
 
 
+class LatenessMeter:
+    """How late this process runs: a moving average of how late timers fire (§11.8).
+
+    The caller feeds :meth:`on_timer` with the deadline it asked for and the time it was
+    actually run; an event loop that is behind runs timers late, and datagrams wait in its
+    socket for about as long. The average (gain ``lateness_gain``) is what the process
+    reports as its ACK hold time and what holds back stream growth.
+    """
+
+    def __init__(self, config: RippConfig) -> None:
+        self._gain = config.lateness_gain
+        self._value = 0.0
+        self._samples = 0
+
+    @property
+    def value(self) -> float:
+        """Moving average of timer lateness (seconds, >= 0)."""
+        return self._value
+
+    @property
+    def samples(self) -> int:
+        """Timer runs measured."""
+        return self._samples
+
+    def on_timer(self, deadline: float, now: float) -> None:
+        """A timer due at ``deadline`` ran at ``now`` (early runs count as on time)."""
+        self._value += self._gain * (max(0.0, now - deadline) - self._value)
+        self._samples += 1
+
+
 class StreamCountController:
     """The adaptation rule for the number of media streams of one call (R6).
 
@@ -172,12 +207,17 @@ class StreamCountController:
     * Shrink by one stream only after ``target`` has stayed below ``open_streams - 1``
       without a break for ``shrink_hold``, and then at most one stream per
       ``adapt_interval``. Hysteresis of one stream keeps N from flapping at a boundary.
+    * While ``lateness`` (this process's, or the hold the peer reports, whichever is more)
+      is at least ``lateness_hold``, never grow and ignore the busy fraction: neither it
+      nor the RTT measures the path then (counted in :attr:`lateness_holds`). Shrinking
+      goes on by the rule above.
     """
 
     def __init__(self, config: RippConfig, now: float) -> None:
         self._config = config
         self._target = _clamp_streams(config, config.min_media_streams)
         self._congestion_signals = 0
+        self._lateness_holds = 0
         self._too_many_since: float | None = None
         self._last_shrink: float | None = None
 
@@ -191,6 +231,11 @@ class StreamCountController:
         """How many times the busy fraction crossed ``busy_fraction_signal``."""
         return self._congestion_signals
 
+    @property
+    def lateness_holds(self) -> int:
+        """How many updates wanted to grow but were held because an end ran late."""
+        return self._lateness_holds
+
     def update(
         self,
         now: float,
@@ -201,8 +246,12 @@ class StreamCountController:
         busy_fraction: float,
         open_streams: int,
         peer_wanted: int = 0,
+        lateness: float = 0.0,
     ) -> int:
-        """Return the number of media streams that should be open at ``now``."""
+        """Return the number of media streams that should be open at ``now``.
+
+        ``lateness`` is the larger of this process's timer lateness and the peer's reported
+        ACK hold (seconds)."""
         config = self._config
         measured_rtt = rtt if rtt is not None else config.initial_rtt
         measured_loss = loss if loss else config.assumed_loss
@@ -212,7 +261,10 @@ class StreamCountController:
         self._target = target
 
         wanted = max(open_streams, target)
-        if busy_fraction >= config.busy_fraction_signal:
+        # When either end runs late, slow acks and busy streams measure its backlog, not
+        # the path.
+        late = lateness >= config.lateness_hold
+        if busy_fraction >= config.busy_fraction_signal and not late:
             self._congestion_signals += 1
             wanted = max(wanted, open_streams + 1)
             # Congestion contradicts "too many streams": the shrink hold starts over.
@@ -227,4 +279,8 @@ class StreamCountController:
                 self._last_shrink = now
         else:
             self._too_many_since = None
+        if wanted > open_streams and late:
+            # More streams would only add per-packet work to a process already behind.
+            self._lateness_holds += 1
+            wanted = open_streams
         return _clamp_streams(config, wanted)

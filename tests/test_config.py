@@ -31,6 +31,7 @@ MAY_BE_ZERO = {
     "jitter_initial_delay",
     "dtmf_gap",
     "dtmf_volume",
+    "early_resend_reserve",
 }
 SIZES = [
     "max_frame_size",

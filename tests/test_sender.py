@@ -83,6 +83,9 @@ def test_one_unacked_frame_per_channel_and_round_robin() -> None:
 def test_ack_rtt_sample_and_stale_acks() -> None:
     sender = MediaSender(CONFIG)
     sender.add_channel(1, 0.0)
+    first = opus(sender, 0.0)
+    sender.poll(0.0)
+    assert ack(sender, 1, first, 0.05) == pytest.approx(0.05)  # smallest raw sample: 50 ms
     frame = opus(sender, 1.0)
     sender.poll(1.0)
     assert unacked_at(sender) == 1.0
@@ -90,25 +93,33 @@ def test_ack_rtt_sample_and_stale_acks() -> None:
     assert sender.on_ack(1, AckFrame(frame.sequence + 1, 0), 1.1) is None
     assert sender.on_ack(99, AckFrame(frame.sequence, 0), 1.1) is None
     assert sender.busy_fraction == 1.0
+    # The peer's reported hold (ACK Delay) is subtracted: 100 ms - 20 ms.
     sample = ack(sender, 1, frame, 1.1, delay_us=20_000)
     assert sample == pytest.approx(0.08)
     assert unacked_at(sender) is None
     # A second ack for the same frame is stale.
     assert ack(sender, 1, frame, 1.2) is None
     stats = sender.stats(1.2)
-    assert stats.frames_acked == 1
+    assert stats.frames_acked == 2
     assert stats.rtt_latest == pytest.approx(0.08)
-    assert stats.rtt_smoothed == pytest.approx(0.08)
-    assert stats.rtt_variance == pytest.approx(0.04)
-    assert stats.rtt_min == pytest.approx(0.08)
+    assert stats.rtt_smoothed == pytest.approx(0.05 + (0.08 - 0.05) / 8)
+    assert stats.rtt_min == pytest.approx(0.05)
 
 
-def test_ack_delay_larger_than_rtt_floors_at_zero() -> None:
+def test_ack_delay_is_not_subtracted_below_the_smallest_raw_sample() -> None:
+    # RFC 9002 section 5.3: the hold is an estimate; subtracting it must not make a sample
+    # smaller than the smallest raw one (the first sample is never corrected).
     sender = MediaSender(CONFIG)
     sender.add_channel(1, 0.0)
     frame = opus(sender, 0.0)
     sender.poll(0.0)
-    assert ack(sender, 1, frame, 0.01, delay_us=50_000) == 0.0
+    assert ack(sender, 1, frame, 0.01, delay_us=50_000) == pytest.approx(0.01)
+    frame = opus(sender, 1.0)
+    sender.poll(1.0)
+    assert ack(sender, 1, frame, 1.03, delay_us=25_000) == pytest.approx(0.03)
+    frame = opus(sender, 2.0)
+    sender.poll(2.0)
+    assert ack(sender, 1, frame, 2.04, delay_us=25_000) == pytest.approx(0.015)
 
 
 def test_rtt_smoothing_follows_rfc6298() -> None:
