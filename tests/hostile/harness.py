@@ -52,7 +52,10 @@ from ripp_core._frames import (
     encode_signal,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+#: The tree whose ``ripp`` runs the server and the ordinary call: this one, or another
+#: checkout named by RIPP_HOSTILE_REPO (to show that a finding reproduces on older code,
+#: e.g. ``git archive 0b5b7cb | tar -x -C /tmp/old``).
+REPO = Path(os.environ.get("RIPP_HOSTILE_REPO") or Path(__file__).resolve().parents[2])
 SIGNALING = "application/ripp-signaling"
 MEDIA = "application/ripp-media"
 # A syntactically valid PASSporT: `ripp serve` checks Identity syntax only (issue 7).
@@ -336,6 +339,8 @@ class RawConnection:
         self.responses: dict[int, RawResponse] = {}
         self.no_ack: set[int] = set()  # media streams on which we never acknowledge
         self.keepalives: set[int] = set()  # signaling requests we keep alive
+        self.talking: list[RawCall] = []  # calls that send a frame every 20 ms
+        self._next_frame = 0.0
         self._next_keepalive = 0.0
         self.connected = False
         self.terminated: quic_events.ConnectionTerminated | None = None
@@ -378,7 +383,11 @@ class RawConnection:
         return self.quic.get_timer()
 
     def on_timer(self, now: float) -> None:
-        """Run aioquic's timer if due; send keepalives on our calls when due."""
+        """Run aioquic's timer if due; send keepalives and media on our calls when due."""
+        if self.talking and now >= self._next_frame and self.alive:
+            self._next_frame = max(self._next_frame + 0.02, now - 0.1)
+            for call in self.talking:
+                call.send_frames(1)
         if self.keepalives and now >= self._next_keepalive and self.alive:
             # The server ends a call it hears nothing on for media_timeout (1 s).
             self._next_keepalive = now + 0.25
@@ -508,7 +517,9 @@ class RawConnection:
         response = self.responses[stream_id]
         pump(
             [self],
-            until=lambda: response.done or response.status is not None or not self.alive,
+            until=lambda: response.done
+            or response.status is not None
+            or self.terminated is not None,
             timeout=timeout,
         )
         return response
@@ -635,7 +646,7 @@ def pump(
             timer = connection.timer()
             if timer is not None:
                 wake = min(wake, timer)
-        ready, _, _ = select.select(live, [], [], max(0.0, min(wake - now, 0.05)))
+        ready, _, _ = select.select(live, [], [], max(0.0, min(wake - now, 0.01)))
         for connection in ready:
             connection.read()
         now = monotonic()
