@@ -31,13 +31,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
+from aioquic.buffer import Buffer
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic import events as quic_events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
-from aioquic.buffer import Buffer
 
 from ripp_core import Codec
 from ripp_core._frames import (
@@ -51,6 +51,7 @@ from ripp_core._frames import (
     encode_media,
     encode_signal,
 )
+from ripp_core._varint import encode_varint
 
 #: The tree whose ``ripp`` runs the server and the ordinary call: this one, or another
 #: checkout named by RIPP_HOSTILE_REPO (to show that a finding reproduces on older code,
@@ -432,10 +433,9 @@ class RawConnection:
                 elif isinstance(h3_event, DataReceived):
                     response = self.response(h3_event.stream_id)
                     before = len(response.frames)
-                    try:
+                    # not RIPP frames (we may have asked for it): the raw bytes are kept
+                    with contextlib.suppress(Exception):
                         response.feed(h3_event.data)
-                    except Exception:  # not RIPP frames (we asked for it): keep raw bytes
-                        pass
                     response.ended |= h3_event.stream_ended
                     self._ack(h3_event.stream_id, response.frames[before:])
 
@@ -470,6 +470,13 @@ class RawConnection:
         self.responses[stream_id] = RawResponse()
         self.quic.send_stream_data(stream_id, data, end_stream)
         return stream_id
+
+    def literal_request(self, headers: Iterable[tuple[str, str]], end_stream: bool = True) -> int:
+        """Send a request whose header block we encode ourselves (:func:`qpack_literal`),
+        for fields aioquic's encoder refuses to send (a 64 KB value)."""
+        block = qpack_literal(headers)
+        return self.raw_stream(encode_varint(H3_HEADERS) + encode_varint(len(block)) + block,
+                               end_stream)
 
     def send(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         """Body bytes on an open request."""
@@ -558,6 +565,35 @@ class RawConnection:
             self.responses[s] for s in streams
         ]
         return RawCall(self, path, signaling, streams)
+
+
+H3_HEADERS = 0x01
+
+
+def _prefixed_int(value: int, prefix_bits: int, first: int) -> bytes:
+    """An HPACK/QPACK prefixed integer (RFC 7541 5.1) whose first byte starts with
+    ``first`` in the bits above the prefix."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([first | value])
+    out = bytearray([first | limit])
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def qpack_literal(headers: Iterable[tuple[str, str]]) -> bytes:
+    """A QPACK field section of literal lines only (RFC 9204 4.5.6): no dynamic table,
+    no Huffman, so any size goes onto the wire as it is."""
+    out = bytearray(b"\x00\x00")  # Required Insert Count 0, Base 0
+    for name, value in headers:
+        raw_name, raw_value = name.encode(), value.encode()
+        out += _prefixed_int(len(raw_name), 3, 0x20) + raw_name  # 001 N=0 H=0
+        out += _prefixed_int(len(raw_value), 7, 0x00) + raw_value  # H=0
+    return bytes(out)
 
 
 def pcmu_frame(sequence: int, payload_byte: int | None = None) -> bytes:
