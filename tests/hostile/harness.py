@@ -628,9 +628,16 @@ class RawCall:
     def send_frames(self, count: int, *, start: int | None = None, fill: int = 0x55) -> None:
         """Send ``count`` PCMU frames, round-robin over the media streams."""
         first = self.sent if start is None else start
+        responses = self.connection.responses
+        usable = [
+            s for s in self.media if not responses[s].done and responses[s].stop_sending is None
+        ]
         for index in range(count):
-            stream = self.media[index % len(self.media)]
-            self.connection.send(stream, pcmu_frame(first + index, fill))
+            if not usable:
+                break
+            stream = usable[index % len(usable)]
+            with contextlib.suppress(Exception):  # the server may end a stream under us
+                self.connection.send(stream, pcmu_frame(first + index, fill))
         self.sent = first + count
 
     def received(self) -> list[MediaFrame]:
