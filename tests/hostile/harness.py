@@ -164,6 +164,22 @@ class ServeProcess:
         self.address = ("127.0.0.1", self.port)
         self.authority = f"localhost:{self.port}"
 
+    def wait_for_line(self, prefix: str, timeout: float) -> str:
+        """Read the server's stdout until a line starting with ``prefix`` (``ripp serve``
+        prints ``call <uri> from <from>`` for each call it takes)."""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.process.stdout], [], [], left)
+            if not ready:
+                break
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            if line.startswith(prefix):
+                return line
+        raise AssertionError(f"ripp serve printed no {prefix!r} line in {timeout} s")
+
     @property
     def pid(self) -> int:
         """The server's process id (the Python process itself)."""
@@ -720,9 +736,9 @@ def junk_initial(size: int = 1200) -> bytes:
 
 # ---------------------------------------------------------------- one probe's scene
 DRIVERS = ("trio", "asyncio")
-#: Seconds between starting the ordinary call and the attack: the subprocess imports,
-#: handshakes and connects in well under this, so the attack overlaps its media.
-CALL_WARMUP = 1.5
+#: Seconds the ordinary call's media runs before the attack starts (after the server has
+#: printed that it took the call), so that the attack overlaps its media.
+CALL_WARMUP = 0.4
 
 
 @attrs.define
@@ -766,6 +782,7 @@ def scene(
         ordinary = server.ordinary_call(seconds)
         try:
             rss = RssSampler(server.pid)
+            server.wait_for_line("call ", timeout=START_TIMEOUT)
             time.sleep(CALL_WARMUP)
             yield Scene(server, ordinary, rss)
         finally:
