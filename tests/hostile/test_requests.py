@@ -45,9 +45,9 @@ def assert_request_error(response: RawResponse) -> None:
 
 
 # ------------------------------------------------------------------ class 6
-REFUSALS = 1500  # refused requests, sent in batches of 10...
-REFUSAL_RATE = 300.0  # ... at this many a second: a leak test, not a CPU flood
-MIN_REFUSALS = 750  # the run must get at least this far to mean anything
+REFUSALS = 1000  # refused requests, sent in batches of 10...
+REFUSAL_RATE = 200.0  # ... at this many a second: a leak test, not a CPU flood
+MIN_REFUSALS = 500  # the run must get at least this far to mean anything
 LONG_PATH = "/ripp/instances/x/calls/" + "A" * 15000  # 15 KB, under max_header_bytes
 LONG_PATHS = 20  # requests with it (each costs ~1 ms of server CPU)
 MAX_LOG_BYTES = 20_000  # server stderr for all the refusals together
@@ -56,7 +56,7 @@ MAX_LOG_BYTES = 20_000  # server stderr for all the refusals together
 def refused_request(raw: RawConnection, index: int) -> tuple[list[tuple[str, str]], int, int]:
     """The ``index``-th refused request of the flood (a mix of kinds), with the status
     and ``ripp-reason`` code it must get."""
-    path = f"/ripp/instances/x/calls/{'B' * 1000}{index}"  # well-shaped, no such call
+    path = f"/ripp/instances/x/calls/{'B' * 200}{index}"  # well-shaped, no such call
     headers = raw.call_headers(path, MEDIA)
     kind = index % 4
     if kind == 0:
