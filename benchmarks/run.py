@@ -394,6 +394,20 @@ def _profile_summary(prof: dict[str, Any]) -> str:
     )
 
 
+def run_soak(quick: bool) -> dict[str, Any]:
+    """Ordinary calls against a real ``ripp serve`` under mixed hostile load."""
+    from . import soak
+
+    return soak.run(minutes=20 / 60 if quick else 5.0)
+
+
+def render_soak(data: dict[str, Any]) -> str:
+    """The soak's report, as a Markdown list."""
+    from . import soak
+
+    return "\n".join(f"- {line}" for line in soak.render(data).splitlines())
+
+
 def render_doc(results: dict[str, Any]) -> str:
     out = [
         "# Performance",
