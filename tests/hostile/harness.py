@@ -554,7 +554,9 @@ class RawConnection:
     def create_call(self) -> str:
         """Create a call; its call URI path."""
         response = self.create()
-        assert response.status == 201, response
+        if response.status != 201:
+            state = "alive" if self.server.alive() else "EXITED:\n" + self.server.stderr()[-2000:]
+            raise AssertionError(f"creation got {response}; ripp serve {state}")
         return urlsplit(response.headers["location"]).path
 
     def open(self, path: str, content_type: str, token: str | None = None) -> int:
