@@ -88,7 +88,7 @@ class Attacker:
         try:
             attack()
         except Exception as exc:  # the soak reports these, it does not stop on them
-            self.failures[f"{name}: {type(exc).__name__}"] += 1
+            self.failures[f"{name}: {type(exc).__name__}: {_last_line(exc)[:80]}"] += 1
 
     # ------------------------------------------------------------- the attacks
     def junk_initials(self) -> None:
@@ -218,6 +218,12 @@ class Attacker:
         raw.sock.close()  # vanish without closing QUIC either
 
 
+def _last_line(exc: BaseException) -> str:
+    """The last non-empty line of an error (a subprocess's error is its stderr's end)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 def summarise_calls(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals over the ordinary calls' JSON results."""
     sent = sum(r["media"]["client_to_server"]["sent"] for r in results)
@@ -287,7 +293,7 @@ def _soak(
             try:
                 results.append(call.result())
             except AssertionError as exc:
-                failed_calls.append(str(exc).splitlines()[0])
+                failed_calls.append(_last_line(exc))
         while len(running) < calls and time.monotonic() + call_seconds + 3 < end:
             running.append(server.ordinary_call(call_seconds, token=f"ordinary-{index}"))
         attacker.run(attacks[index % len(attacks)])
@@ -303,7 +309,7 @@ def _soak(
         try:
             results.append(call.result(timeout=call_seconds + 30))
         except AssertionError as exc:
-            failed_calls.append(str(exc).splitlines()[0])
+            failed_calls.append(_last_line(exc))
     alive = server.alive()
     rss.stop()
     if not alive:
