@@ -44,7 +44,7 @@ SETTLE = 0.3
 EXAMPLES_PER_CONNECTION = 40
 #: Virtual seconds after the last example by which every ended call must be gone: an
 #: ended call is freed after a bounded linger even if the peer leaves its requests open.
-FORGET_WITHIN = 15.0
+FORGET_WITHIN = 30.0
 
 # ---------------------------------------------------------------- strategies
 json_values = st.recursive(
