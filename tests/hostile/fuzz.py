@@ -178,14 +178,14 @@ class FuzzWorld:
         assert trunk.rserver(name).calls[server_handle].state is CallState.CONNECTED
         assert not [e for e in trunk.client.of(CallTerminated) if e.call == handle]
 
+    def ended_calls_held(self) -> int:
+        """Run FORGET_WITHIN virtual seconds; how many ended calls the server still holds."""
+        self.trunk.net.run_for(FORGET_WITHIN)
+        return sum(1 for call in self.server.calls.values() if call.state is CallState.TERMINATED)
+
     def assert_forgotten(self) -> None:
         """Some time later, the server holds no ended call (only the bystander and calls
         whose silent client has not been declared lost: see docs/hostile.md)."""
-        self.trunk.net.run_for(FORGET_WITHIN)
-        ended = [
-            handle
-            for handle, call in self.server.calls.items()
-            if call.state is CallState.TERMINATED
-        ]
-        assert not ended, f"{len(ended)} ended calls still held after {FORGET_WITHIN} s"
+        held = self.ended_calls_held()
+        assert not held, f"{held} ended calls still held after {FORGET_WITHIN} s"
         assert self.trunk.client_state(self.handle) is CallState.CONNECTED
