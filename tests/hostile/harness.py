@@ -334,7 +334,10 @@ class RawConnection:
     """One QUIC connection with HTTP/3 on top, on its own UDP socket; nothing of ripp.
 
     Call :func:`pump` to move datagrams. ``auto_ack`` makes the connection acknowledge
-    every MEDIA frame it receives on a media request (as a well-behaved peer would).
+    every MEDIA frame it receives on a media request (as a well-behaved peer would),
+    except on the streams in ``no_ack``. Signaling requests in ``keepalives`` get a
+    keepalive every 0.25 s, and each call in ``talking`` a PCMU frame every 20 ms, while
+    the connection is pumped.
     """
 
     def __init__(
@@ -386,9 +389,7 @@ class RawConnection:
         while True:
             try:
                 data, addr = self.sock.recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
+            except OSError:  # nothing waiting (BlockingIOError), or the socket is closed
                 break
             if is_retry(data):
                 self.retries_seen += 1
