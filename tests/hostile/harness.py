@@ -396,6 +396,17 @@ class RawConnection:
             self.quic.receive_datagram(data, addr, monotonic())
         self._process()
 
+    def swallow(self) -> int:
+        """Read and drop whatever the server sent, without answering: this connection's
+        handshake stays in progress at the server. Returns the datagrams dropped."""
+        count = 0
+        while True:
+            try:
+                self.sock.recvfrom(65536)
+            except OSError:
+                return count
+            count += 1
+
     def timer(self) -> float | None:
         """When aioquic wants ``handle_timer``."""
         return self.quic.get_timer()
