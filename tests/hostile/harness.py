@@ -269,6 +269,9 @@ class OrdinaryCall:
         sent = result["media"]["client_to_server"]["sent"]
         received = result["media"]["server_to_client"]["received"]
         assert sent > 0 and received >= MIN_FRAMES_KEPT * sent, result
+        # The echo server sends back what it gets: more than we sent means someone else's
+        # frames were injected into our call.
+        assert received <= sent, f"frames injected into the ordinary call: {result}"
         p99 = result["rtt_ms"]["p99"]
         assert p99 is not None and p99 < max_rtt_p99_ms, result
         return result
@@ -762,6 +765,8 @@ class Scene:
     server: ServeProcess
     ordinary: OrdinaryCall
     rss: RssSampler
+    ordinary_path: str
+    """The call URI path of the ordinary call (``ripp serve`` prints it)."""
 
     def check(
         self,
@@ -796,9 +801,10 @@ def scene(
         ordinary = server.ordinary_call(seconds)
         try:
             rss = RssSampler(server.pid)
-            server.wait_for_line("call ", timeout=START_TIMEOUT)
+            # "call https://localhost:PORT/ripp/instances/I/calls/C from <tel:...>"
+            line = server.wait_for_line("call ", timeout=START_TIMEOUT)
             time.sleep(CALL_WARMUP)
-            yield Scene(server, ordinary, rss)
+            yield Scene(server, ordinary, rss, urlsplit(line.split()[1]).path)
         finally:
             rss.stop()
             if ordinary.process.poll() is None and not server.alive():

@@ -66,6 +66,24 @@ def test_calls_are_bound_to_their_creator(tmp_path: Path) -> None:
                 mallory.create(ripp_reestablish=f"<{victim_uri}>;state={state}"), 404, 481
             )
 
+        # The same against the ordinary call (another process; its URI from the server's
+        # log): media requests carrying frames numbered far from its own, a forged
+        # re-establishment. If any got through, the echo server would send the injected
+        # frames back to the ordinary caller (Scene.check: no more frames than it sent).
+        tries = [mallory.open(s.ordinary_path, MEDIA) for _ in range(2)]
+        for stream in tries:
+            mallory.send(stream, b"".join(pcmu_frame(100_000 + i, MALLORY_FILL) for i in range(5)))
+        ordinary_uri = f"https://{s.server.authority}{s.ordinary_path}"
+        forged = mallory.create(ripp_reestablish=f"<{ordinary_uri}>;state=connected")
+        pump(
+            [victim, mallory],
+            until=lambda: all(mallory.responses[t].done for t in tries),
+            timeout=3,
+        )
+        for response in [*(mallory.responses[t] for t in tries), forged]:
+            assert_refused(response, 404, 481)
+            assert not response.media(), "Mallory heard the ordinary call's audio"
+
         # The victim's call never noticed: up, its frames acked, only its own audio back.
         heard_before = len(call.received())
         pump([victim, mallory], timeout=1.0)
