@@ -358,7 +358,8 @@ def render(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; exits 1 if the server died or an ordinary call failed."""
+    """Command line entry point; exits 1 if the server died, an ordinary call failed or
+    the calls kept less than 99 % of their frames."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=20 / 60, help="default: 20 s")
     parser.add_argument("--driver", choices=("trio", "asyncio"), default="trio")
@@ -379,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         progress=(lambda _: None) if args.json else print,
     )
     print(json.dumps(report) if args.json else render(report))
-    return 0 if report["alive"] and not report["calls"]["failed"] else 1
+    calls = report["calls"]
+    kept = calls["kept_pct"] is not None and calls["kept_pct"] >= 99.0
+    return 0 if report["alive"] and not calls["failed"] and kept else 1
 
 
 if __name__ == "__main__":
