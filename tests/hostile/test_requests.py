@@ -162,3 +162,72 @@ def test_malformed_request_costs_the_request_only(driver: str, tmp_path: Path) -
         assert call.sent - len(call.acked()) <= 5
         assert raw.create().status == 201
         s.check()
+
+
+# ------------------------------------------------------------------ check order
+#: Each request below breaks two rules; the refusal must name the one checked first.
+PAD = "x" * 20_000  # a header block over max_header_bytes (16384)
+
+
+@pytest.mark.slow
+def test_refusals_follow_the_documented_check_order(tmp_path: Path) -> None:
+    # max_calls=1: the ordinary call fills the server, so creation reaches the 503 check.
+    with scene(tmp_path, "trio", ["max_calls=1"]) as s:
+        raw = RawConnection(s.server, source="127.0.0.2")
+        assert pump([raw], until=lambda: raw.connected, timeout=5)
+        create = raw.creation_headers
+        shaped = "/ripp/instances/x/calls/AAAAAAAAAAAAAAAAAAAAAA"  # well-shaped, unknown
+
+        def on(path: str, content_type: str, token: str | None = "mallory",
+               method: str = "POST", pad: bool = False) -> list[tuple[str, str]]:
+            headers = [
+                (":method", method), (":scheme", "https"),
+                (":authority", s.server.authority), (":path", path),
+                ("content-type", content_type),
+            ]
+            if token is not None:
+                headers.append(("authorization", f"Bearer {token}"))
+            if pad:
+                headers.append(("x-pad", PAD))
+            return headers
+
+        cases: list[tuple[str, list[tuple[str, str]], int, int]] = [
+            # creation: 400/405 -> 400 (version, To, From) -> 428/438 -> 400 (marker)
+            #           -> 503 -> 401/403
+            ("size before method", create(**{":method": "GET", "x-pad": PAD}), 400, 400),
+            ("method before version", create(**{":method": "GET", "ripp-version": "2"}),
+             405, 405),
+            ("version before identity", create(ripp_version="2", identity=None), 400, 400),
+            ("From before identity", create(**{"from": "nonsense", "identity": None}),
+             400, 400),
+            ("identity before marker", create(identity=None, ripp_reestablish="<x>"),
+             428, 428),
+            ("identity syntax before marker",
+             create(identity="not-a-jws", ripp_reestablish="<x>"), 403, 438),
+            ("marker before capacity",
+             create(ripp_reestablish=f"<https://{s.server.authority}{shaped}>;state=bogus"),
+             400, 400),
+            ("capacity before token", create(authorization=None), 503, 503),
+            # call URI: 400 -> 405 -> 404 (shape) -> 415 -> 401/403 -> 404 (no such call)
+            ("size before method", on(shaped, MEDIA, method="GET", pad=True), 400, 400),
+            ("method before shape", on("/ripp/nowhere", MEDIA, method="GET"), 405, 405),
+            ("shape before content type", on("/ripp/nowhere", "text/plain"), 404, 481),
+            ("content type before token", on(shaped, "text/plain", token=None), 415, 415),
+            ("token before call", on(shaped, MEDIA, token=None), 401, 401),
+            ("someone else's call", on(s.ordinary_path, MEDIA), 404, 481),
+        ]
+        streams = [raw.literal_request(headers) for _, headers, _, _ in cases]
+        pump([raw], until=lambda: all(raw.responses[x].done for x in streams), timeout=5)
+        wrong = []
+        for (name, _, status, sip), stream in zip(cases, streams, strict=True):
+            response = raw.responses[stream]
+            reason = response.headers.get("ripp-reason", "")
+            if name == "size before method" and response.reset == H3_MESSAGE_ERROR:
+                continue  # an oversized header block may also be refused by a reset
+            if response.status != status or not reason.startswith(f"{sip} "):
+                wrong.append(f"{name}: wanted {status}/{sip}, got {response.status} "
+                             f"{reason!r} (reset {response.reset})")
+        assert not wrong, "\n".join(wrong)
+        assert raw.create().headers.get("retry-after") == "1"
+        assert raw.alive
+        s.check()
