@@ -1,0 +1,1 @@
+"""The hostile-peer suite of issue 6 (docs/hostile.md)."""
