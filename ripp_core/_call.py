@@ -978,6 +978,13 @@ class Call:
         if self._keepalive_due() and now >= self._last_sent + self.config.keepalive_interval:
             self._send_message(Keepalive(), now)
         if self.phase is MigrationPhase.ATTACHED and self.machine.media_allowed:
+            for channel in self.sender.stuck_channels(now, self.config.ack_timeout):
+                # Acks for later frames come back on other streams: the path works, and
+                # only this stream is broken. Reset it (its frame goes out elsewhere)
+                # instead of failing the whole call.
+                self._log(logging.WARNING, "no ack on channel %d: stream reset", channel)
+                self._transport.reset(channel, H3_REQUEST_CANCELLED)
+                self._forget_channel(channel, now)
             failure = self.liveness.check(
                 now, oldest_unacked_sent_at=self.sender.oldest_unacked_sent_at
             )

@@ -197,6 +197,9 @@ class RippConfig:
     admission_max_lag: float = attrs.field(default=0.1, validator=_positive)
     """Event-loop lag (the moving average, gain 1/8, of how late timers run) above which
     a server refuses new calls with 503 for ``admission_hold``."""
+    admission_max_stall: float = attrs.field(default=0.25, validator=_positive)
+    """One timer run this late (the whole process stalled: swapped out, stopped, a long
+    pause) counts as overload at once."""
     admission_hold: float = attrs.field(default=2.0, validator=_positive)
     """How long a server keeps refusing new calls after it found itself overloaded."""
     retry_after: int = attrs.field(default=1, validator=_positive)

@@ -578,14 +578,16 @@ class _Endpoint:
         connection.closed = True
         self._drop_connection(connection)
 
-    def _stop_reading(self, connection: _Connection, stream_id: int) -> None:
+    def _stop_reading(
+        self, connection: _Connection, stream_id: int, error_code: int = H3_REQUEST_REJECTED
+    ) -> None:
         """STOP_SENDING on a request whose body we will not read (refused requests), so
         that the peer ends it and its stream state can go."""
         if connection.closed:
             return
         self._touched.add(connection)
         try:
-            connection.quic.stop_stream(stream_id, H3_REQUEST_REJECTED)
+            connection.quic.stop_stream(stream_id, error_code)
         except Exception:  # already finished in that direction
             logger.debug("stop of finished stream %d ignored", stream_id)
 
@@ -931,12 +933,13 @@ class RippServer(_Endpoint):
         """Feed one measurement of how late the event loop ran a timer (seconds).
 
         The server keeps a moving average (gain 1/8) of these; while it exceeds
-        ``admission_max_lag`` the server refuses new calls with 503 and ``Retry-After``,
-        and keeps refusing for ``admission_hold`` after, so that the calls already up keep
-        their quality (protocol 19.5). :meth:`handle_timer` reports its own lateness.
+        ``admission_max_lag``, and after any single stall longer than
+        ``admission_max_stall``, the server refuses new calls with 503 and
+        ``Retry-After`` for ``admission_hold``, so that the calls already up keep their
+        quality (protocol 19.5). :meth:`handle_timer` reports its own lateness.
         """
         self._lag += (max(0.0, lag) - self._lag) / 8
-        if self._lag > self.config.admission_max_lag:
+        if self._lag > self.config.admission_max_lag or lag > self.config.admission_max_stall:
             if now >= self._overloaded_until:
                 logger.warning(
                     "overloaded (event loop %.0f ms late on average): refusing new calls",
@@ -1248,11 +1251,14 @@ class RippServer(_Endpoint):
         stream = connection.streams.get(event.stream_id)
         exc = BadRequest(f"malformed request: {event.reason}")
         if stream is None:
+            # Not answered yet: a whole 400 response, then STOP_SENDING for the rest of
+            # the request (a reset of our side could discard the 400 before it leaves).
             try:
                 self._refuse(connection, event.stream_id, exc, None)
             except _StreamGone:
-                connection.streams.pop(event.stream_id, None)
-            self._reset_stream(connection, event.stream_id, H3_MESSAGE_ERROR)
+                pass
+            connection.streams.pop(event.stream_id, None)
+            self._stop_reading(connection, event.stream_id, H3_MESSAGE_ERROR)
             return
         self._violation(stream.call.handle if stream.call else None, exc, None, H3_MESSAGE_ERROR)
         self._reset_stream(connection, event.stream_id, H3_MESSAGE_ERROR)

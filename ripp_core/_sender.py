@@ -120,6 +120,7 @@ class MediaSender:
         self._next_timestamp = first_timestamp
         self._queue: list[_Queued] = []
         self._channels: dict[int, _Channel] = {}
+        self._last_ack_sent_at: float | None = None  # send time of the newest acked frame
         self._channel_order = 0
         self._paused = False
         self._frame_interval = DEFAULT_FRAME_INTERVAL
@@ -228,6 +229,21 @@ class MediaSender:
         if not self._channels:
             return 0.0
         return self.busy_channels / len(self._channels)
+
+    def stuck_channels(self, now: float, timeout: float) -> list[int]:
+        """Channels whose frame in flight has waited ``timeout`` for its ack while an ack
+        sent later came back on another channel: the path works, so that stream alone is
+        broken (a peer that never acks on it), not the call (protocol 15.1)."""
+        if self._last_ack_sent_at is None:
+            return []
+        return [
+            channel
+            for channel, s in self._channels.items()
+            if s.unacked is not None
+            and not self._delivered(s.unacked.sequence)
+            and now - s.sent_at >= timeout
+            and self._last_ack_sent_at > s.sent_at
+        ]
 
     @property
     def oldest_unacked_sent_at(self) -> float | None:
@@ -404,6 +420,8 @@ class MediaSender:
         if not repaired and not late:
             # The early re-send deadline must come from the path, not from repairs.
             self._path_rtt.on_sample(sample)
+        if self._last_ack_sent_at is None or state.sent_at > self._last_ack_sent_at:
+            self._last_ack_sent_at = state.sent_at
         state.unacked = None
         state.freed_at = now
         flight = self._flights.get(ack.sequence)

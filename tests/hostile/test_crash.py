@@ -17,7 +17,6 @@ from .harness import (
     SIGNALING,
     RawConnection,
     ServeProcess,
-    assert_refused,
     pump,
     scene,
     signal_frame,
@@ -55,11 +54,14 @@ def malformed_after_pending(raw: RawConnection, server: ServeProcess) -> None:
 
 
 def reestablish_unknown(raw: RawConnection, server: ServeProcess) -> None:
-    """A creation request whose Ripp-Reestablish names a call this instance never had,
-    with state=connected: 404 / 481."""
+    """A creation request whose Ripp-Reestablish names a call of another instance, with
+    state=connected: the server takes it over as a new, already connected call (protocol
+    15.4 case 2; R10). This is what used to raise LocalStateError in `ripp serve`'s
+    handler (ring/answer on a connected call) and end the process. A marker naming a call
+    of *this* instance that it does not hold gets 404 (tests/test_ownership.py)."""
     calls = f"https://{server.authority}/ripp/instances/nope/calls/"
     response = raw.create(ripp_reestablish=f"<{calls}AAAAAAAAAAAAAAAAAAAAAA>;state=connected")
-    assert_refused(response, 404, 481)
+    assert response.status == 201, response
     pump([raw], timeout=0.3)
 
 
