@@ -497,6 +497,9 @@ class SipEndpoint:
             self._answer(key, record, 200, "OK", now)
             self._end(call)
             self._events.append(ByeReceived(handle or "", request))
+        elif request.method == "UPDATE" and not request.body:
+            # A session refresh without an offer (RFC 4028 §7.4): nothing to decide.
+            self.respond_to("|".join(key), 200, "OK", now)
         elif request.method in ("INVITE", "UPDATE"):
             if request.method == "INVITE":
                 contacts = request.header_values("Contact")
