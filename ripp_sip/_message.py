@@ -336,13 +336,13 @@ def parse_address(value: str) -> Address:
     match = _QUOTED.match(text)
     if match:
         display = re.sub(r"\\(.)", r"\1", match.group(1))
-        uri, rest = match.group(2).strip(), match.group(3)
+        uri, rest = match.group(2), match.group(3)
     elif "<" in text or ">" in text:
         tokens = _TOKENS_ADDR.match(text)
         if tokens is None:
             raise SipParseError(f"malformed name-addr {value!r}")
         display = " ".join(tokens.group(1).split()) or None
-        uri, rest = tokens.group(2).strip(), tokens.group(3)
+        uri, rest = tokens.group(2), tokens.group(3)
     else:
         if '"' in text:
             raise SipParseError(f"unbalanced quote in {value!r}")
