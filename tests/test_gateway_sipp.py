@@ -13,7 +13,6 @@ challenges with digest auth; a busy trunk (486); a dead trunk (timer B -> 408).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,8 +64,9 @@ def sipp_log(cwd: Path) -> str:
 
 
 # --------------------------------------------------------------- SIP -> RIPP, ripp serve
-def test_sipp_uac_pcap_through_gateway_to_ripp_serve_echo(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sipp_uac_pcap_through_gateway_to_ripp_serve_echo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sipp_binary()
     home = tmp_path / "home"
     monkeypatch.setenv("RIPP_HOME", str(home))
@@ -98,11 +98,7 @@ def test_sipp_uac_pcap_through_gateway_to_ripp_serve_echo(tmp_path: Path,
     assert record.transcoded == 0, "PCMA both ways: payloads pass through"
     assert record.ended == (200, "Normal")  # sipp hung up: BYE -> terminate 200
     assert record.identity is not None and record.identity.endswith("ppt=shaken")
-    print("gateway latency ms: RTP->RIPP p50 %.3f p99 %.3f; RIPP->RTP p50 %.3f p99 %.3f" % (
-        percentile(record.forward_latency, 0.5) * 1e3,
-        percentile(record.forward_latency, 0.99) * 1e3,
-        percentile(record.backward_latency, 0.5) * 1e3,
-        percentile(record.backward_latency, 0.99) * 1e3))
+    print(f"gateway latency ms: RTP->RIPP p50 {percentile(record.forward_latency, 0.5) * 1e3:.3f} p99 {percentile(record.forward_latency, 0.99) * 1e3:.3f}; RIPP->RTP p50 {percentile(record.backward_latency, 0.5) * 1e3:.3f} p99 {percentile(record.backward_latency, 0.99) * 1e3:.3f}")
 
 
 # --------------------------------------------------------------- SIP -> RIPP, scripted peer
@@ -169,7 +165,7 @@ def test_sip_cancel_terminates_the_ripp_call_with_487(tmp_path: Path) -> None:
 def test_ripp_rejection_becomes_the_sip_final_response(tmp_path: Path, user: str,
                                                        code: int) -> None:
     sipp_binary()
-    records, seen, work = _scripted(tmp_path, "uac_rejected.xml", user)
+    records, _seen, work = _scripted(tmp_path, "uac_rejected.xml", user)
     assert records[0].sip_final == code
     assert f"SIP/2.0 {code} " in sipp_log(work)
 
@@ -194,8 +190,9 @@ def test_reinvite_hold_update_and_bye_from_the_ripp_side(tmp_path: Path) -> None
 
 
 # --------------------------------------------------------------- RIPP -> SIP
-def test_ripp_call_cli_through_gateway_to_sipp_uas_rtp_echo(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ripp_call_cli_through_gateway_to_sipp_uas_rtp_echo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sipp_binary()
     home = tmp_path / "home"
     monkeypatch.setenv("RIPP_HOME", str(home))

@@ -18,7 +18,10 @@ from ripp_sip import (
 from ripp_sip._digest import verify
 from tests.sip_harness import B, SipPair
 
-SDP = b"v=0\r\no=x 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+SDP = (
+    b"v=0\r\no=x 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/AVP 0\r\n"
+)
 
 
 def invite(pair: SipPair, **kwargs: object) -> str:
@@ -158,12 +161,12 @@ def test_reinvite_is_reported_for_the_application_to_answer() -> None:
 def test_options_is_answered_without_an_event() -> None:
     pair = SipPair()
     options = (
-        "OPTIONS sip:10.0.0.2:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKo1\r\n"
-        "From: <sip:ping@10.0.0.1>;tag=1\r\nTo: <sip:10.0.0.2>\r\nCall-ID: o1\r\n"
-        "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
+        b"OPTIONS sip:10.0.0.2:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKo1\r\n"
+        b"From: <sip:ping@10.0.0.1>;tag=1\r\nTo: <sip:10.0.0.2>\r\nCall-ID: o1\r\n"
+        b"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
     pair.b.receive_datagram(options, ("10.0.0.1", 5060), 0.0)
-    (out, addr), = pair.b.datagrams_to_send()
+    (out, _addr), = pair.b.datagrams_to_send()
     response = parse_message(out)
     assert response.status == 200  # type: ignore[union-attr]
     assert "INVITE" in (response.header("Allow") or "")
@@ -173,17 +176,17 @@ def test_options_is_answered_without_an_event() -> None:
 def test_unknown_dialog_gets_481_and_unknown_extension_420() -> None:
     pair = SipPair()
     bye = (
-        "BYE sip:bob@10.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKb1\r\n"
-        "From: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=nope\r\nCall-ID: zz\r\nCSeq: 5 BYE\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
+        b"BYE sip:bob@10.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKb1\r\n"
+        b"From: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=nope\r\nCall-ID: zz\r\nCSeq: 5 BYE\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
     pair.b.receive_datagram(bye, ("10.0.0.1", 5060), 0.0)
     assert parse_message(pair.b.datagrams_to_send()[0][0]).status == 481  # type: ignore[union-attr]
     inv = (
-        "INVITE sip:bob@10.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKi1\r\n"
-        "From: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: z2\r\nCSeq: 5 INVITE\r\n"
-        "Require: 100rel, foo\r\nContent-Length: 0\r\n\r\n"
-    ).encode()
+        b"INVITE sip:bob@10.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKi1\r\n"
+        b"From: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: z2\r\nCSeq: 5 INVITE\r\n"
+        b"Require: 100rel, foo\r\nContent-Length: 0\r\n\r\n"
+    )
     pair.b.receive_datagram(inv, ("10.0.0.1", 5060), 0.0)
     response = parse_message(pair.b.datagrams_to_send()[0][0])
     assert response.status == 420  # type: ignore[union-attr]
@@ -196,8 +199,9 @@ def test_digest_challenge_is_answered_once_with_sha256() -> None:
     call = invite(pair, credentials=creds)
     pair.settle()
     inbound = incoming(pair)
-    challenge = (("WWW-Authenticate", 'Digest realm="trunk", nonce="n1", algorithm=MD5, qop="auth"'),
-                 ("WWW-Authenticate", 'Digest realm="trunk", nonce="n1", algorithm=SHA-256, qop="auth"'))
+    offer = 'Digest realm="trunk", nonce="n1", algorithm={}, qop="auth"'
+    challenge = (("WWW-Authenticate", offer.format("MD5")),
+                 ("WWW-Authenticate", offer.format("SHA-256")))
     pair.b.respond(inbound.call, 401, "Unauthorized", pair.now, headers=challenge)
     pair.settle()
     invites = pair.sent("a", "INVITE")

@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - test vectors keep one SIP line per source line where they can
 """SIP messages modelled on the RFC 4475 torture tests, written for ripp from the RFC's
 descriptions of each case (section numbers in the names). ``VALID`` must parse; ``INVALID``
 must raise ``SipParseError`` with the status code given. Line ends are CRLF on the wire;
