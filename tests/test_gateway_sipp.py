@@ -98,7 +98,6 @@ def test_sipp_uac_pcap_through_gateway_to_ripp_serve_echo(
     assert record.transcoded == 0, "PCMA both ways: payloads pass through"
     assert record.ended == (200, "Normal")  # sipp hung up: BYE -> terminate 200
     assert record.identity is not None and record.identity.endswith("ppt=shaken")
-    print(f"gateway latency ms: RTP->RIPP p50 {percentile(record.forward_latency, 0.5) * 1e3:.3f} p99 {percentile(record.forward_latency, 0.99) * 1e3:.3f}; RIPP->RTP p50 {percentile(record.backward_latency, 0.5) * 1e3:.3f} p99 {percentile(record.backward_latency, 0.99) * 1e3:.3f}")
 
 
 # --------------------------------------------------------------- SIP -> RIPP, scripted peer
