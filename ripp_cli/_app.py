@@ -22,7 +22,7 @@ from ripp_audio import WavWriter, decoder_for, encoder_for, frames_from_wav, ton
 from ripp_core import CallState, Codec, MediaFrame, MediaGap, NoSuchCall, RippConfig
 from ripp_core.testing import Impairment
 
-from . import _certs
+from . import _certs, _gateway
 from ._passport import make_identity
 from ._relay_thread import RelayThread
 from ._runtime import Runtime, runtime
@@ -81,6 +81,7 @@ def add_arguments(subcommands: Any) -> None:
     call.add_argument("--to", default=TO)
     call.add_argument("--from", dest="from_", default=FROM)
     call.add_argument("--ca", type=Path, help="CA certificate (default: the local ripp CA)")
+    _gateway.add_arguments(subcommands)
 
 
 # ------------------------------------------------------------------ audio
@@ -436,7 +437,9 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 
 def run(command: str, args: argparse.Namespace) -> int:
-    """Entry point for the three commands."""
+    """Entry point for the commands (``gateway`` is Trio-only and has its own runner)."""
+    if command == "gateway":
+        return _gateway.run(args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(name)s %(message)s",

@@ -315,3 +315,48 @@ def test_dead_trunk_times_out_with_408(tmp_path: Path) -> None:
     out, _ = _ripp_client_call(tmp_path, [], seconds=0.2, sip=SipConfig(t1=0.05),
                                start_sipp=False)
     assert out["ended"].code == 408
+
+
+# --------------------------------------------------------------- the ripp gateway command
+def test_ripp_gateway_command_bridges_both_ways(tmp_path: Path) -> None:
+    """`ripp gateway` as a user runs it: sipp uac -> gateway -> ripp serve, and
+    ripp call -> gateway -> sipp uas -rtp_echo, through one gateway process."""
+    sipp_binary()
+    home = tmp_path / "home"
+    work = sipp_workdir(tmp_path)
+    serve, uri = start_ripp_serve(home)
+    trunk_port = free_udp_port()
+    uas = subprocess.Popen(
+        [sipp_binary(), "-sn", "uas", "-rtp_echo", "-i", "127.0.0.1", "-p", str(trunk_port),
+         "-mp", str(free_udp_port(even=True)), "-m", "1", "-timeout", "40s", "-nostdin",
+         "-trace_err"], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    gateway = subprocess.Popen(
+        ripp_command("gateway", "--sip-port", "0", "--ripp-port", "0", "--calls-uri", uri,
+                     "--sign-identity", "--trunk", f"sip:127.0.0.1:{trunk_port}"),
+        cwd=REPO, env=env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert gateway.stdout is not None
+        banner = gateway.stdout.readline()
+        assert banner.startswith("ripp gateway: sip udp/127.0.0.1:"), banner
+        sip_port = int(banner.split("udp/127.0.0.1:")[1].split()[0])
+        ripp_uri = banner.split("; ripp ")[1].split()[0]
+        uac = subprocess.run(sipp_args(("127.0.0.1", sip_port), "-sn", "uac", "-d", "500"),
+                             cwd=work, capture_output=True, timeout=60)
+        assert uac.returncode == 0, uac.stderr.decode() + sipp_log(work)
+        call = subprocess.run(ripp_command("call", ripp_uri, "--json", "--seconds", "1"),
+                              cwd=REPO, env=env(home), capture_output=True, text=True,
+                              timeout=60)
+        assert call.returncode == 0, call.stderr
+        summary = json.loads(call.stdout.strip().splitlines()[-1])
+        assert summary["ended"]["code"] == 200
+        assert summary["media"]["server_to_client"]["received"] >= 40  # of 50, echoed by sipp
+        assert uas.wait(20) == 0
+        lines = [gateway.stdout.readline() for _ in range(2)]
+        assert lines[0].startswith("call sip-to-ripp ended 200 Normal"), lines
+        assert lines[1].startswith("call ripp-to-sip ended 200 Normal"), lines
+    finally:
+        stop(gateway)  # type: ignore[arg-type]
+        stop(serve)
+        if uas.poll() is None:
+            uas.kill()
+            uas.wait()
