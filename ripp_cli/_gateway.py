@@ -61,6 +61,8 @@ async def _serve(args: argparse.Namespace) -> int:
     from ripp_sip import Credentials
     from ripp_sip.trio_gateway import GatewayConfig, open_gateway
 
+    from ._app import percentiles
+
     credentials = None
     if args.username is not None:
         credentials = Credentials(args.username, args.password or "")
@@ -97,7 +99,11 @@ async def _serve(args: argparse.Namespace) -> int:
                 if record.ended is None:
                     break
                 reported += 1
+                forward = percentiles(record.forward_latency, ("p50", "p99"))
+                backward = percentiles(record.backward_latency, ("p50", "p99"))
                 print(f"call {record.direction} ended {record.ended[0]} {record.ended[1]}: "
                       f"rtp in {record.rtp_in} out {record.rtp_out}, frames to ripp "
                       f"{record.frames_to_ripp} from ripp {record.frames_from_ripp}, dtmf "
-                      f"{record.dtmf_to_ripp}/{record.dtmf_to_sip}", flush=True)
+                      f"{record.dtmf_to_ripp}/{record.dtmf_to_sip}; gateway ms rtp->ripp "
+                      f"p50={forward['p50']} p99={forward['p99']}, ripp->rtp "
+                      f"p50={backward['p50']} p99={backward['p99']}", flush=True)
