@@ -1,0 +1,182 @@
+"""The Trio gateway over real loopback sockets, with a SIP phone written on ripp_sip's
+own core: RTP continuity across a RIPP move, and a misbehaving SIP peer beside a
+well-behaved call."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import trio
+
+import ripp_trio
+from ripp_core import CallMovedAway, MediaFrame, RippConfig
+from ripp_core.testing import client_quic_configuration, make_test_pki, server_quic_configuration
+from ripp_sip import (
+    ResponseReceived,
+    RtpPacket,
+    SipEndpoint,
+    make_offer,
+    parse_rtp,
+    parse_sdp,
+)
+from ripp_sip.trio_gateway import GatewayConfig, open_gateway
+from tests.data.sip_torture import INVALID
+
+IDENTITY = (
+    "eyJhbGciOiJFUzI1NiIsInBwdCI6InNoYWtlbiIsInR5cCI6InBhc3Nwb3J0In0.eyJhdHRlc3QiOiJBIn0."
+    "c2ln;info=<https://cert.example.org/passport.cer>;alg=ES256;ppt=shaken"
+)
+
+
+class Phone:
+    """A SIP phone on loopback: one call, PCMU RTP with a counter in each payload."""
+
+    def __init__(self) -> None:
+        self.sip = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rtp = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.endpoint: SipEndpoint | None = None
+        self.received: list[RtpPacket] = []
+        self.answered = trio.Event()
+        self.remote: tuple[str, int] | None = None
+        self.handle = ""
+
+    async def run(self, gateway: tuple[str, int], *, task_status: Any) -> None:
+        await self.sip.bind(("127.0.0.1", 0))
+        await self.rtp.bind(("127.0.0.1", 0))
+        self.endpoint = SipEndpoint(self.sip.getsockname(), seed=3)
+        body = make_offer("127.0.0.1", self.rtp.getsockname()[1], session_id=1).to_bytes()
+        self.handle = self.endpoint.invite(
+            f"sip:echo@{gateway[0]}:{gateway[1]}", to="<sip:echo@127.0.0.1>",
+            from_="<sip:phone@127.0.0.1>", destination=gateway, now=trio.current_time(),
+            body=body, headers=(("Identity", IDENTITY),))
+        await self.flush()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._rtp_loop)
+            task_status.started()
+            while True:
+                deadline = self.endpoint.get_timer()
+                with trio.move_on_at(deadline if deadline is not None else
+                                     trio.current_time() + 0.2):
+                    data, addr = await self.sip.recvfrom(65536)
+                    self.endpoint.receive_datagram(data, addr[:2], trio.current_time())
+                self.endpoint.handle_timer(trio.current_time())
+                await self.flush()
+
+    async def flush(self) -> None:
+        assert self.endpoint is not None
+        for data, addr in self.endpoint.datagrams_to_send():
+            await self.sip.sendto(data, addr)
+        while (event := self.endpoint.next_event()) is not None:
+            if isinstance(event, ResponseReceived) and event.response.status == 200:
+                sdp = parse_sdp(event.response.body)
+                self.remote = ("127.0.0.1", sdp.media[0].port)
+                self.answered.set()
+
+    async def _rtp_loop(self) -> None:
+        while True:
+            self.received.append(parse_rtp(await self.rtp.recv(2048)))
+
+    async def send(self, index: int) -> None:
+        assert self.remote is not None
+        payload = struct.pack("!I", index) + b"\xff" * 156
+        packet = RtpPacket(0, index, index * 160, 0xC0FFEE, payload, index == 0)
+        await self.rtp.sendto(packet.to_bytes(), self.remote)
+
+
+def _pki() -> Any:
+    return make_test_pki(["localhost"], not_before=datetime.now(UTC) - timedelta(hours=1))
+
+
+async def _echo(call: Any) -> None:
+    with contextlib.suppress(CallMovedAway):
+        async for item in call.audio():
+            if isinstance(item, MediaFrame):
+                with contextlib.suppress(Exception):
+                    call.send_audio(item.codec, item.duration, item.payload)
+
+
+@pytest.mark.timeout(60)
+def test_sip_leg_sees_one_rtp_stream_across_a_ripp_move_and_survives_a_bad_peer() -> None:
+    pki = _pki()
+    result: dict[str, Any] = {}
+
+    async def main() -> None:
+        server_quic = server_quic_configuration(pki)
+        # The echo peers forward on arrival: frames held in the old instance's jitter
+        # buffer would never be played (echoed) there after the move.
+        direct = RippConfig(jitter_buffer=False)
+        async with ripp_trio.open_server(server_quic, config=direct) as first, \
+                ripp_trio.open_server(server_quic, config=direct) as second, \
+                trio.open_nursery() as nursery:
+
+            async def answer() -> None:
+                async for call in first.calls():
+                    await call.ring()
+                    await call.answer()
+                    nursery.start_soon(_echo, call)
+
+            nursery.start_soon(answer)
+            uri = f"https://localhost:{first.address[1]}/ripp/calls"
+            config = GatewayConfig(sip_port=0, calls_uri=uri, jitter_buffer=False)
+            async with open_gateway(config, client_quic_configuration=client_quic_configuration(
+                    pki, "localhost")) as gateway:
+                phone = Phone()
+                await nursery.start(phone.run, gateway.sip_address)
+                with trio.fail_after(10):
+                    await phone.answered.wait()
+                # A misbehaving peer beside the call: every RFC 4475 invalid message.
+                bad = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                await bad.bind(("127.0.0.1", 0))
+                start = trio.current_time()
+                for index in range(150):  # 3 s of audio; the RIPP call moves at 1.5 s
+                    await trio.sleep_until(start + index * 0.02)
+                    await phone.send(index)
+                    if index == 75:
+                        moved = first.drain_to(second,
+                                               authority=f"localhost:{second.address[1]}")
+                        for call in moved:
+                            nursery.start_soon(_echo, call)
+                        result["moved"] = len(moved)
+                    if index < len(INVALID):
+                        data = list(INVALID.values())[index][0]
+                        await bad.sendto(data, gateway.sip_address)
+                answers = []
+                with trio.move_on_after(1.0):
+                    while True:
+                        answers.append(int((await bad.recv(65536)).split()[1]))  # may echo junk
+                result["bad_answers"] = answers
+                assert phone.endpoint is not None
+                phone.endpoint.bye(phone.handle, trio.current_time())
+                await phone.flush()
+                await trio.sleep(0.5)
+                result["records"] = gateway.records
+                result["received"] = phone.received
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert result["moved"] == 1
+    received: list[RtpPacket] = result["received"]
+    counters = [struct.unpack_from("!I", p.payload)[0] for p in received]
+    # Every frame came back once across the move, but for those in flight to the old
+    # instance as it handed over: RIPP gives those to the old instance's application
+    # (protocol §14.2), and the test's echo there has stopped.
+    assert len(counters) == len(set(counters)) >= 147
+    assert set(range(70)) | set(range(80, 150)) <= set(counters)
+    # One RTP stream: one SSRC, consecutive sequence numbers, 160-tick timestamp steps
+    # in arrival order (marker packets may re-align the timestamp, and only forward).
+    assert len({p.ssrc for p in received}) == 1
+    sequences = [p.sequence for p in received]
+    assert sequences == list(range(sequences[0], sequences[0] + len(received)))
+    steps = [(b.timestamp - a.timestamp) % 2**32 for a, b in zip(received, received[1:],
+                                                                   strict=False)]
+    assert all(step >= 160 for step in steps) and steps.count(160) >= 135
+    (record,) = result["records"]
+    assert record.ended == (200, "Normal")
+    # The bad peer got error answers (400/416/505), never a dialog; responses are dropped.
+    codes = set(result["bad_answers"])
+    assert set(codes) <= {400, 416, 505} and {400, 416, 505} <= set(codes)
