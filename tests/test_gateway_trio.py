@@ -5,6 +5,7 @@ well-behaved call."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import struct
 from datetime import UTC, datetime, timedelta
@@ -172,8 +173,7 @@ def test_sip_leg_sees_one_rtp_stream_across_a_ripp_move_and_survives_a_bad_peer(
     assert len({p.ssrc for p in received}) == 1
     sequences = [p.sequence for p in received]
     assert sequences == list(range(sequences[0], sequences[0] + len(received)))
-    steps = [(b.timestamp - a.timestamp) % 2**32 for a, b in zip(received, received[1:],
-                                                                   strict=False)]
+    steps = [(b.timestamp - a.timestamp) % 2**32 for a, b in itertools.pairwise(received)]
     assert all(step >= 160 for step in steps) and steps.count(160) >= 135
     (record,) = result["records"]
     assert record.ended == (200, "Normal")
