@@ -237,7 +237,8 @@ def test_ripp_call_cli_through_gateway_to_sipp_uas_rtp_echo(
 
 def _ripp_client_call(tmp_path: Path, scenario: list[str], *, seconds: float,
                       credentials: Credentials | None = None,
-                      sip: SipConfig | None = None, start_sipp: bool = True) -> Any:
+                      sip: SipConfig | None = None, start_sipp: bool = True,
+                      cancel_when_ringing: bool = False) -> Any:
     """Place one RIPP call through the gateway to a sipp UAS; play PCMU for ``seconds``."""
     pki = _pki()
     work = sipp_workdir(tmp_path)
@@ -274,6 +275,11 @@ def _ripp_client_call(tmp_path: Path, scenario: list[str], *, seconds: float,
 
                 nursery.start_soon(count)
                 try:
+                    if cancel_when_ringing:
+                        await call.wait_state(CallState.RINGING)
+                        out["ended"] = await call.terminate(487, "Request Terminated")
+                        await trio.sleep(1.0)  # the CANCEL, 487 and ACK on the SIP side
+                        raise CallEnded(out["ended"])
                     await call.wait_state(CallState.CONNECTED)
                     for _ in range(int(seconds / 0.02)):
                         call.play(Codec.PCMU, 0.02, bytes([0x55]) * 160)
@@ -308,6 +314,16 @@ def test_busy_trunk_ends_the_ripp_call_with_486(tmp_path: Path) -> None:
     assert out["sipp"].returncode == 0, sipp_log(work)
     assert (out["ended"].code, out["ended"].reason) == (486, "Busy Here")
     assert f"Identity: {out['records'][0].identity}" in sipp_log(work)
+
+
+def test_ripp_cancel_before_answer_cancels_the_invite(tmp_path: Path) -> None:
+    sipp_binary()
+    out, work = _ripp_client_call(tmp_path, ["-sf", str(SCENARIOS / "uas_ring_wait_cancel.xml")],
+                                  seconds=0.2, cancel_when_ringing=True)
+    assert out["sipp"].returncode == 0, sipp_log(work)
+    assert out["ended"].code == 487
+    log = sipp_log(work)
+    assert "CANCEL sip:" in log and "ACK sip:" in log
 
 
 def test_dead_trunk_times_out_with_408(tmp_path: Path) -> None:
