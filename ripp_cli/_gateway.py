@@ -26,7 +26,8 @@ def add_arguments(subcommands: Any) -> None:
     gateway = subcommands.add_parser(
         "gateway", help="bridge SIP/RTP and RIPP calls, both ways", description=__doc__)
     gateway.add_argument("--sip-host", default="127.0.0.1", help="SIP (and RTP) address")
-    gateway.add_argument("--sip-port", type=int, default=5060, help="SIP UDP port (0: any)")
+    gateway.add_argument("--sip-port", type=int, default=5060,
+                         help="SIP port, UDP and TCP (0: any)")
     gateway.add_argument("--rtp-host", help="RTP address written in SDP (default: --sip-host)")
     gateway.add_argument("--calls-uri", help="RIPP calls URI for calls from SIP (else 403)")
     gateway.add_argument("--token", default="ripp-gateway", help="bearer token for --calls-uri")
@@ -85,7 +86,7 @@ async def _serve(args: argparse.Namespace) -> int:
                             server_quic_configuration=server_quic, ripp_host=args.ripp_host,
                             ripp_port=args.ripp_port) as gateway:
         host, port = gateway.sip_address
-        line = f"ripp gateway: sip udp/{host}:{port}"
+        line = f"ripp gateway: sip udp/{host}:{port} tcp/{host}:{port}"
         if args.calls_uri is not None:
             line += f" -> {args.calls_uri}"
         if gateway.ripp_address is not None and pki is not None:

@@ -107,8 +107,9 @@ class SipEndpoint:
 
     def __init__(self, local: Address, *, transport: str = "UDP",
                  config: SipConfig | None = None, seed: int | None = None,
-                 user: str = "ripp") -> None:
+                 user: str = "ripp", handle_prefix: str = "s") -> None:
         self.local = local
+        self.handle_prefix = handle_prefix
         self.transport = transport.upper()
         self.reliable = self.transport != "UDP"
         self.config = config or SipConfig()
@@ -257,7 +258,7 @@ class SipEndpoint:
     # ------------------------------------------------------------------ building
     def _new_handle(self) -> str:
         self._count += 1
-        return f"s{self._count}"
+        return f"{self.handle_prefix}{self._count}"
 
     def _token(self) -> str:
         return f"{self._random.getrandbits(64):016x}"
@@ -659,6 +660,10 @@ class SipEndpoint:
 
     # ------------------------------------------------------------------ in-dialog sends
     def _target_address(self, call: SipCall) -> Address:
+        if self.reliable and not call.is_uac:
+            # Connection reuse: requests of a dialog that came in over TCP go back over the
+            # connection it came on (the peer may accept no new connection from us).
+            return call.peer
         target = call.route_set[0] if call.route_set else call.remote_target
         if target is None:
             return call.peer

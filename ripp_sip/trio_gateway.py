@@ -40,7 +40,7 @@ from ripp_core.aio import Call, Client, Server, ServerCall
 from ._config import SipConfig
 from ._digest import Credentials
 from ._endpoint import DialogState, SipEndpoint, _uri_address
-from ._errors import NotAcceptable, RtpError, SdpError
+from ._errors import NotAcceptable, RtpError, SdpError, SipParseError
 from ._events import (
     ByeReceived,
     CallFailed,
@@ -60,7 +60,7 @@ from ._mapping import (
     termination_for_sip_final,
 )
 from ._message import Address as SipAddress
-from ._message import SipRequest, format_address, parse_address
+from ._message import SipRequest, StreamDecoder, format_address, parse_address
 from ._rtp import ReportBlock, RtpSender, build_sender_report, is_rtcp, report_from_stats
 from ._sdp import (
     AUDIO_CODECS,
@@ -85,6 +85,8 @@ class GatewayConfig:
     """Address the SIP UDP socket binds to."""
     sip_port: int = 5060
     """SIP port (0: any free port)."""
+    sip_tcp: bool = True
+    """Also listen for SIP over TCP, on the same port number as UDP."""
     rtp_host: str = "127.0.0.1"
     """Address RTP sockets bind to, and the one written into our SDP."""
     calls_uri: str | None = None
@@ -191,7 +193,12 @@ class Gateway:
         self.config = config
         self._sock = sip_sock
         host, port = sip_sock.getsockname()[:2]
-        self.sip = SipEndpoint((host, port), config=config.sip)
+        self.sip = SipEndpoint((host, port), config=config.sip, handle_prefix="u")
+        self.sip_tcp: SipEndpoint | None = None
+        if config.sip_tcp:
+            self.sip_tcp = SipEndpoint((host, port), transport="TCP", config=config.sip,
+                                       handle_prefix="t")
+        self._tcp_out: dict[Addr, trio.MemorySendChannel[bytes]] = {}
         self.client = client
         self.server = server
         self.records: list[CallRecord] = []
@@ -218,9 +225,22 @@ class Gateway:
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNREFUSED):
                     log.warning("SIP sendto %s failed: %s", addr, exc)
-        while (event := self.sip.next_event()) is not None:
-            self._dispatch(event)
+        if self.sip_tcp is not None:
+            for data, addr in self.sip_tcp.datagrams_to_send():
+                self._tcp_send(data, addr)
+        for endpoint in self._endpoints():
+            while (event := endpoint.next_event()) is not None:
+                self._dispatch(event)
         self._timer_changed.set()
+
+    def _endpoints(self) -> list[SipEndpoint]:
+        return [self.sip] if self.sip_tcp is None else [self.sip, self.sip_tcp]
+
+    def _ep(self, handle: str) -> SipEndpoint:
+        """The endpoint (UDP or TCP) that owns a SIP call handle."""
+        if self.sip_tcp is not None and handle.startswith(self.sip_tcp.handle_prefix):
+            return self.sip_tcp
+        return self.sip
 
     def _command(self, action: Callable[[float], Any]) -> Any:
         result = action(trio.current_time())
@@ -250,14 +270,83 @@ class Gateway:
 
     async def _sip_timer_loop(self) -> None:
         while True:
-            deadline = self.sip.get_timer()
+            deadlines = [d for e in self._endpoints() if (d := e.get_timer()) is not None]
+            deadline = min(deadlines, default=None)
             with trio.move_on_at(deadline if deadline is not None else math.inf):
                 await self._timer_changed.wait()
             self._timer_changed = trio.Event()
             now = trio.current_time()
             if deadline is not None and now >= deadline:
-                self.sip.handle_timer(now)
+                for endpoint in self._endpoints():
+                    endpoint.handle_timer(now)
                 self._flush()
+
+    # ------------------------------------------------------------------ SIP over TCP
+    async def _tcp_serve(self, listeners: list[trio.SocketListener]) -> None:
+        await trio.serve_listeners(self._tcp_connection, listeners)
+
+    async def _tcp_connection(
+        self, stream: trio.SocketStream,
+        channels: tuple[trio.MemorySendChannel[bytes],
+                        trio.MemoryReceiveChannel[bytes]] | None = None,
+    ) -> None:
+        """One TCP connection (accepted or opened): frame messages by Content-Length
+        (RFC 3261 §18.3) into the TCP endpoint; write what is queued for this peer."""
+        peer = stream.socket.getpeername()
+        addr: Addr = (str(peer[0]), int(peer[1]))
+        if channels is None:
+            send, receive = trio.open_memory_channel[bytes](math.inf)
+            self._tcp_out.setdefault(addr, send)
+        else:
+            send, receive = channels
+        assert self.sip_tcp is not None
+        decoder = StreamDecoder(self.config.sip.max_message_size)
+
+        async def writer() -> None:
+            async for data in receive:
+                await stream.send_all(data)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                while data := await stream.receive_some(65536):
+                    try:
+                        messages = decoder.feed(data)
+                    except SipParseError as exc:
+                        log.info("closing SIP/TCP from %s: %s", addr, exc)
+                        break
+                    for message in messages:
+                        self.sip_tcp.receive_message(message, addr, trio.current_time())
+                    self._flush()
+                nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.info("SIP/TCP connection %s ended: %s", addr, exc)
+        finally:
+            for key, value in list(self._tcp_out.items()):
+                if value is send:
+                    del self._tcp_out[key]
+            await stream.aclose()
+
+    def _tcp_send(self, data: bytes, addr: Addr) -> None:
+        channel = self._tcp_out.get(addr)
+        if channel is None:  # no connection to that address yet: open one
+            send, receive = trio.open_memory_channel[bytes](math.inf)
+            self._tcp_out[addr] = send
+            channel = send
+            assert self._nursery is not None
+            self._nursery.start_soon(self._tcp_connect, addr, send, receive)
+        channel.send_nowait(data)
+
+    async def _tcp_connect(self, addr: Addr, send: trio.MemorySendChannel[bytes],
+                           pending: trio.MemoryReceiveChannel[bytes]) -> None:
+        try:
+            stream = await trio.open_tcp_stream(*addr)
+        except OSError as exc:
+            log.info("SIP/TCP connect to %s failed: %s", addr, exc)
+            del self._tcp_out[addr]  # the transaction times out (timer B/F)
+            return
+        # What was queued while connecting goes out first, through the same channel.
+        await self._tcp_connection(stream, (send, pending))
 
     async def _ripp_accept_loop(self) -> None:
         assert self.server is not None and self._nursery is not None
@@ -350,7 +439,8 @@ class Gateway:
         self.records.append(record)
 
         def respond(status: int, reason: str, body: bytes = b"") -> None:
-            self._command(lambda now: self.sip.respond(handle, status, reason, now, body=body))
+            self._command(lambda now: self._ep(handle).respond(handle, status, reason, now,
+                                                               body=body))
             if status >= 200:
                 record.sip_final = status if record.sip_final is None else record.sip_final
 
@@ -455,10 +545,10 @@ class Gateway:
             nursery.start_soon(self._rtcp_loop, rtp, leg, call, record)
             ended = await call.wait_ended()
             record.ended = (ended.code, ended.reason)
-            dialog = self.sip.call(handle)
+            dialog = self._ep(handle).call(handle)
             if not sip_done and dialog.state is DialogState.CONFIRMED:
                 reason = reason_header(ended.code, ended.reason)
-                self._command(lambda now: self.sip.bye(handle, now, reason=reason))
+                self._command(lambda now: self._ep(handle).bye(handle, now, reason=reason))
             elif not sip_done and dialog.state is not DialogState.TERMINATED and not answered:
                 respond(*sip_final_for_termination(ended.code, ended.reason))
             nursery.cancel_scope.cancel()
@@ -476,7 +566,7 @@ class Gateway:
                     session_id=self._session, version=leg.version + 1,
                     ptime=self.config.ptime, codecs=self.config.codecs)
             except (SdpError, NotAcceptable) as exc:
-                self._command(lambda now: self.sip.respond_to(
+                self._command(lambda now: self._ep(event.call).respond_to(
                     event.transaction, 488, "Not Acceptable Here", now))
                 log.info("re-INVITE refused: %s", exc)
                 return
@@ -488,8 +578,8 @@ class Gateway:
             body = leg.sdp_bytes()
         elif event.request.method == "INVITE":
             body = leg.sdp_bytes()  # an offerless re-INVITE: our current SDP is the offer
-        self._command(lambda now: self.sip.respond_to(event.transaction, 200, "OK", now,
-                                                      body=body))
+        self._command(lambda now: self._ep(event.call).respond_to(
+            event.transaction, 200, "OK", now, body=body))
 
     # ------------------------------------------------------------------ RIPP -> SIP
     async def _ripp_to_sip(self, call: ServerCall) -> None:
@@ -517,7 +607,9 @@ class Gateway:
         destination = _resolve(_uri_address(uri, ("127.0.0.1", 5060)))
         headers = (("Identity", incoming.identity), *ripp_to_sip_headers(incoming.headers))
         send, inbox = trio.open_memory_channel[SipEvent](math.inf)
-        handle: str = self._command(lambda now: self.sip.invite(
+        sip = self.sip_tcp if (";transport=tcp" in self.config.trunk.lower()
+                               and self.sip_tcp is not None) else self.sip
+        handle: str = self._command(lambda now: sip.invite(
             uri, to=to, from_=from_, destination=destination, now=now, headers=headers,
             body=leg.sdp_bytes(), credentials=self.config.credentials))
         # Events of this call that the flush above produced were dropped; none can exist
@@ -579,7 +671,7 @@ class Gateway:
             await trio.sleep(self.config.answer_timeout)
             if not answered and not sip_done:
                 with suppress(Exception):
-                    self._command(lambda now: self.sip.cancel(handle, now))
+                    self._command(lambda now: self._ep(handle).cancel(handle, now))
                 with suppress(CallEnded):
                     await call.reject(408, "Request Timeout")
 
@@ -592,15 +684,15 @@ class Gateway:
                 nursery.start_soon(answer_timeout)
                 ended = await call.wait_ended()
                 record.ended = (ended.code, ended.reason)
-                dialog = self.sip.call(handle)
+                dialog = self._ep(handle).call(handle)
                 if not sip_done and dialog.state is DialogState.CONFIRMED:
                     reason = reason_header(ended.code, ended.reason)
-                    self._command(lambda now: self.sip.bye(handle, now, reason=reason))
+                    self._command(lambda now: self._ep(handle).bye(handle, now, reason=reason))
                 elif not sip_done and dialog.state is not DialogState.TERMINATED:
-                    self._command(lambda now: self.sip.cancel(handle, now))
+                    self._command(lambda now: self._ep(handle).cancel(handle, now))
                     # Wait (bounded) for the 487 so the INVITE transaction completes.
                     with trio.move_on_after(self.config.sip.t1 * 8):
-                        while self.sip.call(handle).state is not DialogState.TERMINATED:
+                        while self._ep(handle).call(handle).state is not DialogState.TERMINATED:
                             await trio.sleep(0.02)
                 nursery.cancel_scope.cancel()
         finally:
@@ -677,9 +769,23 @@ async def open_gateway(
     passed through to ``ripp_trio.open_server``.
     """
     family = socket.AF_INET6 if ":" in config.sip_host else socket.AF_INET
-    sip_sock = socket.socket(family, socket.SOCK_DGRAM)
-    sip_sock.bind((config.sip_host, config.sip_port))
-    sip_sock.setblocking(False)
+    listeners: list[trio.SocketListener] = []
+    for _ in range(20):  # port 0: find a number free for both UDP and TCP
+        sip_sock = socket.socket(family, socket.SOCK_DGRAM)
+        sip_sock.bind((config.sip_host, config.sip_port))
+        sip_sock.setblocking(False)
+        if not config.sip_tcp:
+            break
+        try:
+            listeners = await trio.open_tcp_listeners(sip_sock.getsockname()[1],
+                                                      host=config.sip_host)
+            break
+        except OSError:
+            sip_sock.close()
+            if config.sip_port != 0:
+                raise
+    else:
+        raise OSError("no port free for SIP over both UDP and TCP")
     ripp_config = config.ripp or RippConfig(jitter_buffer=config.jitter_buffer)
     try:
         async with _maybe_client(config, client_quic_configuration, ripp_config,
@@ -691,6 +797,8 @@ async def open_gateway(
                 gateway._nursery = nursery
                 nursery.start_soon(gateway._sip_receive_loop)
                 nursery.start_soon(gateway._sip_timer_loop)
+                if listeners:
+                    nursery.start_soon(gateway._tcp_serve, listeners)
                 if server is not None:
                     nursery.start_soon(gateway._ripp_accept_loop)
                 try:

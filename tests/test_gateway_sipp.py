@@ -64,8 +64,9 @@ def sipp_log(cwd: Path) -> str:
 
 
 # --------------------------------------------------------------- SIP -> RIPP, ripp serve
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_sipp_uac_pcap_through_gateway_to_ripp_serve_echo(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str
 ) -> None:
     sipp_binary()
     home = tmp_path / "home"
@@ -77,7 +78,10 @@ def test_sipp_uac_pcap_through_gateway_to_ripp_serve_echo(
         quic = _certs.client_configuration(_certs.ensure_local_pki(), "localhost")
         config = GatewayConfig(sip_port=0, calls_uri=uri, sign_identity=make_identity)
         async with open_gateway(config, client_quic_configuration=quic) as gateway:
-            done = await run_sipp(sipp_args(gateway.sip_address, "-sn", "uac_pcap"), work)
+            args = sipp_args(gateway.sip_address, "-sn", "uac_pcap")
+            if transport == "tcp":
+                args += ["-t", "t1"]  # SIP over one TCP connection; RTP stays UDP
+            done = await run_sipp(args, work)
             await trio.sleep(0.3)
             return done, gateway.records
 
@@ -87,6 +91,7 @@ def test_sipp_uac_pcap_through_gateway_to_ripp_serve_echo(
         stop(serve)
     assert done.returncode == 0, sipp_log(work) + done.stderr.decode()
     (record,) = records
+    assert record.sip_call.startswith("t" if transport == "tcp" else "u")
     # 236 PCMA packets and 10 telephone-event packets (RFC 2833 '1', End sent 3 times).
     assert record.rtp_in == 246
     assert record.frames_to_ripp == 246
@@ -238,14 +243,15 @@ def test_ripp_call_cli_through_gateway_to_sipp_uas_rtp_echo(
 def _ripp_client_call(tmp_path: Path, scenario: list[str], *, seconds: float,
                       credentials: Credentials | None = None,
                       sip: SipConfig | None = None, start_sipp: bool = True,
-                      cancel_when_ringing: bool = False) -> Any:
+                      cancel_when_ringing: bool = False, transport: str = "udp") -> Any:
     """Place one RIPP call through the gateway to a sipp UAS; play PCMU for ``seconds``."""
     pki = _pki()
     work = sipp_workdir(tmp_path)
     trunk_port = free_udp_port()
 
     async def main() -> Any:
-        config = GatewayConfig(sip_port=0, trunk=f"sip:127.0.0.1:{trunk_port}",
+        suffix = ";transport=tcp" if transport == "tcp" else ""
+        config = GatewayConfig(sip_port=0, trunk=f"sip:127.0.0.1:{trunk_port}{suffix}",
                                credentials=credentials, sip=sip or SipConfig())
         out: dict[str, Any] = {"echoed": 0}
         async with open_gateway(config, server_quic_configuration=server_quic_configuration(
@@ -255,6 +261,8 @@ def _ripp_client_call(tmp_path: Path, scenario: list[str], *, seconds: float,
                 args = [sipp_binary(), *scenario, "-i", "127.0.0.1", "-p", str(trunk_port),
                         "-mp", str(free_udp_port(even=True)), "-m", "1", "-timeout", "30s",
                         "-timeout_error", "-nostdin", "-trace_msg", "-trace_err"]
+                if transport == "tcp":
+                    args += ["-t", "t1"]
                 out["sipp"] = await run_sipp(args, work)
 
             if start_sipp:
@@ -307,12 +315,14 @@ def test_trunk_digest_challenge_answer_audio_and_bye(tmp_path: Path) -> None:
     assert record.sip_final is None
 
 
-def test_busy_trunk_ends_the_ripp_call_with_486(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_busy_trunk_ends_the_ripp_call_with_486(tmp_path: Path, transport: str) -> None:
     sipp_binary()
     out, work = _ripp_client_call(tmp_path, ["-sf", str(SCENARIOS / "uas_busy.xml")],
-                                  seconds=0.2)
+                                  seconds=0.2, transport=transport)
     assert out["sipp"].returncode == 0, sipp_log(work)
     assert (out["ended"].code, out["ended"].reason) == (486, "Busy Here")
+    assert out["records"][0].sip_call.startswith("t" if transport == "tcp" else "u")
     assert f"Identity: {out['records'][0].identity}" in sipp_log(work)
 
 
@@ -355,6 +365,7 @@ def test_ripp_gateway_command_bridges_both_ways(tmp_path: Path) -> None:
         banner = gateway.stdout.readline()
         assert banner.startswith("ripp gateway: sip udp/127.0.0.1:"), banner
         sip_port = int(banner.split("udp/127.0.0.1:")[1].split()[0])
+        assert f"tcp/127.0.0.1:{sip_port}" in banner
         ripp_uri = banner.split("; ripp ")[1].split()[0]
         uac = subprocess.run(sipp_args(("127.0.0.1", sip_port), "-sn", "uac", "-d", "500"),
                              cwd=work, capture_output=True, timeout=60)
