@@ -22,6 +22,7 @@ import pytest
 import trio
 
 import ripp_trio
+from ripp_audio import encoder_for, tone
 from ripp_cli import _certs
 from ripp_cli._passport import make_identity
 from ripp_core import CallEnded, CallState, Codec, MediaFrame
@@ -46,11 +47,6 @@ IDENTITY = (
     "eyJhbGciOiJFUzI1NiIsInBwdCI6InNoYWtlbiIsInR5cCI6InBhc3Nwb3J0In0.eyJhdHRlc3QiOiJBIn0."
     "c2lnbmF0dXJl;info=<https://cert.example.org/passport.cer>;alg=ES256;ppt=shaken"
 )
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 async def run_sipp(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
@@ -122,6 +118,17 @@ async def _ripp_peer(server: Any, seen: list[Any], nursery: trio.Nursery) -> Non
             await call.reject(603, "Decline")
         elif user == "ring":
             await call.ring()
+        elif user == "early":
+            # Early media (R20) in Opus, which the SIP side did not offer: the gateway sends
+            # 183 with its SDP and transcodes to PCMA.
+            await call.ring()
+            encoder = encoder_for(Codec.OPUS, 0.02)
+            pcm = tone(440.0, 0.4, encoder.input_rate)
+            step = encoder.samples_per_frame
+            for i in range(20):
+                call.play(Codec.OPUS, 0.02, encoder.encode(pcm[i * step:(i + 1) * step]))
+            await trio.sleep(0.6)
+            await call.answer()
         elif user == "hangup":
             await call.ring()
             await call.answer()
@@ -133,7 +140,8 @@ async def _ripp_peer(server: Any, seen: list[Any], nursery: trio.Nursery) -> Non
         nursery.start_soon(handle, call)
 
 
-def _scripted(tmp_path: Path, scenario: str, user: str) -> tuple[Any, list[Any], Path]:
+def _scripted(tmp_path: Path, scenario: str, user: str,
+              sign: bool = True) -> tuple[Any, list[Any], Path]:
     pki = _pki()
     work = sipp_workdir(tmp_path)
     seen: list[Any] = []
@@ -143,7 +151,8 @@ def _scripted(tmp_path: Path, scenario: str, user: str) -> tuple[Any, list[Any],
                 trio.open_nursery() as nursery:
             nursery.start_soon(_ripp_peer, server, seen, nursery)
             uri = f"https://localhost:{server.address[1]}/ripp/calls"
-            config = GatewayConfig(sip_port=0, calls_uri=uri, sign_identity=make_identity)
+            config = GatewayConfig(sip_port=0, calls_uri=uri,
+                                   sign_identity=make_identity if sign else None)
             quic = client_quic_configuration(pki, "localhost")
             async with open_gateway(config, client_quic_configuration=quic) as gateway:
                 args = sipp_args(gateway.sip_address, "-sf", str(SCENARIOS / scenario),
@@ -172,6 +181,25 @@ def test_ripp_rejection_becomes_the_sip_final_response(tmp_path: Path, user: str
     records, _seen, work = _scripted(tmp_path, "uac_rejected.xml", user)
     assert records[0].sip_final == code
     assert f"SIP/2.0 {code} " in sipp_log(work)
+
+
+def test_invite_without_identity_gets_428_without_a_signer(tmp_path: Path) -> None:
+    sipp_binary()
+    records, seen, work = _scripted(tmp_path, "uac_rejected.xml", "anyone", sign=False)
+    assert records[0].sip_final == 428 and seen == []
+    assert "SIP/2.0 428 Use Identity Header" in sipp_log(work)
+
+
+def test_early_media_gives_183_and_is_transcoded_to_the_negotiated_codec(
+    tmp_path: Path,
+) -> None:
+    sipp_binary()
+    records, seen, _ = _scripted(tmp_path, "uac_early_media.xml", "early")
+    (record,) = records
+    assert record.sip_final == 200
+    assert record.frames_from_ripp >= 15  # of 20 Opus frames played before the answer
+    assert record.transcoded == record.rtp_out >= 15  # all sent to SIP as PCMA
+    assert seen[0].final.code == 200
 
 
 def test_reinvite_hold_update_and_bye_from_the_ripp_side(tmp_path: Path) -> None:
