@@ -45,7 +45,14 @@ from ._message import (
     parse_via,
     split_hostport,
 )
-from ._transaction import Transaction, TransactionStateError, TxAction, TxInput, TxKind
+from ._transaction import (
+    TRANSITIONS,
+    Transaction,
+    TransactionStateError,
+    TxAction,
+    TxInput,
+    TxKind,
+)
 
 Address = tuple[str, int]
 MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7
@@ -194,6 +201,11 @@ class SipEndpoint:
         record = self._txs.get(key)
         if record is None:
             raise LocalSipError(f"no server transaction {transaction!r}")
+        if (record.tx.kind, record.tx.state, _input_for(status)) not in TRANSITIONS:
+            # E.g. a 200 racing a CANCEL that already drew the 487: refused before any
+            # dialog state changes, so our user learns it and nothing is half-done.
+            raise LocalSipError(f"the transaction is {record.tx.state.value}: "
+                                f"cannot send {status}")
         call = self.calls.get(record.call) if record.call else None
         extra = list(headers)
         if body:

@@ -40,7 +40,7 @@ from ripp_core.aio import Call, Client, Server, ServerCall
 from ._config import SipConfig
 from ._digest import Credentials
 from ._endpoint import DialogState, SipEndpoint, _uri_address
-from ._errors import NotAcceptable, RtpError, SdpError, SipParseError
+from ._errors import LocalSipError, NotAcceptable, RtpError, SdpError, SipParseError
 from ._events import (
     ByeReceived,
     CallFailed,
@@ -439,8 +439,12 @@ class Gateway:
         self.records.append(record)
 
         def respond(status: int, reason: str, body: bytes = b"") -> None:
-            self._command(lambda now: self._ep(handle).respond(handle, status, reason, now,
-                                                               body=body))
+            try:
+                self._command(lambda now: self._ep(handle).respond(handle, status, reason, now,
+                                                                   body=body))
+            except LocalSipError as exc:  # the SIP side ended it first (CANCEL, timeout)
+                log.info("[%s] %d not sent: %s", handle, status, exc)
+                return
             if status >= 200:
                 record.sip_final = status if record.sip_final is None else record.sip_final
 

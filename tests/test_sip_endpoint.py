@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ripp_sip import (
     AckReceived,
     ByeReceived,
@@ -10,6 +12,7 @@ from ripp_sip import (
     Credentials,
     DialogState,
     InviteReceived,
+    LocalSipError,
     ReinviteReceived,
     ResponseReceived,
     SipConfig,
@@ -238,3 +241,20 @@ def test_session_timer_uac_refreshes_with_update_and_uas_expires() -> None:
     byes = [e for e in pair.events["a"] if isinstance(e, ByeReceived)]
     assert [e.request.header("Reason") for e in byes] == ['SIP;cause=408;text="Session expired"']
     assert pair.a.call(call).state is DialogState.TERMINATED
+
+
+def test_a_200_racing_a_cancel_is_refused_without_touching_the_dialog() -> None:
+    pair = SipPair()
+    call = invite(pair)
+    pair.settle()
+    inbound = incoming(pair)
+    pair.b.respond(inbound.call, 180, "Ringing", pair.now)
+    pair.settle()
+    pair.a.cancel(call, pair.now)
+    pair.settle()
+    assert any(isinstance(e, CancelReceived) for e in pair.events["b"])
+    with pytest.raises(LocalSipError):
+        pair.b.respond(inbound.call, 200, "OK", pair.now, body=SDP)
+    assert pair.b.call(inbound.call).state is DialogState.TERMINATED
+    # The only 200 B sent answers the CANCEL.
+    assert [b"CSeq: 1 CANCEL" in d for d in pair.sent("b", "SIP/2.0 200")] == [True]
