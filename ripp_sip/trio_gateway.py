@@ -217,6 +217,24 @@ class Gateway:
         """Where the gateway's RIPP server listens (None without a trunk)."""
         return self.server.address if self.server is not None else None
 
+    def close(self) -> None:
+        """Say goodbye on the SIP side before the sockets go (shutdown, Ctrl-C): BYE to
+        answered calls, 503 to unanswered incoming ones, CANCEL to unanswered outgoing."""
+        now = trio.current_time()
+        for endpoint in self._endpoints():
+            for handle, call in list(endpoint.calls.items()):
+                try:
+                    if call.state is DialogState.CONFIRMED:
+                        endpoint.bye(handle, now, reason=reason_header(503, "Gateway closing"))
+                    elif call.state is not DialogState.TERMINATED and call.is_uac:
+                        endpoint.cancel(handle, now)
+                    elif call.state is not DialogState.TERMINATED:
+                        endpoint.respond(handle, 503, "Service Unavailable", now)
+                except LocalSipError:
+                    continue
+        with suppress(OSError):
+            self._flush()
+
     # ------------------------------------------------------------------ SIP I/O
     def _flush(self) -> None:
         for data, addr in self.sip.datagrams_to_send():
@@ -808,6 +826,7 @@ async def open_gateway(
                 try:
                     yield gateway
                 finally:
+                    gateway.close()
                     nursery.cancel_scope.cancel()
     finally:
         sip_sock.close()

@@ -18,6 +18,7 @@ import ripp_trio
 from ripp_core import CallMovedAway, MediaFrame, RippConfig
 from ripp_core.testing import client_quic_configuration, make_test_pki, server_quic_configuration
 from ripp_sip import (
+    ByeReceived,
     ResponseReceived,
     RtpPacket,
     SipEndpoint,
@@ -45,6 +46,7 @@ class Phone:
         self.answered = trio.Event()
         self.remote: tuple[str, int] | None = None
         self.handle = ""
+        self.events: list[Any] = []
 
     async def run(self, gateway: tuple[str, int], *, task_status: Any) -> None:
         await self.sip.bind(("127.0.0.1", 0))
@@ -73,6 +75,7 @@ class Phone:
         for data, addr in self.endpoint.datagrams_to_send():
             await self.sip.sendto(data, addr)
         while (event := self.endpoint.next_event()) is not None:
+            self.events.append(event)
             if isinstance(event, ResponseReceived) and event.response.status == 200:
                 sdp = parse_sdp(event.response.body)
                 self.remote = ("127.0.0.1", sdp.media[0].port)
@@ -180,3 +183,36 @@ def test_sip_leg_sees_one_rtp_stream_across_a_ripp_move_and_survives_a_bad_peer(
     # The bad peer got error answers (400/416/505), never a dialog; responses are dropped.
     codes = set(result["bad_answers"])
     assert set(codes) <= {400, 416, 505} and {400, 416, 505} <= set(codes)
+
+
+@pytest.mark.timeout(60)
+def test_closing_the_gateway_says_bye_on_the_sip_side() -> None:
+    pki = _pki()
+    result: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with ripp_trio.open_server(server_quic_configuration(pki)) as server, \
+                trio.open_nursery() as nursery:
+
+            async def answer() -> None:
+                async for call in server.calls():
+                    await call.ring()
+                    await call.answer()
+
+            nursery.start_soon(answer)
+            uri = f"https://localhost:{server.address[1]}/ripp/calls"
+            phone = Phone()
+            async with open_gateway(GatewayConfig(sip_port=0, calls_uri=uri),
+                                    client_quic_configuration=client_quic_configuration(
+                                        pki, "localhost")) as gateway:
+                await nursery.start(phone.run, gateway.sip_address)
+                with trio.fail_after(10):
+                    await phone.answered.wait()
+            await trio.sleep(0.3)
+            result["events"] = phone.events
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    (bye,) = [e for e in result["events"] if isinstance(e, ByeReceived)]
+    assert bye.request.header("Reason") == 'SIP;cause=503;text="Gateway closing"'
+
