@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ripp_sip import (
     AckReceived,
@@ -258,3 +262,34 @@ def test_a_200_racing_a_cancel_is_refused_without_touching_the_dialog() -> None:
     assert pair.b.call(inbound.call).state is DialogState.TERMINATED
     # The only 200 B sent answers the CANCEL.
     assert [b"CSeq: 1 CANCEL" in d for d in pair.sent("b", "SIP/2.0 200")] == [True]
+
+
+@settings(max_examples=40)
+@given(seed=st.integers(0, 2**32 - 1), loss=st.sampled_from([0.0, 0.1, 0.3, 0.5]))
+def test_whole_dialogs_under_random_loss_end_consistently(seed: int, loss: float) -> None:
+    """INVITE, 200, ACK, BYE with datagrams dropped at random: each side reports each
+    outcome once, and both ends agree on how the call went."""
+    rng = random.Random(seed)
+    pair = SipPair()
+    pair.drop = lambda side, data: rng.random() < loss
+    call = invite(pair)
+    pair.advance(40.0)
+    inbound = [e for e in pair.events["b"] if isinstance(e, InviteReceived)]
+    if not inbound:  # every INVITE copy was lost: A gave up on timer B (64*T1 = 32 s)
+        assert [e.status for e in pair.events["a"] if isinstance(e, CallFailed)] == [408]
+        return
+    assert len(inbound) == 1, "retransmitted INVITEs make one call"
+    pair.b.respond(inbound[0].call, 200, "OK", pair.now, body=SDP)
+    pair.advance(40.0)
+    a_final = [e for e in pair.events["a"] if isinstance(e, (ResponseReceived, CallFailed))]
+    b_acked = [e for e in pair.events["b"] if isinstance(e, (AckReceived, CallFailed))]
+    assert len(b_acked) == 1, b_acked
+    if isinstance(b_acked[0], CallFailed):  # no ACK got through in 64*T1: B hung up
+        assert pair.b.call(inbound[0].call).state is DialogState.TERMINATED
+        return
+    assert [e.response.status for e in a_final if isinstance(e, ResponseReceived)] == [200]
+    pair.a.bye(call, pair.now)
+    pair.advance(40.0)
+    byes = [e for e in pair.events["b"] if isinstance(e, ByeReceived)]
+    assert len(byes) <= 1
+    assert pair.a.call(call).state is DialogState.TERMINATED

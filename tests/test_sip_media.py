@@ -234,3 +234,57 @@ def test_bridge_transcodes_a_codec_the_sip_side_did_not_negotiate() -> None:
     assert packet.payload_type == 8 and len(packet.payload) == 160
     assert set(packet.payload) <= {0xD5, 0x55}  # A-law silence
     assert bridge.transcoded == 1
+
+
+_CODEC_LINES = {0: None, 8: None, 13: None, 96: "opus/48000/2", 101: "telephone-event/8000",
+                18: None, 120: "H264/90000"}
+
+
+@given(pts=st.lists(st.sampled_from(sorted(_CODEC_LINES)), min_size=1, max_size=6,
+                    unique=True),
+       direction=st.sampled_from(["", "sendrecv", "sendonly", "recvonly", "inactive"]),
+       ptime=st.sampled_from([None, 5, 10, 20, 30, 60, 90]))
+def test_answers_only_use_offered_formats_and_mirror_the_direction(
+        pts: list[int], direction: str, ptime: int | None) -> None:
+    lines = [f"a=rtpmap:{pt} {name}" for pt, name in _CODEC_LINES.items()
+             if pt in pts and name]
+    if ptime is not None:
+        lines.append(f"a=ptime:{ptime}")
+    if direction:
+        lines.append(f"a={direction}")
+    text = ("v=0\r\no=a 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+            f"m=audio 4000 RTP/AVP {' '.join(map(str, pts))}\r\n" + "\r\n".join(lines) + "\r\n")
+    audio = {0, 8, 96} & set(pts)
+    try:
+        answer, negotiated = answer_offer(parse_sdp(text.encode()), "192.0.2.9", 6000,
+                                          session_id=1)
+    except NotAcceptable:
+        assert not audio
+        return
+    assert audio
+    answered = [int(f) for f in answer.media[0].formats]
+    assert set(answered) <= set(pts) and 18 not in answered and 120 not in answered
+    assert answered == [pt for pt in pts if pt in answered]  # the offerer's order
+    assert answer.media[0].direction == {
+        "": "sendrecv", "sendrecv": "sendrecv", "sendonly": "recvonly",
+        "recvonly": "sendonly", "inactive": "inactive"}[direction]
+    assert 10 <= negotiated.ptime <= 60 and negotiated.ptime % 10 == 0
+    # Our answer, parsed back as an answer to an offer, agrees on the codecs.
+    assert [f.codec for f in accept_answer(parse_sdp(answer.to_bytes())).audio] == [
+        f.codec for f in negotiated.audio]
+
+
+@given(blocks=st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 255),
+                                 st.integers(-(2**23), 2**23 - 1), st.integers(0, 2**32 - 1),
+                                 st.integers(0, 2**32 - 1)), max_size=31),
+       packets=st.integers(0, 2**32 - 1), octets=st.integers(0, 2**32 - 1))
+def test_rtcp_sender_reports_round_trip(blocks: list[tuple[int, int, int, int, int]],
+                                        packets: int, octets: int) -> None:
+    from ripp_sip import ReportBlock
+
+    report_blocks = tuple(ReportBlock(*b) for b in blocks)
+    data = build_sender_report(7, wallclock=1.7e9, rtp_timestamp=1, packets=packets,
+                               octets=octets, blocks=report_blocks)
+    assert len(data) == 28 + 24 * len(blocks)
+    parsed = parse_rtcp(data)
+    assert (parsed.packets, parsed.octets, parsed.blocks) == (packets, octets, report_blocks)
