@@ -301,8 +301,10 @@ def _ripp_client_call(tmp_path: Path, scenario: list[str], *, seconds: float,
             async with ripp_trio.open_client(client_quic_configuration(pki, "localhost"),
                                              calls_uris=[uri], token="t") as client:
                 to, from_ = "<tel:+12125551234>", '"ripp" <tel:+14085551234>;tag=x'
-                call = await client.place_call(to=to, from_=from_,
-                                               identity=make_identity(to, from_))
+                out["identity"] = make_identity(to, from_)
+                call = await client.place_call(to=to, from_=from_, identity=out["identity"],
+                                               headers=(("p-asserted-identity",
+                                                         "<tel:+14085551234>"),))
 
                 async def count() -> None:
                     async for item in call.audio():
@@ -351,7 +353,10 @@ def test_busy_trunk_ends_the_ripp_call_with_486(tmp_path: Path, transport: str) 
     assert out["sipp"].returncode == 0, sipp_log(work)
     assert (out["ended"].code, out["ended"].reason) == (486, "Busy Here")
     assert out["records"][0].sip_call.startswith("t" if transport == "tcp" else "u")
-    assert f"Identity: {out['records'][0].identity}" in sipp_log(work)
+    # Identity exactly as the RIPP caller sent it, and the end-to-end field with it.
+    log = sipp_log(work)
+    assert f"Identity: {out['identity']}" in log
+    assert "P-Asserted-Identity: <tel:+14085551234>" in log
 
 
 def test_ripp_cancel_before_answer_cancels_the_invite(tmp_path: Path) -> None:
