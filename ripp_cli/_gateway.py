@@ -56,13 +56,11 @@ def run(args: argparse.Namespace) -> int:
     return 130 if status is None else status
 
 
-async def _serve(args: argparse.Namespace) -> int:
+async def _serve(args: argparse.Namespace) -> int:  # runs until cancelled (Ctrl-C)
     import trio
 
     from ripp_sip import Credentials
     from ripp_sip.trio_gateway import GatewayConfig, open_gateway
-
-    from ._app import percentiles
 
     credentials = None
     if args.username is not None:
@@ -72,7 +70,7 @@ async def _serve(args: argparse.Namespace) -> int:
         calls_uri=args.calls_uri, ripp_token=args.token, trunk=args.trunk,
         credentials=credentials, ptime=args.ptime,
         sign_identity=make_identity if args.sign_identity else None,
-        jitter_buffer=not args.no_jitter_buffer)
+        jitter_buffer=not args.no_jitter_buffer, on_call_end=_report)
     client_quic = server_quic = None
     if args.calls_uri is not None:
         host = urlsplit(args.calls_uri).hostname or "localhost"
@@ -93,18 +91,19 @@ async def _serve(args: argparse.Namespace) -> int:
             line += (f"; ripp https://localhost:{gateway.ripp_address[1]}"
                      f"{RippConfig().calls_path} -> {args.trunk}  CA {pki.ca_cert_path}")
         print(line, flush=True)
-        reported = 0
-        while True:
-            await trio.sleep(0.2)
-            for record in gateway.records[reported:]:
-                if record.ended is None:
-                    break
-                reported += 1
-                forward = percentiles(record.forward_latency, ("p50", "p99"))
-                backward = percentiles(record.backward_latency, ("p50", "p99"))
-                print(f"call {record.direction} ended {record.ended[0]} {record.ended[1]}: "
-                      f"rtp in {record.rtp_in} out {record.rtp_out}, frames to ripp "
-                      f"{record.frames_to_ripp} from ripp {record.frames_from_ripp}, dtmf "
-                      f"{record.dtmf_to_ripp}/{record.dtmf_to_sip}; gateway ms rtp->ripp "
-                      f"p50={forward['p50']} p99={forward['p99']}, ripp->rtp "
-                      f"p50={backward['p50']} p99={backward['p99']}", flush=True)
+        await trio.sleep_forever()
+
+
+def _report(record: Any) -> None:
+    """One line per finished call, with the gateway's own per-packet figures."""
+    from ._app import percentiles
+
+    forward = percentiles(list(record.forward_latency), ("p50", "p99"))
+    backward = percentiles(list(record.backward_latency), ("p50", "p99"))
+    code, reason = record.ended or (0, "?")
+    print(f"call {record.direction} ended {code} {reason}: "
+          f"rtp in {record.rtp_in} out {record.rtp_out}, frames to ripp "
+          f"{record.frames_to_ripp} from ripp {record.frames_from_ripp}, dtmf "
+          f"{record.dtmf_to_ripp}/{record.dtmf_to_sip}; gateway ms rtp->ripp "
+          f"p50={forward['p50']} p99={forward['p99']}, ripp->rtp "
+          f"p50={backward['p50']} p99={backward['p99']}", flush=True)

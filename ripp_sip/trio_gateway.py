@@ -16,6 +16,7 @@ import logging
 import math
 import socket
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -109,10 +110,18 @@ class GatewayConfig:
     """Seconds between RTCP sender reports toward the SIP side."""
     jitter_buffer: bool = True
     """Play RIPP media out through the core's jitter buffer (False: forward on arrival)."""
+    max_records: int = 1000
+    """Call records kept in ``Gateway.records`` (the most recent; older ones are dropped)."""
+    on_call_end: Callable[[CallRecord], None] | None = None
+    """Called with each call's record when the call is over (logs, metrics)."""
     sip: SipConfig = attrs.field(factory=SipConfig)
     """Timers and limits of the SIP core."""
     ripp: RippConfig | None = None
     """RIPP settings of both legs (default: RippConfig with ``jitter_buffer``)."""
+
+
+#: Latency samples a CallRecord keeps per direction (a bounded window, for long calls).
+LATENCY_SAMPLES = 3000
 
 
 @attrs.define
@@ -135,10 +144,11 @@ class CallRecord:
     sip_final: int | None = None
     reinvites: int = 0
     directions: list[str] = attrs.Factory(list)
-    forward_latency: list[float] = attrs.Factory(list)
-    """RTP in -> RIPP frame out, per packet (seconds, the gateway's own processing)."""
-    backward_latency: list[float] = attrs.Factory(list)
-    """RIPP frame played out -> RTP out, per frame (seconds)."""
+    forward_latency: deque[float] = attrs.Factory(lambda: deque(maxlen=LATENCY_SAMPLES))
+    """RTP in -> RIPP frame out, per packet (seconds, the gateway's own processing); the
+    most recent ``LATENCY_SAMPLES``."""
+    backward_latency: deque[float] = attrs.Factory(lambda: deque(maxlen=LATENCY_SAMPLES))
+    """RIPP frame arrived -> RTP out, per frame (seconds; includes the jitter buffer)."""
 
 
 class _Rtp:
@@ -201,7 +211,7 @@ class Gateway:
         self._tcp_out: dict[Addr, trio.MemorySendChannel[bytes]] = {}
         self.client = client
         self.server = server
-        self.records: list[CallRecord] = []
+        self.records: deque[CallRecord] = deque(maxlen=config.max_records)
         self._inboxes: dict[str, trio.MemorySendChannel[SipEvent]] = {}
         self._timer_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -216,6 +226,15 @@ class Gateway:
     def ripp_address(self) -> Addr | None:
         """Where the gateway's RIPP server listens (None without a trunk)."""
         return self.server.address if self.server is not None else None
+
+    def _ended(self, record: CallRecord) -> None:
+        if record.ended is None and record.sip_final is not None:
+            record.ended = (record.sip_final, "refused by the gateway")
+        if self.config.on_call_end is not None:
+            try:
+                self.config.on_call_end(record)
+            except Exception:  # a reporting hook must not take the gateway down
+                log.exception("on_call_end failed")
 
     def close(self) -> None:
         """Say goodbye on the SIP side before the sockets go (shutdown, Ctrl-C): BYE to
@@ -470,6 +489,7 @@ class Gateway:
             await self._bridge_sip_call(handle, request, record, inbox, respond)
         finally:
             self._inboxes.pop(handle, None)
+            self._ended(record)
 
     async def _bridge_sip_call(self, handle: str, request: SipRequest, record: CallRecord,
                                inbox: trio.MemoryReceiveChannel[SipEvent],
@@ -616,6 +636,7 @@ class Gateway:
             await self._bridge_ripp_call(call, rtp, record)
         finally:
             rtp.close()
+            self._ended(record)
 
     async def _bridge_ripp_call(self, call: ServerCall, rtp: _Rtp, record: CallRecord) -> None:
         incoming = call.incoming
