@@ -18,7 +18,7 @@ from ripp_sip import (
     parse_message,
     parse_via,
 )
-from tests.data.sip_torture import INVALID, VALID
+from tests.data.sip_torture import INVALID, REFUSED, VALID
 
 
 def same(a: SipRequest | SipResponse, b: SipRequest | SipResponse) -> bool:
@@ -40,6 +40,35 @@ def test_rfc4475_invalid_messages_are_refused_with_their_code(name: str) -> None
     with pytest.raises(SipParseError) as caught:
         parse_message(data)
     assert caught.value.sip_code == code
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_rfc4475_semantic_cases_are_refused_by_the_endpoint(name: str) -> None:
+    data, code = REFUSED[name]
+    endpoint = SipEndpoint(("192.0.2.9", 5060), seed=1)
+    try:
+        parse_message(data)
+    except SipParseError as exc:  # the scheme case fails in the parser already
+        assert exc.sip_code == code
+    endpoint.receive_datagram(data, ("192.0.2.1", 5060), 0.0)
+    (response, _), = endpoint.datagrams_to_send()
+    assert response.startswith(f"SIP/2.0 {code} ".encode())
+    if code == 420:
+        assert b"Unsupported: nothingSupportsThis, nothingSupportsThisEither" in response
+    assert endpoint.next_event() is None, "no call was started"
+
+
+def test_broadcast_via_response_is_dropped() -> None:
+    endpoint = SipEndpoint(("192.0.2.9", 5060), seed=1)
+    endpoint.receive_datagram(VALID["3.3.10-bcast"], ("192.0.2.1", 5060), 0.0)
+    assert endpoint.datagrams_to_send() == [] and endpoint.next_event() is None
+
+
+def test_esc02_method_with_percent_and_compact_contact() -> None:
+    message = parse_message(VALID["3.1.1.5-esc02"])
+    assert isinstance(message, SipRequest) and message.method == "RE%47IST%45R"
+    assert len(message.header_values("Contact")) == 2  # "C%6Fntact" is another field
+    assert message.header("C%6Fntact") == "<sip:alias2@host2.example.com>"
 
 
 def test_wsinv_details_survive_folding_and_compact_forms() -> None:

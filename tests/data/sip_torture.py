@@ -70,6 +70,17 @@ VALID: dict[str, bytes] = {
         "Contact: <sip:%00@host5.example.com>\nContact: <sip:%00%00@host5.example.com>\n"
         "L:0\n\n"
     ),
+    # 3.1.1.5: a '%' that is not an escape, in the user part and in header values.
+    "3.1.1.5-esc02": wire(
+        "RE%47IST%45R sip:registrar.example.com SIP/2.0\n"
+        "To: \"%Z%45\" <sip:resource@example.com>\n"
+        "From: \"%Z%45\" <sip:resource@example.com>;tag=f232jadfj23\n"
+        "Call-ID: esc02.asdfnqwo34rq23i34jrjasdcnl23nrlknsdf\n"
+        "Via: SIP/2.0/TCP host.example.com;branch=z9hG4bK209%fzsnel234\n"
+        "CSeq: 29344 RE%47IST%45R\nMax-Forwards: 70\n"
+        "Contact: <sip:alias1@host1.example.com>\nC%6Fntact: <sip:alias2@host2.example.com>\n"
+        "Contact: <sip:alias3@host3.example.com>\nl: 0\n\n"
+    ),
     # 3.1.1.6: no whitespace between a display name and '<'.
     "3.1.1.6-lwsdisp": wire(
         "OPTIONS sip:user@example.com SIP/2.0\nTo: sip:user@example.com\n"
@@ -119,6 +130,22 @@ VALID: dict[str, bytes] = {
         "Via: SIP/2.0/UNKNOWN t4.example.com;branch=z9hG4bKasd0f3en\n"
         "Via: SIP/2.0/TCP t5.example.com;branch=z9hG4bK0a9idfnee\nl: 0\n\n"
     ),
+    # 3.1.1.11: a multipart MIME body (SDP beside a signed part), passed as opaque octets.
+    "3.1.1.11-mpart01": wire(
+        "MESSAGE sip:kumiko@example.org SIP/2.0\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-d87543-4dade06d0bdb11ee-1--d87543-;rport\n"
+        "Max-Forwards: 70\nRoute: <sip:127.0.0.1:5080>\nIdentity: r5mwreLuyDRYBi/0TiPwEsY3rEVsk/G2WxhgTV1PF7hHuL2g6JwJ86Krpl6+bEtw7M49MMLKg\n"
+        "Identity-Info: <http://127.0.0.1:5080/identity.pem>;alg=rsa-sha1\n"
+        "To: <sip:kumiko@example.org>\nFrom: <sip:fluffy@example.com>;tag=2fb0dcc9\n"
+        "Call-ID: 3d9485ad0c49859b@Zmx1ZmZ5LW1hYy0xNi5sb2NhbA..\nCSeq: 1 MESSAGE\n"
+        "Content-Transfer-Encoding: binary\n"
+        "Content-Type: multipart/mixed;boundary=7a9cbec02ceef655\n"
+        "Date: Sat, 15 Oct 2005 04:44:56 GMT\nUser-Agent: SIPimp.org/0.2.5 (curses)\n"
+        "Content-Length: {len}\n\n"
+        "--7a9cbec02ceef655\nContent-Type: text/plain\nContent-Transfer-Encoding: binary\n\n"
+        "Hello\n--7a9cbec02ceef655\nContent-Type: application/octet-stream\n"
+        "Content-Transfer-Encoding: binary\n\n0\x82\x01R\x06\t*\x86H\n--7a9cbec02ceef655--\n"
+    ),
     # 3.1.1.12 and 3.1.1.13: an unusual reason phrase, and an empty one.
     "3.1.1.12-unreason": wire(
         "SIP/2.0 200 = 2**3 * 5**2 \xd0\xbd\xd0\xbe \xd1\x81\xd1\x82\xd0\xbe "
@@ -135,6 +162,16 @@ VALID: dict[str, bytes] = {
         "Call-ID: noreason.asndj203insdf99223ndf\nCSeq: 35 INVITE\n"
         "From: <sip:user@example.com>;tag=39ansfi3\nTo: <sip:user@example.edu>;tag=902jndnke3\n"
         "Content-Length: 0\n\n"
+    ),
+    # 3.3.10: a 200 whose Via names a broadcast address: parsed, and (matching no
+    # transaction of ours) dropped, never answered.
+    "3.3.10-bcast": wire(
+        "SIP/2.0 200 OK\nVia: SIP/2.0/UDP 192.0.2.198;branch=z9hG4bK1324923\n"
+        "Via: SIP/2.0/UDP 255.255.255.255;branch=z9hG4bK1saber23\n"
+        "Call-ID: bcast.0384840201234ksdfak3j2erwedfsASdf\nCSeq: 35 INVITE\n"
+        "From: sip:user@example.com;tag=11141343\nTo: sip:user@example.edu;tag=2229\n"
+        "Content-Length: {len}\nContent-Type: application/sdp\nContact: <sip:user@host28.example.com>\n\n"
+        + _SDP
     ),
     # 3.4.1: RFC 2543 syntax: no branch magic cookie, addr-specs without <>.
     "3.4.1-inv2543": wire(
@@ -288,4 +325,38 @@ INVALID: dict[str, tuple[bytes, int]] = {
         "Call-ID: mcl01.fhn2323orihawfdoa3o4r52o3irsdf\nCSeq: 15932 OPTIONS\n"
         "Content-Length: 13\nMax-Forwards: 60\nContent-Length: 5\n"
         "Content-Type: text/plain\n\nThere's no way to know how many octets are supposed to be here.\n"), 400),
+}
+
+#: RFC 4475 §3.3 cases that parse but that a UA must refuse, with the status it answers.
+REFUSED: dict[str, tuple[bytes, int]] = {
+    # 3.3.3: a known but atypical Request-URI scheme (not sip/sips/tel): 416.
+    "3.3.3-novelsc": (wire(
+        "OPTIONS soap.beep://192.0.2.103:3002 SIP/2.0\nTo: sip:user@example.com\n"
+        "From: sip:caller@example.net;tag=384\nMax-Forwards: 3\nCall-ID: novelsc.asdfasser0q239nwsdfasdkl34\n"
+        "CSeq: 3923423 OPTIONS\nVia: SIP/2.0/TCP host9.example.com;branch=z9hG4bKkdjuw39234\n"
+        "Content-Length: 0\n\n"), 416),
+    # 3.3.5: Require naming extensions we do not have: 420 with Unsupported.
+    "3.3.5-bext01": (wire(
+        "OPTIONS sip:user@example.com SIP/2.0\nTo: sip:j_user@example.com\n"
+        "From: sip:caller@example.net;tag=242etr\nMax-Forwards: 6\n"
+        "Call-ID: bext01.0ha0isndaksdj\nRequire: nothingSupportsThis, nothingSupportsThisEither\n"
+        "Proxy-Require: noProxiesSupportThis, norDoAnyProxiesSupportThis\nCSeq: 8 OPTIONS\n"
+        "Via: SIP/2.0/TLS fold-and-staple.example.com;branch=z9hG4bKkdjuw\n"
+        "Content-Length: 0\n\n"), 420),
+    # 3.3.6: an INVITE whose body is of a type we do not understand: 415.
+    "3.3.6-invut": (wire(
+        "INVITE sip:user@example.com SIP/2.0\nContact: <sip:caller@host5.example.net>\n"
+        "To: sip:j.user@example.com\nFrom: sip:caller@example.net;tag=8392034\nMax-Forwards: 70\n"
+        "Call-ID: invut.0ha0isndaksdjadsfij34n23d\nCSeq: 235448 INVITE\n"
+        "Via: SIP/2.0/UDP somehost.example.com;branch=z9hG4bKkdjuw\n"
+        "Content-Type: application/unknownformat\nContent-Length: {len}\n\n"
+        "<audio>\n <pcmu port=\"443\"/>\n</audio>\n"), 415),
+    # 3.3.11: an INVITE with Max-Forwards 0. The gateway relays INVITEs (to RIPP), so it
+    # answers as a forwarding element would: 483.
+    "3.3.11-zeromf": (wire(
+        "INVITE sip:user@example.com SIP/2.0\nVia: SIP/2.0/UDP host5.example.net;branch=z9hG4bK-zeromf\n"
+        "To: sip:user@example.com\nFrom: sip:caller@example.net;tag=3ghrj3\n"
+        "Call-ID: zeromf.29392\nCSeq: 1 INVITE\nMax-Forwards: 0\n"
+        "Contact: <sip:caller@host5.example.net>\nContent-Type: application/sdp\n"
+        "Content-Length: {len}\n\n" + _SDP), 483),
 }
