@@ -50,17 +50,31 @@ NOT_TO_SIP = frozenset({"call-id"})
 _TOKEN_NAME = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 
 
+_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def field_value_is_safe(value: str) -> bool:
+    """True when ``value`` can be an HTTP/3 field value and a SIP header value as is.
+
+    aioquic closes the whole QUIC connection (every call on it) on some malformed values,
+    e.g. control characters or surrounding whitespace; on SIP, CR or LF would inject
+    header fields. Such values are never copied across.
+    """
+    return not _UNSAFE.search(value) and value == value.strip(" \t")
+
+
 def sip_to_ripp_headers(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     """End-to-end SIP fields of an INVITE, as RIPP request fields (lower-case names, SIP
-    order, one HTTP field per SIP field)."""
+    order, one HTTP field per SIP field). Unsafe values (see :func:`field_value_is_safe`)
+    are left out."""
     out = []
     for name, value in headers:
         lowered = name.lower()
         if lowered in HOP_BY_HOP or lowered in RIPP_OWN:
             continue
-        # aioquic closes the connection on some malformed values (e.g. a trailing space):
-        # values are single lines already (unfolded), and stripped here.
-        out.append((lowered, value.strip()))
+        value = value.strip(" \t")  # values are single lines already (unfolded)
+        if field_value_is_safe(value):
+            out.append((lowered, value))
     return tuple(out)
 
 
@@ -70,7 +84,8 @@ def ripp_to_sip_headers(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str
     for name, value in headers:
         lowered = name.lower()
         if (lowered in HOP_BY_HOP or lowered in RIPP_OWN or lowered in NOT_TO_SIP
-                or lowered.startswith(":") or not _TOKEN_NAME.match(name)):
+                or lowered.startswith(":") or not _TOKEN_NAME.match(name)
+                or not field_value_is_safe(value)):
             continue
         canonical = canonical_name(lowered)
         if canonical == lowered:

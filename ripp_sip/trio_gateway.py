@@ -53,6 +53,7 @@ from ._events import (
 )
 from ._mapping import (
     MediaBridge,
+    field_value_is_safe,
     reason_header,
     ripp_to_sip_headers,
     sip_final_for_termination,
@@ -520,6 +521,11 @@ class Gateway:
             record.directions.append(negotiated.direction)
             identity = request.header("Identity")
             to, from_ = request.header("To") or "", request.header("From") or ""
+            if not all(field_value_is_safe(v) for v in (to, from_, identity or "")):
+                # Control characters would make aioquic close the QUIC connection, and
+                # with it every call on it: refuse this one call instead.
+                respond(400, "Bad Header Value")
+                return
             if identity is None and self.config.sign_identity is not None:
                 identity = self.config.sign_identity(to, from_)
             if identity is None:

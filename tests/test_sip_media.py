@@ -181,6 +181,12 @@ def test_header_mapping_copies_end_to_end_fields_only() -> None:
     assert back == (("P-Asserted-Identity", "<sip:+1@b>"), ("History-Info", "<sip:a@b>;index=1"),
                     ("History-Info", "<sip:c@d>;index=1.1"), ("X-Campaign", "spring"))
     assert "via" in HOP_BY_HOP
+    # Values that would break HTTP/3 (aioquic closes the connection) or inject SIP fields
+    # are not copied; tabs and non-ASCII UTF-8 are fine.
+    unsafe = (("Subject", "bell \x07"), ("X-A", "a\r\nVia: x"), ("X-B", "tab\there"),
+              ("X-C", "d\u00e9j\u00e0"), ("X-D", "nul\x00"))
+    assert sip_to_ripp_headers(unsafe) == (("x-b", "tab\there"), ("x-c", "d\u00e9j\u00e0"))
+    assert ripp_to_sip_headers((("x-a", "a\r\nVia: x"), ("x-b", " lead"))) == ()
 
 
 @pytest.mark.parametrize(("code", "final"), [
