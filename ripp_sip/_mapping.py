@@ -151,6 +151,7 @@ class MediaBridge:
     rtp_dropped: int = 0
     remote_ssrc: int | None = None
     transcoded: int = 0
+    _event_end_sent: bool = False
     _decoders: dict[Codec, Decoder] = attrs.Factory(dict)
     _encoders: dict[tuple[Codec, float], Encoder] = attrs.Factory(dict)
 
@@ -189,7 +190,10 @@ class MediaBridge:
                 payload = scale_event_duration(payload, 6)
             packet = self.sender.packet(pt, payload, clock_rate=8000, duration=frame.duration,
                                         now=now, marker=frame.marker, event=True)
-            if event_is_end(frame.payload):
+            if frame.marker:
+                self._event_end_sent = False
+            if event_is_end(frame.payload) and not self._event_end_sent:
+                self._event_end_sent = True
                 # RFC 4733 §2.5.1.4: the End packet goes out three times, each with its
                 # own sequence number and the event's timestamp.
                 out = [packet.to_bytes()]
@@ -197,7 +201,6 @@ class MediaBridge:
                     out.append(attrs.evolve(packet, sequence=self.sender.sequence,
                                             marker=False).to_bytes())
                     self.sender.sequence = (self.sender.sequence + 1) & 0xFFFF
-                self.sender.end_of_event()
                 return out
             return [packet.to_bytes()]
         if codec is Codec.CN:

@@ -96,11 +96,12 @@ class RtpSender:
             self.timestamp += round((now - self._last_end) * clock_rate)
             self._last_end = now
         if event:
+            # Every packet of an event carries the timestamp of its first (MARKER) packet,
+            # including repeated End packets and any that arrive after an audio packet.
             if marker or self._event_timestamp is None:
                 self._event_timestamp = self.timestamp
             stamp = self._event_timestamp
         else:
-            self._event_timestamp = None
             stamp = self.timestamp
         packet = RtpPacket(payload_type, self.sequence, stamp & 0xFFFFFFFF, self.ssrc,
                            payload, marker)
@@ -111,9 +112,6 @@ class RtpSender:
         self.octets += len(payload)
         return packet
 
-    def end_of_event(self) -> None:
-        """Forget the event timestamp once an event's End packet went out."""
-        self._event_timestamp = None
 
 
 @attrs.frozen
