@@ -271,7 +271,8 @@ def test_ripp_call_cli_through_gateway_to_sipp_uas_rtp_echo(
 def _ripp_client_call(tmp_path: Path, scenario: list[str], *, seconds: float,
                       credentials: Credentials | None = None,
                       sip: SipConfig | None = None, start_sipp: bool = True,
-                      cancel_when_ringing: bool = False, transport: str = "udp") -> Any:
+                      cancel_when_ringing: bool = False, transport: str = "udp",
+                      early: bool = False) -> Any:
     """Place one RIPP call through the gateway to a sipp UAS; play PCMU for ``seconds``."""
     pki = _pki()
     work = sipp_workdir(tmp_path)
@@ -281,7 +282,7 @@ def _ripp_client_call(tmp_path: Path, scenario: list[str], *, seconds: float,
         suffix = ";transport=tcp" if transport == "tcp" else ""
         config = GatewayConfig(sip_port=0, trunk=f"sip:127.0.0.1:{trunk_port}{suffix}",
                                credentials=credentials, sip=sip or SipConfig())
-        out: dict[str, Any] = {"echoed": 0}
+        out: dict[str, Any] = {"echoed": 0, "echoed_early": 0}
         async with open_gateway(config, server_quic_configuration=server_quic_configuration(
                 pki)) as gateway, trio.open_nursery() as nursery:
 
@@ -310,6 +311,8 @@ def _ripp_client_call(tmp_path: Path, scenario: list[str], *, seconds: float,
                     async for item in call.audio():
                         if isinstance(item, MediaFrame):
                             out["echoed"] += 1
+                            if call.state is not CallState.CONNECTED:
+                                out["echoed_early"] += 1
 
                 nursery.start_soon(count)
                 try:
@@ -318,7 +321,10 @@ def _ripp_client_call(tmp_path: Path, scenario: list[str], *, seconds: float,
                         out["ended"] = await call.terminate(487, "Request Terminated")
                         await trio.sleep(1.0)  # the CANCEL, 487 and ACK on the SIP side
                         raise CallEnded(out["ended"])
-                    await call.wait_state(CallState.CONNECTED)
+                    if early:  # media may flow once the call is pending (R20)
+                        await call.wait_state(CallState.PENDING)
+                    else:
+                        await call.wait_state(CallState.CONNECTED)
                     for _ in range(int(seconds / 0.02)):
                         call.play(Codec.PCMU, 0.02, bytes([0x55]) * 160)
                     await trio.sleep(seconds + 0.5)
@@ -357,6 +363,18 @@ def test_busy_trunk_ends_the_ripp_call_with_486(tmp_path: Path, transport: str) 
     log = sipp_log(work)
     assert f"Identity: {out['identity']}" in log
     assert "P-Asserted-Identity: <tel:+14085551234>" in log
+
+
+def test_early_media_from_the_trunk_flows_before_the_answer(tmp_path: Path) -> None:
+    sipp_binary()
+    out, work = _ripp_client_call(
+        tmp_path, ["-sf", str(SCENARIOS / "uas_early_media.xml"), "-rtp_echo"],
+        seconds=2.0, early=True)
+    assert out["sipp"].returncode == 0, sipp_log(work)
+    assert out["ended"].code == 200
+    # 183 + SDP let RTP flow both ways before the 200 (1 s later): echoes came back early.
+    assert out["echoed_early"] >= 20, out
+    assert out["echoed"] >= 80, out
 
 
 def test_ripp_cancel_before_answer_cancels_the_invite(tmp_path: Path) -> None:
