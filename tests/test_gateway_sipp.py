@@ -97,6 +97,7 @@ def test_sipp_uac_pcap_through_gateway_to_ripp_serve_echo(
     assert record.dtmf_to_sip >= 9
     assert record.rtp_out >= record.frames_from_ripp
     assert record.transcoded == 0, "PCMA both ways: payloads pass through"
+    assert record.rtcp_sent >= 1  # sender reports every 5 s, built from RIPP statistics
     assert record.ended == (200, "Normal")  # sipp hung up: BYE -> terminate 200
     assert record.identity is not None and record.identity.endswith("ppt=shaken")
 
@@ -218,7 +219,10 @@ def test_reinvite_hold_update_and_bye_from_the_ripp_side(tmp_path: Path) -> None
     assert record.directions == ["sendrecv", "recvonly"]
     assert record.reinvites == 1
     assert call.final.code == 200
-    assert 'Reason: SIP;cause=200;text="Normal"' in sipp_log(work)
+    log = sipp_log(work)
+    assert 'Reason: SIP;cause=200;text="Normal"' in log
+    assert "SIP/2.0 100 Trying" in log and "SIP/2.0 180 Ringing" in log  # ring -> 180
+    assert "Session-Expires: 1800;refresher=uac" in log and "Require: timer" in log
 
 
 # --------------------------------------------------------------- RIPP -> SIP
