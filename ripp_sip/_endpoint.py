@@ -566,7 +566,9 @@ class SipEndpoint:
             return
         lines = [f"SIP/2.0 {exc.sip_code} {_REASONS.get(exc.sip_code, 'Bad Request')}"]
         lines += [f"{n}: {v}" for n, v in fields]
-        lines += [f"Warning: 399 ripp \"{exc.message[:100]}\"", "Content-Length: 0"]
+        # The Warning text is a quoted-string: no quotes or backslashes from the offence.
+        text = exc.message[:100].replace('"', "'").replace("\\", "/")
+        lines += [f'Warning: 399 ripp "{text}"', "Content-Length: 0"]
         self._out.append((("\r\n".join(lines) + "\r\n\r\n").encode(), addr))
 
     # ------------------------------------------------------------------ responses
