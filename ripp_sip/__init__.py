@@ -9,7 +9,7 @@ call to RIPP through ``ripp_trio``'s public API. See ``docs/gateway.md``.
 
 from ._config import SipConfig
 from ._digest import Challenge, Credentials, authorization, best_challenge, parse_challenge
-from ._endpoint import DialogState, SipCall, SipEndpoint
+from ._endpoint import DIALOG_TRANSITIONS, DialogInput, DialogState, SipCall, SipEndpoint
 from ._errors import (
     DigestError,
     LocalSipError,
@@ -79,6 +79,7 @@ from ._transaction import (
 )
 
 __all__ = [
+    "DIALOG_TRANSITIONS",
     "TRANSITIONS",
     "AckReceived",
     "Address",
@@ -88,6 +89,7 @@ __all__ = [
     "CancelReceived",
     "Challenge",
     "Credentials",
+    "DialogInput",
     "DialogState",
     "DigestError",
     "FrameAssembler",

@@ -70,6 +70,30 @@ class DialogState(enum.Enum):
     TERMINATED = "terminated"
 
 
+class DialogInput(enum.Enum):
+    """What moves a dialog (RFC 3261 §12): responses to the INVITE, and endings."""
+
+    EARLY_RESPONSE = "1xx with a To tag"
+    SUCCESS = "2xx"
+    FAILURE = "3xx-6xx"
+    END = "BYE, CANCEL, timeout"
+
+
+D, DI = DialogState, DialogInput
+#: (state, input) -> new state. An input not listed leaves the state as it is: a late
+#: 1xx after the 2xx, a 2xx retransmission, anything once terminated (RFC 3261 §12, §13).
+DIALOG_TRANSITIONS: dict[tuple[DialogState, DialogInput], DialogState] = {
+    (D.INITIAL, DI.EARLY_RESPONSE): D.EARLY,
+    (D.INITIAL, DI.SUCCESS): D.CONFIRMED,
+    (D.INITIAL, DI.FAILURE): D.TERMINATED,
+    (D.INITIAL, DI.END): D.TERMINATED,
+    (D.EARLY, DI.SUCCESS): D.CONFIRMED,
+    (D.EARLY, DI.FAILURE): D.TERMINATED,
+    (D.EARLY, DI.END): D.TERMINATED,
+    (D.CONFIRMED, DI.END): D.TERMINATED,
+}
+
+
 @attrs.define
 class SipCall:
     """One call's dialog state (RFC 3261 §12): Call-ID, tags, CSeqs, target and routes."""
@@ -215,10 +239,10 @@ class SipEndpoint:
             response = self._with_session_timer(call, record.request, response, now)
         record.response = response
         if call is not None and record.request.method == "INVITE" and call.invite_tx == key:
-            if 100 < status < 200 and call.state is DialogState.INITIAL:
-                call.state = DialogState.EARLY
+            if 100 < status < 200:
+                _advance(call, DialogInput.EARLY_RESPONSE)
             elif 200 <= status < 300:
-                call.state = DialogState.CONFIRMED
+                _advance(call, DialogInput.SUCCESS)
             elif status >= 300:
                 self._end(call)
         self._drive(key, record, _input_for(status), now)
@@ -395,7 +419,7 @@ class SipEndpoint:
         self._events.append(CallFailed(call.handle, status, reason))
 
     def _end(self, call: SipCall) -> None:
-        call.state = DialogState.TERMINATED
+        _advance(call, DialogInput.END)
         call.refresh_at = call.expires_at = None
         self._ended[call.handle] = None
         while len(self._ended) > self.config.ended_dialog_memory:
@@ -620,7 +644,7 @@ class SipEndpoint:
             call.provisional_seen = True
             if tag and call.state is DialogState.INITIAL and status > 100:
                 call.remote_tag = tag
-                call.state = DialogState.EARLY
+                _advance(call, DialogInput.EARLY_RESPONSE)
             if call.cancel_wanted:
                 self._send_cancel(call, now)
             if status > 100:
@@ -630,7 +654,7 @@ class SipEndpoint:
             first = call.state is not DialogState.CONFIRMED
             if first:
                 call.remote_tag = tag
-                call.state = DialogState.CONFIRMED
+                _advance(call, DialogInput.SUCCESS)
                 contacts = response.header_values("Contact")
                 call.remote_target = parse_address(contacts[0]).uri if contacts else None
                 call.route_set = tuple(reversed(response.header_values("Record-Route")))
@@ -785,6 +809,11 @@ class SipEndpoint:
 
 _REASONS = {400: "Bad Request", 416: "Unsupported URI Scheme", 505: "Version Not Supported",
             420: "Bad Extension", 483: "Too Many Hops"}
+
+
+def _advance(call: SipCall, event: DialogInput) -> None:
+    """Move the dialog by :data:`DIALOG_TRANSITIONS` (unlisted inputs change nothing)."""
+    call.state = DIALOG_TRANSITIONS.get((call.state, event), call.state)
 
 
 def _input_for(status: int) -> TxInput:

@@ -9,11 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ripp_sip import (
+    DIALOG_TRANSITIONS,
     AckReceived,
     ByeReceived,
     CallFailed,
     CancelReceived,
     Credentials,
+    DialogInput,
     DialogState,
     InviteReceived,
     LocalSipError,
@@ -293,3 +295,12 @@ def test_whole_dialogs_under_random_loss_end_consistently(seed: int, loss: float
     byes = [e for e in pair.events["b"] if isinstance(e, ByeReceived)]
     assert len(byes) <= 1
     assert pair.a.call(call).state is DialogState.TERMINATED
+
+
+def test_dialog_table_never_goes_back() -> None:
+    order = [DialogState.INITIAL, DialogState.EARLY, DialogState.CONFIRMED,
+             DialogState.TERMINATED]
+    for (state, event), new in DIALOG_TRANSITIONS.items():
+        assert order.index(new) > order.index(state), (state, event)
+    assert not any(state is DialogState.TERMINATED for state, _ in DIALOG_TRANSITIONS)
+    assert all((state, DialogInput.END) in DIALOG_TRANSITIONS for state in order[:3])
