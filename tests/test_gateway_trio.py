@@ -138,6 +138,7 @@ async def _echo(call: Any, digits: list[str] | None = None) -> None:
                                     marker=item.marker)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_sip_leg_sees_one_rtp_stream_across_a_ripp_move_and_survives_a_bad_peer() -> None:
     pki = _pki()
@@ -234,6 +235,7 @@ def test_sip_leg_sees_one_rtp_stream_across_a_ripp_move_and_survives_a_bad_peer(
     assert [r.sip_final for r in result["all_records"]] == [200, 400]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_closing_the_gateway_says_bye_on_the_sip_side() -> None:
     pki = _pki()
