@@ -34,7 +34,7 @@ from ripp_core import (
 from ripp_core.aio import unwrap_group
 from ripp_core.testing import Impairment
 
-from . import _auth_cli, _certs, _ops
+from . import _auth_cli, _certs, _gateway, _ops
 from ._eventlog import setup_logging
 from ._relay_thread import RelayThread
 from ._runtime import Runtime, runtime
@@ -143,6 +143,7 @@ def add_arguments(subcommands: Any) -> None:
         help="give up on a call not answered by then (default 5, RippConfig.connect_timeout)",
     )
     _auth_cli.add_token_command(subcommands)
+    _gateway.add_arguments(subcommands)
 
 
 # ------------------------------------------------------------------ audio
@@ -556,9 +557,11 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 
 def run(command: str, args: argparse.Namespace) -> int:
-    """Entry point for the four commands."""
+    """Entry point for the commands (``gateway`` is Trio-only and has its own runner)."""
     if command == "token":
         return _auth_cli.run_token(args)
+    if command == "gateway":
+        return _gateway.run(args)
     setup_logging(verbose=args.verbose, json_lines=args.log_json, stream=sys.stderr)
     rt = runtime(args.driver)
     main = {"demo": run_demo, "serve": run_serve, "call": run_call}[command]

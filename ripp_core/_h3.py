@@ -16,6 +16,7 @@ connection (R21). All protocol decisions are made by :class:`~ripp_core._call.Ca
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import enum
 import heapq
@@ -1253,10 +1254,8 @@ class RippServer(_Endpoint):
         if stream is None:
             # Not answered yet: a whole 400 response, then STOP_SENDING for the rest of
             # the request (a reset of our side could discard the 400 before it leaves).
-            try:
+            with contextlib.suppress(_StreamGone):
                 self._refuse(connection, event.stream_id, exc, None)
-            except _StreamGone:
-                pass
             connection.streams.pop(event.stream_id, None)
             self._stop_reading(connection, event.stream_id, H3_MESSAGE_ERROR)
             return

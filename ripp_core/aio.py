@@ -197,10 +197,18 @@ class Call:
             await self._driver.wait_changed(self.handle)
 
     # ------------------------------------------------------------ commands
-    def send_audio(self, codec: Codec, duration: float, payload: bytes) -> MediaFrame:
-        """Send one frame now, on the next free media stream (R5, R6)."""
+    def send_audio(
+        self, codec: Codec, duration: float, payload: bytes, *, marker: bool = False
+    ) -> MediaFrame:
+        """Send one frame now, on the next free media stream (R5, R6).
+
+        ``marker`` sets MARKER (a talkspurt or event starts), as a gateway copies it from
+        the RTP marker bit (protocol §21.3).
+        """
         return self._command(
-            lambda now: self._endpoint.send_media(self.handle, codec, duration, payload, now)
+            lambda now: self._endpoint.send_media(
+                self.handle, codec, duration, payload, now, marker=marker
+            )
         )
 
     def play(self, codec: Codec, duration: float, payload: bytes) -> None:
