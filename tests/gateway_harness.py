@@ -55,9 +55,20 @@ def ripp_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "ripp_cli", *args]
 
 
-def start_ripp_serve(home: Path) -> tuple[subprocess.Popen[str], str]:
-    """Start ``ripp serve --port 0`` (echo); return the process and its calls URI."""
-    process = subprocess.Popen(ripp_command("serve", "--port", "0"), cwd=REPO, env=env(home),
+def start_ripp_serve(
+    home: Path, *, authenticated: bool = False, options: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``ripp serve --port 0`` (echo); return the process and its calls URI.
+
+    Unless ``authenticated``, the server takes any token and any well-formed Identity
+    (the SIP mapping is under test, with the gateway's test-only signer); the
+    ``ripp gateway`` command test runs against a default, authenticating server."""
+    insecure = [] if authenticated else [
+        "--insecure-accept-any-token", "--insecure-accept-any-identity"
+    ]
+    process = subprocess.Popen(ripp_command("serve", "--port", "0", *insecure, *options),
+                               cwd=REPO,
+                               env=env(home),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
     line = process.stdout.readline()

@@ -412,7 +412,12 @@ def test_ripp_gateway_command_bridges_both_ways(tmp_path: Path) -> None:
     sipp_binary()
     home = tmp_path / "home"
     work = sipp_workdir(tmp_path)
-    serve, uri = start_ripp_serve(home)
+    # A default server checks the gateway's token and PASSporT. sipp's From is no telephone
+    # number, so no PASSporT can vouch for it: the server takes the call marked unverified
+    # (what a terminating provider does), and would refuse it with "reject" (438).
+    serve, uri = start_ripp_serve(
+        home, authenticated=True, options=("--identity-policy", "mark")
+    )
     trunk_port = free_udp_port()
     uas = subprocess.Popen(
         [sipp_binary(), "-sn", "uas", "-rtp_echo", "-i", "127.0.0.1", "-p", str(trunk_port),
