@@ -381,7 +381,7 @@ def test_signaling_frame_error_ends_the_call_and_is_not_taken_for_a_failure() ->
     call = trunk.rclient.call(handle)
     assert call.signaling is not None
     bad = encode_media(MediaFrame(0, 0, Codec.PCMU, 40, bytes(160)))
-    trunk.rclient.send(call.signaling, bad)  # a MEDIA frame where SIGNAL frames belong
+    trunk.rclient.send(call.signaling, bad, trunk.net.now)  # a MEDIA frame where SIGNAL frames belong
     trunk.client.drain()
     trunk.net.run_for(2.0)
     ended = trunk.client.of(CallTerminated)
