@@ -607,7 +607,7 @@ class RippClient(_QuicBinding, HttpClient):
             limit = quic._remote_max_streams_bidi
         return limit - quic._local_next_stream_id_bidi // _STREAM_ID_STEP
 
-    def _connect(self, authority: str, address: Address, now: float) -> HttpConnection:
+    def _connect(self, authority: str, address: Address, now: float) -> HttpConnection | None:
         configuration = copy.copy(self._quic_configuration)
         configuration.server_name = _host_port(authority)[0]
         quic = QuicConnection(configuration=configuration)

@@ -1187,8 +1187,13 @@ class HttpClient(HttpEndpoint):
         """Binding: how many more request streams the peer lets us open now."""
         raise NotImplementedError
 
-    def _connect(self, authority: str, address: Address, now: float) -> HttpConnection:
-        """Binding: open a new connection to ``address`` for ``authority``."""
+    def _has_room(self, connection: HttpConnection) -> bool:
+        """Binding: may one more call share ``connection``?"""
+        return len(connection.calls) < self.config.max_calls_per_connection
+
+    def _connect(self, authority: str, address: Address, now: float) -> HttpConnection | None:
+        """Binding: open a new connection to ``address`` for ``authority`` (None: the
+        binding cannot open another one)."""
         raise NotImplementedError
 
     # ---------------------------------------------------------------- internals
@@ -1238,10 +1243,7 @@ class HttpClient(HttpEndpoint):
         for connection in self._connections:
             if connection.closed or connection.authority != authority:
                 continue
-            if (
-                len(connection.calls) < self.config.max_calls_per_connection
-                and self._credit(connection) >= needed
-            ):
+            if self._has_room(connection) and self._credit(connection) >= needed:
                 connection.calls.add(call.handle)
                 return connection
         if len(self._connections) >= self.config.max_connections:
@@ -1255,12 +1257,14 @@ class HttpClient(HttpEndpoint):
         except (OSError, ValueError) as exc:
             logger.warning("cannot resolve %s: %s", authority, exc)
             return None
-        connection = self._connect(authority, address, now)
-        self._add_connection(connection)
-        self._touch(connection)
-        connection.calls.add(call.handle)
+        fresh = self._connect(authority, address, now)
+        if fresh is None:
+            return None
+        self._add_connection(fresh)
+        self._touch(fresh)
+        fresh.calls.add(call.handle)
         logger.info("new connection to %s (%s:%d)", authority, *address)
-        return connection
+        return fresh
 
     def _cancel_create(self, call: Call) -> None:
         entry = self._create_streams.pop(call.handle, None)
