@@ -116,6 +116,7 @@ class _Connection(HttpConnection):
     key: StreamKey
     settings_received: bool = False
     closing: bool = False  # a GOAWAY is queued: the driver closes after it
+    close_sent: bool = False  # the driver was told to close (an empty chunk)
     # Our body bytes held per stream while the peer's window is closed, and whether our
     # END_STREAM waits behind them.
     pending: dict[int, bytearray] = attrs.Factory(dict)
@@ -202,9 +203,9 @@ class _H2Binding(HttpEndpoint):
             data = connection.h2.data_to_send()
             if data:
                 out.append((data, connection.key))
-            if connection.closing and not connection.closed:
+            if connection.closing and not connection.close_sent:
                 out.append((b"", connection.key))
-                connection.closed = True
+                connection.close_sent = connection.closed = True
         for connection in [c for c in self._connections if c.closed]:
             self._drop(connection)
         return out
@@ -317,6 +318,7 @@ class _H2Binding(HttpEndpoint):
             if data:
                 self._goodbyes.append((data, connection.key))
             self._goodbyes.append((b"", connection.key))
+            connection.close_sent = True
             self._on_connection_lost(connection, 0, reason, now)
         connection.closed = True
         self._drop(connection)
