@@ -479,6 +479,11 @@ class RippH2Client(_H2Binding, HttpClient):
         )
         self._init_h2()
 
+    def authority_of(self, key: StreamKey) -> str | None:
+        """The host[:port] a connection was opened for (the driver's TLS server name)."""
+        connection = self._by_key.get(key)
+        return connection.authority if connection is not None else None
+
     def get_timer(self) -> float | None:
         """The next time :meth:`handle_timer` must run, or None."""
         return self._next_call_deadline()
