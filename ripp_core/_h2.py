@@ -73,8 +73,11 @@ RESET_CODES: dict[int, h2.errors.ErrorCodes] = {
 #: h2's initial (and smallest) stream and connection window (RFC 9113 6.9.2).
 _DEFAULT_WINDOW = 65535
 
-#: Pseudo-header fields a request must carry exactly once (RFC 9113 8.3.1).
-_REQUEST_PSEUDO = (b":method", b":scheme", b":authority", b":path")
+#: Pseudo-header fields a request must carry exactly once (RFC 9113 8.3.1), and those it
+#: may carry at most once (:authority: an intermediary such as nginx's grpc_pass sends
+#: ``host`` instead, which RFC 9113 8.3.1 allows).
+_REQUEST_PSEUDO = (b":method", b":scheme", b":path")
+_OPTIONAL_PSEUDO = (b":authority",)
 
 
 def h2_reset_code(code: int) -> h2.errors.ErrorCodes:
@@ -99,7 +102,7 @@ def malformed_reason(headers: Headers) -> str | None:
         if name.startswith(b":"):
             if regular:
                 return "a pseudo-header follows a regular field"
-            if name not in _REQUEST_PSEUDO:
+            if name not in _REQUEST_PSEUDO and name not in _OPTIONAL_PSEUDO:
                 return f"unknown pseudo-header {name[:32]!r}"
             seen[name] = seen.get(name, 0) + 1
         else:
@@ -107,6 +110,8 @@ def malformed_reason(headers: Headers) -> str | None:
     for name in _REQUEST_PSEUDO:
         if seen.get(name) != 1:
             return f"{name.decode()} missing or repeated"
+    if seen.get(b":authority", 0) > 1:
+        return ":authority repeated"
     return None
 
 

@@ -780,7 +780,8 @@ class HttpServer(HttpEndpoint):
         if method != "POST":
             raise MethodNotAllowed(f"method {bounded(method)!r} is not POST")
         path = headers.get(":path", "")
-        authority = headers.get(":authority", "")
+        # :authority, or Host from an intermediary that sends that instead (RFC 9113 8.3.1).
+        authority = headers.get(":authority") or headers.get("host", "")
         target = split_call_path(path, self.config.instances_path)
         create: _Creation | None = None
         kind: StreamKind | None = None

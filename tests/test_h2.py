@@ -307,4 +307,6 @@ def test_well_formed_requests_pass_validation(regular: list[tuple[bytes, bytes]]
     ]
     assert malformed_reason(pseudo + regular) is None
     assert malformed_reason(regular + pseudo) is not None or not regular
-    assert malformed_reason(pseudo[1:] + regular) is not None
+    assert malformed_reason(pseudo[1:] + regular) is not None  # no :method
+    assert malformed_reason(pseudo[:2] + pseudo[3:] + regular) is None  # :authority optional
+    assert malformed_reason(pseudo + pseudo[2:3] + regular) is not None  # ... but not twice
