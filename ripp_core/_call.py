@@ -75,6 +75,7 @@ from ._messages import (
     decode_message,
     encode_message,
 )
+from ._migration import PhaseInput, next_phase
 from ._pacer import PacedFrame, PacedMark, Pacer
 from ._receiver import MediaReceiver, ReceiverWindow
 from ._sender import MediaSender, SenderState
@@ -242,7 +243,10 @@ class Call:
     def _log(self, level: int, text: str, *args: object) -> None:
         logger.log(level, "[%s %s] " + text, self.role.value, self.uri or self.handle, *args)
 
-    def _set_phase(self, phase: MigrationPhase, reason: str, uri: str | None = None) -> None:
+    def _set_phase(self, event: PhaseInput, reason: str, uri: str | None = None) -> None:
+        """Move to the phase the table (``_migration.PHASE_TRANSITIONS``) gives for
+        ``event``; announce it with :class:`CallMigrating` unless it is ATTACHED."""
+        phase = next_phase(self.role, self.phase, event)
         if phase is self.phase:
             return
         self.phase = phase
@@ -464,7 +468,7 @@ class Call:
         self.machine.check_send(MessageType.MOVE)
         self._send_message(Move(uri), now)
         self.sender.pause()
-        self._set_phase(MigrationPhase.MOVED_AWAY, "moved by us", uri)
+        self._set_phase(PhaseInput.MOVE_SENT, "moved by us", uri)
         self._phase_deadline = now + self.config.move_timeout
         # Whoever moves keeps its side of every stream open and acking until the peer has
         # ended it: every frame the peer sent here is acknowledged here and never re-sent
@@ -510,7 +514,7 @@ class Call:
         migrated = self.attachments > 0 or self.state is not CallState.CREATED
         self.attachments += 1
         self._add_channel(channel, signaling=True, now=now)
-        self._set_phase(MigrationPhase.ATTACHED, "signaling attached")
+        self._set_phase(PhaseInput.SIGNALING_ATTACHED, "signaling attached")
         self._phase_deadline = None
         self.liveness.reset(now)
         self._emit(CallAttached(self.handle, self.uri or "", migrated=migrated))
@@ -535,7 +539,7 @@ class Call:
 
     def begin_reattach(self, now: float) -> None:
         """Client: attach an imported call to its existing call URI (client-side move)."""
-        self._set_phase(MigrationPhase.MOVING, "imported from another client", self.uri)
+        self._set_phase(PhaseInput.IMPORTED, "imported from another client", self.uri)
         self._phase_deadline = now + self.config.move_timeout
         self._open_signaling(now)
         self._open_media(self._wanted_streams(now), now)
@@ -572,7 +576,7 @@ class Call:
                 self.signaling_ready = True
                 self._phase_deadline = None
                 if self.phase is not MigrationPhase.ATTACHED:
-                    self._set_phase(MigrationPhase.ATTACHED, "signaling re-attached")
+                    self._set_phase(PhaseInput.SIGNALING_READY, "signaling re-attached")
                     self.liveness.reset(now)
                     self._emit(CallAttached(self.handle, self.uri or "", migrated=True))
                     self._next_adapt = now
@@ -649,7 +653,7 @@ class Call:
         self._drop_all_channels(now, reset=True)
         self.sender.pause()
         if self.phase is not MigrationPhase.REESTABLISHING:
-            self._set_phase(MigrationPhase.REESTABLISHING, reason)
+            self._set_phase(PhaseInput.PATH_FAILED, reason)
             self._reestablish_deadline = now + self.config.reestablish_timeout
         self._phase_deadline = None
         self._retry_at = None
@@ -768,7 +772,7 @@ class Call:
                 return
             # Stop sending, let the old instance drain, attach to the new URI in parallel.
             self.sender.pause()
-            self._set_phase(MigrationPhase.MOVING, "moved by server", message.uri)
+            self._set_phase(PhaseInput.MOVE_RECEIVED, "moved by server", message.uri)
             for channel in list(self._decoders):
                 self._end_channel(channel, now)
             self.uri = message.uri
@@ -778,7 +782,7 @@ class Call:
         else:
             # The client re-attaches from elsewhere; hold the call and buffer media.
             self.sender.pause()
-            self._set_phase(MigrationPhase.MOVING, "moved by client")
+            self._set_phase(PhaseInput.MOVE_RECEIVED, "moved by client")
             for channel in list(self._decoders):
                 self._end_channel(channel, now)
             self._phase_deadline = now + self.config.reattach_timeout
@@ -825,7 +829,7 @@ class Call:
             return
         self._drop_all_channels(now, reset=True)
         self.sender.pause()
-        self._set_phase(MigrationPhase.DETACHED, reason)
+        self._set_phase(PhaseInput.PEER_LOST, reason)
         self._phase_deadline = now + self.config.reattach_timeout
 
     def _channel_error(self, channel: int, exc: RippError, now: float) -> None:
