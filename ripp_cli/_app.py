@@ -107,7 +107,7 @@ def add_arguments(subcommands: Any) -> None:
         type=int,
         metavar="PORT",
         help="also serve RIPP over HTTP/2 on this TCP port (0: any free port); for load "
-        "balancers, docs/deployment.md (trio driver)",
+        "balancers, docs/deployment.md",
     )
     serve.add_argument(
         "--http2-cleartext",

@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from ripp_core import Authorizer, EventRouter, IdentityVerifier, RippConfig
+from ripp_core._alpn import H2_ALPN, client_ssl_context, server_ssl_context
 from ripp_core._h2 import RippH2Client, RippH2Server, StreamKey
 from ripp_core.aio import Client, Server
 
@@ -174,7 +175,7 @@ class TcpDriver:
                 server_name = authority.rsplit(":", 1)[0].strip("[]")
                 stream = trio.SSLStream(stream, self._ssl, server_hostname=server_name)
                 await stream.do_handshake()
-                if stream.selected_alpn_protocol() != "h2":
+                if stream.selected_alpn_protocol() != H2_ALPN:
                     raise OSError(f"{authority} did not agree to ALPN h2")
         except (OSError, trio.BrokenResourceError) as exc:
             logger.warning("cannot connect to %s:%d: %s", key[0], key[1], exc)
@@ -271,24 +272,6 @@ async def _running(driver: TcpDriver) -> AsyncIterator[None]:
             nursery.cancel_scope.cancel()
 
 
-def server_ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
-    """A TLS 1.3 server context offering ALPN ``h2`` (RIPP over HTTP/2, protocol 20.2)."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.load_cert_chain(certfile, keyfile)
-    context.set_alpn_protocols(["h2"])
-    return context
-
-
-def client_ssl_context(cafile: str | None = None) -> ssl.SSLContext:
-    """A TLS 1.3 client context asking for ALPN ``h2``, verifying the server against
-    ``cafile`` (default: the system's trust store)."""
-    context = ssl.create_default_context(cafile=cafile)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.set_alpn_protocols(["h2"])
-    return context
-
-
 @asynccontextmanager
 async def open_h2_server(
     *,
@@ -333,3 +316,12 @@ async def open_h2_client(
     driver = TcpDriver(endpoint, ssl_context=ssl_context)
     async with _running(driver):
         yield Client(driver, endpoint)
+
+
+__all__ = [
+    "TcpDriver",
+    "client_ssl_context",
+    "open_h2_client",
+    "open_h2_server",
+    "server_ssl_context",
+]

@@ -3,14 +3,18 @@ h2) and h2c, and one process serving HTTP/3 and HTTP/2 at once."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import queue
 import ssl
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import trio
 
+import ripp_asyncio
 import ripp_trio
 from ripp_core import CallEnded, CallMovedAway, CallState, Codec, MediaFrame, Termination
 from ripp_core.aio import ServerCall
@@ -31,7 +35,7 @@ def _tls(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     ca.write_bytes(PKI.ca_pem)
     return (
         ripp_trio.server_ssl_context(str(cert), str(key)),
-        ripp_trio.client_ssl_context(str(ca)),
+        ripp_asyncio.client_ssl_context(str(ca)),
     )
 
 
@@ -146,3 +150,79 @@ def test_one_process_serves_http3_and_http2_at_once(tmp_path: Path) -> None:
         return results
 
     assert trio.run(main) == [(10, 10), (10, 10)]
+
+
+# ---------------------------------------------------------------- the asyncio driver
+async def _asyncio_call_and_echo(client: ripp_asyncio.Client, frames: int) -> int:
+    call = await client.place_call(to=TO, from_=FROM, identity=IDENTITY)
+    await asyncio.wait_for(call.wait_state(CallState.CONNECTED), 10)
+    received = 0
+
+    async def receive() -> None:
+        nonlocal received
+        async for item in call.audio():
+            if isinstance(item, MediaFrame):
+                received += 1
+                if received == frames:
+                    return
+
+    receiving = asyncio.ensure_future(receive())
+    for _ in range(frames):
+        call.send_audio(Codec.PCMU, 0.02, bytes(160))
+        await asyncio.sleep(0.02)
+    await asyncio.wait_for(receiving, 10)
+    await call.terminate()
+    return received
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("tls", [True, False], ids=["tls-alpn-h2", "h2c"])
+def test_asyncio_call_with_media_over_http2(tls: bool, tmp_path: Path) -> None:
+    server_tls, client_tls = _tls(tmp_path) if tls else (None, None)
+
+    async def main() -> int:
+        async with ripp_asyncio.open_h2_server(ssl_context=server_tls, **INSECURE_CHECKS) as server:
+            serving = asyncio.ensure_future(server.serve(_echo))
+            uri = f"https://localhost:{server.address[1]}/ripp/calls"
+            async with ripp_asyncio.open_h2_client(
+                calls_uris=[uri], token="t", ssl_context=client_tls
+            ) as client:
+                received = await _asyncio_call_and_echo(client, 20)
+            serving.cancel()
+        return received
+
+    assert asyncio.run(main()) == 20
+
+
+@pytest.mark.timeout(60)
+def test_trio_client_calls_an_asyncio_server_over_http2(tmp_path: Path) -> None:
+    """The drivers interoperate over HTTP/2 as over HTTP/3 (C2)."""
+    server_tls, client_tls = _tls(tmp_path)
+    ready: queue.Queue[int] = queue.Queue()
+    stop = threading.Event()
+
+    async def serve() -> None:
+        async with ripp_asyncio.open_h2_server(ssl_context=server_tls, **INSECURE_CHECKS) as server:
+            serving = asyncio.ensure_future(server.serve(_echo))
+            ready.put(server.address[1])
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            serving.cancel()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        port = ready.get(timeout=10)
+
+        async def main() -> tuple[int, int]:
+            async with ripp_trio.open_h2_client(
+                calls_uris=[f"https://localhost:{port}/ripp/calls"],
+                token="t",
+                ssl_context=client_tls,
+            ) as client:
+                return await _call_and_echo(client, 10)
+
+        assert trio.run(main) == (10, 10)
+    finally:
+        stop.set()
+        thread.join(10)
