@@ -19,9 +19,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
-from ripp_core import Authorizer, EventRouter, IdentityVerifier, RippConfig
+from ripp_core import (
+    Authorizer,
+    EventRouter,
+    IdentityVerifier,
+    RippConfig,
+    RippH2Client,
+    RippH2Server,
+)
 from ripp_core._alpn import H2_ALPN, client_ssl_context, server_ssl_context
-from ripp_core._h2 import RippH2Client, RippH2Server, StreamKey
+from ripp_core._h2 import StreamKey
 from ripp_core.aio import Client, Server
 
 logger = logging.getLogger("ripp.asyncio.tcp")
