@@ -8,8 +8,8 @@ per-frame round trip is measured through each balancer and directly. The configu
 are those of docs/deployment.md (written by benchmarks/balancers.py, which measures the
 same thing at length).
 
-``scripts/test`` installs haproxy and nginx when run as root; a missing one skips its
-test, except under CI (env ``CI`` set), where it fails. Caddy is tested when installed.
+``scripts/test`` installs haproxy, nginx and caddy when run as root; a missing one skips
+its test, except under CI (env ``CI`` set), where it fails.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from benchmarks.balancers import (
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 #: Balancers whose absence fails the test under CI (scripts/test installs them).
-REQUIRED = ("haproxy", "nginx")
+REQUIRED = ("caddy", "haproxy", "nginx")
 
 
 @pytest.fixture(scope="module")
