@@ -190,6 +190,7 @@ class _QuicBinding(HttpEndpoint):
             # once rather than hold a connection slot until the handshake times out.
             logger.debug("undecryptable Initial from %s dropped", addr)
             self._drop_connection(connection)
+            self._on_junk_initial(now)
             return
         self._process(connection, now)
         self._settle(now)
@@ -332,6 +333,9 @@ class _QuicBinding(HttpEndpoint):
     def _accept(self, header: object, data: bytes, addr: Address, now: float) -> _Connection | None:
         return None
 
+    def _on_junk_initial(self, now: float) -> None:
+        """Count an Initial that did not decrypt (servers use it to turn on Retry)."""
+
     def _drop_connection(self, connection: _Connection) -> None:
         self._remove_connection(connection)
         self._touched.discard(connection)
@@ -412,6 +416,8 @@ class RippServer(_QuicBinding, HttpServer):
         self._init_quic(quic_configuration)
         self._retry = QuicRetryTokenHandler()
         self._next_audit = 0.0
+        self._junk_window_start = 0.0
+        self._junk_in_window = 0
 
     def get_timer(self) -> float | None:
         """The next time :meth:`handle_timer` must run, or None."""
@@ -430,6 +436,13 @@ class RippServer(_QuicBinding, HttpServer):
         self._quic_timers(now)
         self._run_call_timers(now)
         self._settle(now)
+
+    def _on_junk_initial(self, now: float) -> None:
+        # Undecryptable Initials in the current one-second window: a flood of them makes
+        # every new Initial cost a cheap Retry instead of a full connection set-up.
+        if now - self._junk_window_start >= 1.0:
+            self._junk_window_start, self._junk_in_window = now, 0
+        self._junk_in_window += 1
 
     def _discard_stream(self, connection: HttpConnection, stream_id: int) -> None:
         assert isinstance(connection, _Connection)
@@ -498,6 +511,9 @@ class RippServer(_QuicBinding, HttpServer):
         version: int = header.version  # type: ignore[attr-defined]
         original_dcid, retry_scid = dcid, None
         handshaking = sum(1 for c in self._quic_connections() if not c.handshake_done)
+        if now - self._junk_window_start >= 1.0:
+            self._junk_window_start, self._junk_in_window = now, 0
+        suspicious = handshaking + self._junk_in_window
         if token:
             try:
                 original_dcid = self._retry.validate_token(
@@ -507,7 +523,7 @@ class RippServer(_QuicBinding, HttpServer):
                 self._limited(now, "invalid retry token from %s dropped", addr[0])
                 return None
             retry_scid = dcid
-        elif handshaking >= self.config.retry_threshold:
+        elif suspicious >= self.config.retry_threshold:
             # Stateless address validation (RFC 9000 8.1.2): no state is kept for this
             # Initial; only a client that receives at its address can come back.
             new_scid = secrets.token_bytes(self._quic_configuration.connection_id_length)

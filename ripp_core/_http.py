@@ -169,6 +169,11 @@ class HttpEndpoint(EndpointCore):
         """Binding: close one connection and forget it."""
         raise NotImplementedError
 
+    @property
+    def connection_count(self) -> int:
+        """Connections this endpoint holds now (for metrics)."""
+        return len(self._connections)
+
     # ---------------------------------------------------------------- CallTransport
     def send(self, channel: int, data: bytes, now: float) -> None:
         """CallTransport: append to our body on ``channel``."""
