@@ -17,6 +17,7 @@ from ripp_core import CallEnded, CallMovedAway
 from ripp_core.aio import Call, Client, Server, ServerCall
 
 from ._api import open_client, open_server
+from ._tcp import client_ssl_context, open_h2_client, open_h2_server, server_ssl_context
 
 __all__ = [
     "Call",
@@ -25,6 +26,10 @@ __all__ = [
     "Client",
     "Server",
     "ServerCall",
+    "client_ssl_context",
     "open_client",
+    "open_h2_client",
+    "open_h2_server",
     "open_server",
+    "server_ssl_context",
 ]

@@ -127,6 +127,23 @@ def add_arguments(subcommands: Any) -> None:
     serve.add_argument("--frame-ms", type=float, default=20.0)
     _ops.add_arguments(serve, metrics=True)
     _auth_cli.add_serve_options(serve)
+    serve.add_argument(
+        "--instance-id",
+        help="this instance's name in call URIs (default: random); load balancers route "
+        "/ripp/instances/NAME/ to it (docs/deployment.md)",
+    )
+    serve.add_argument(
+        "--http2-port",
+        type=int,
+        metavar="PORT",
+        help="also serve RIPP over HTTP/2 on this TCP port (0: any free port); for load "
+        "balancers, docs/deployment.md",
+    )
+    serve.add_argument(
+        "--http2-cleartext",
+        action="store_true",
+        help="HTTP/2 without TLS (h2c): only behind a load balancer on a trusted network",
+    )
     call = subcommands.add_parser("call", help="place a call to a RIPP server")
     add_common(call)
     add_media(call)
@@ -296,6 +313,7 @@ async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
             config,
             host=args.host,
             port=args.port,
+            instance_id=args.instance_id,
             config=ripp_config(args),
             **server_checks(args),
         ) as server:
@@ -328,9 +346,41 @@ async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
 
             async with rt.tasks() as tasks:
                 _ops.attach(rt, tasks, server, args, "server", metrics=True)
-                # Each call runs in its own task; a failing call ends that call only.
-                await server.serve(handle)
+                if args.http2_port is not None:
+                    await serve_http2(rt, args, pki, server, handle)
+                else:
+                    # Each call runs in its own task; a failing call ends that call only.
+                    await server.serve(handle)
     return 0
+
+
+async def serve_http2(
+    rt: Runtime, args: argparse.Namespace, pki: Any, server: Any, handle: Any
+) -> None:
+    """Serve HTTP/3 (``server``) and HTTP/2 on ``--http2-port`` at once, one handler."""
+    if not hasattr(rt.driver, "open_h2_server"):
+        raise SystemExit(f"ripp: --http2-port is not supported by the {rt.name} driver yet")
+    ssl_context = (
+        None
+        if args.http2_cleartext
+        else rt.driver.server_ssl_context(str(pki.server_cert_path), str(pki.server_key_path))
+    )
+    async with rt.driver.open_h2_server(
+        host=args.host,
+        port=args.http2_port,
+        ssl_context=ssl_context,
+        instance_id=server.endpoint.instance_id,
+        config=ripp_config(args),
+        **server_checks(args),
+    ) as h2server:
+        say(
+            args,
+            f"ripp serve ({rt.name}): HTTP/2 {'h2c' if args.http2_cleartext else 'h2'} "
+            f"on {args.host}:{h2server.address[1]}",
+        )
+        async with rt.tasks() as tasks:
+            tasks.start_soon(h2server.serve, handle)
+            await server.serve(handle)
 
 
 # ------------------------------------------------------------------ client side

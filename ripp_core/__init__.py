@@ -1,13 +1,17 @@
 """ripp_core: the sans-IO core of RIPP, the Real Time Internet Peering Protocol.
 
 Bytes, events and a caller-supplied ``now`` go in; events and bytes come out. Nothing here
-opens a socket, reads a clock, starts a thread or imports an event loop. The two endpoints,
+opens a socket, reads a clock, starts a thread or imports an event loop. The HTTP/3 endpoints,
 :class:`RippClient` and :class:`RippServer`, follow aioquic's own contract::
 
     endpoint.receive_datagram(data, addr, now)
     for data, addr in endpoint.datagrams_to_send(now): ...
     endpoint.get_timer() / endpoint.handle_timer(now)
     while (event := endpoint.next_event()) is not None: ...
+
+The HTTP/2 endpoints, :class:`RippH2Client` and :class:`RippH2Server`, follow its
+byte-stream counterpart (``receive_data`` / ``data_to_send`` / ``connection_lost``), for
+the leg behind HTTP load balancers.
 
 See ``docs/protocol.md`` for the protocol and ``docs/architecture.md`` for the layout.
 """
@@ -76,6 +80,7 @@ from ._events import (
     Termination,
 )
 from ._frames import AckFrame, FrameDecoder, FrameType, MediaFrame, SignalFrame
+from ._h2 import RippH2Client, RippH2Server
 from ._h3 import RippClient, RippServer
 from ._headers import NameAddr, ReestablishMarker, parse_name_addr
 from ._messages import Answer, Message, Move, Pending, Ringing, Streams, Terminate
@@ -168,6 +173,8 @@ __all__ = [
     "RippClient",
     "RippConfig",
     "RippError",
+    "RippH2Client",
+    "RippH2Server",
     "RippServer",
     "Role",
     "SenderStats",

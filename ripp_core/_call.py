@@ -78,6 +78,7 @@ from ._messages import (
     decode_message,
     encode_message,
 )
+from ._migration import PhaseInput, next_phase
 from ._pacer import PacedFrame, PacedMark, Pacer
 from ._receiver import MediaReceiver, ReceiverWindow
 from ._sender import MediaSender, SenderState
@@ -92,27 +93,33 @@ TIMEOUT_CODE = 408
 
 
 class CallTransport(Protocol):
-    """What a call needs from the HTTP layer. Implemented by the bindings."""
+    """What a call needs from the HTTP layer. Implemented by the bindings (HTTP/3 and
+    HTTP/2 alike). ``now`` is the time of the call's own input, so that a binding that
+    opens a connection or arms a timer needs no remembered clock of its own.
 
-    def send(self, channel: int, data: bytes) -> None:
+    Error codes are RIPP's stream error codes (the HTTP/3 values of ``_errors``: the
+    neutral vocabulary); each binding maps them to its own wire codes (protocol 20.3).
+    """
+
+    def send(self, channel: int, data: bytes, now: float) -> None:
         """Append ``data`` to our body on ``channel``."""
 
-    def end(self, channel: int) -> None:
+    def end(self, channel: int, now: float) -> None:
         """End our body on ``channel`` (END_STREAM)."""
 
-    def stop(self, channel: int, error_code: int) -> None:
+    def stop(self, channel: int, error_code: int, now: float) -> None:
         """Stop reading ``channel`` (STOP_SENDING); sending on it stays possible."""
 
-    def reset(self, channel: int, error_code: int) -> None:
-        """Abort ``channel`` in both directions with an HTTP/3 error code."""
+    def reset(self, channel: int, error_code: int, now: float) -> None:
+        """Abort ``channel`` in both directions with a stream error code."""
 
-    def open_signaling(self, call: Call) -> int | None:
+    def open_signaling(self, call: Call, now: float) -> int | None:
         """Client: open the signaling request to ``call.uri``; None if impossible now."""
 
-    def open_media(self, call: Call) -> int | None:
+    def open_media(self, call: Call, now: float) -> int | None:
         """Client: open one media request to ``call.uri``; None if no stream credit."""
 
-    def create_call(self, call: Call, marker: ReestablishMarker | None) -> bool:
+    def create_call(self, call: Call, marker: ReestablishMarker | None, now: float) -> bool:
         """Client: send the call-creation request (to the next calls URI on re-use)."""
 
     def path_rtt(self, call: Call) -> float | None:
@@ -250,7 +257,10 @@ class Call:
             extra={"call": self.uri, "side": self.role.value, "handle": self.handle},
         )
 
-    def _set_phase(self, phase: MigrationPhase, reason: str, uri: str | None = None) -> None:
+    def _set_phase(self, event: PhaseInput, reason: str, uri: str | None = None) -> None:
+        """Move to the phase the table (``_migration.PHASE_TRANSITIONS``) gives for
+        ``event``; announce it with :class:`CallMigrating` unless it is ATTACHED."""
+        phase = next_phase(self.role, self.phase, event)
         if phase is self.phase:
             return
         self.phase = phase
@@ -265,7 +275,7 @@ class Call:
 
     def _send(self, channel: int, data: bytes, now: float) -> None:
         self._last_sent = now
-        self._transport.send(channel, data)
+        self._transport.send(channel, data, now)
 
     def _send_message(self, message: Message, now: float) -> None:
         if self.signaling is not None and self.signaling not in self._closing:
@@ -290,13 +300,13 @@ class Call:
             self.media_channels.add(channel)
             self.sender.add_channel(channel, now)
 
-    def _end_channel(self, channel: int) -> None:
+    def _end_channel(self, channel: int, now: float) -> None:
         """End our side of ``channel``; keep reading until the peer ends too."""
         if channel in self._decoders and channel not in self._closing:
             self._closing.add(channel)
             if channel in self.media_channels:
                 self.sender.retire_channel(channel)
-            self._transport.end(channel)
+            self._transport.end(channel, now)
 
     def _forget_channel(self, channel: int, now: float) -> None:
         self._decoders.pop(channel, None)
@@ -312,7 +322,7 @@ class Call:
     def _drop_all_channels(self, now: float, reset: bool) -> None:
         for channel in list(self._decoders):
             if reset:
-                self._transport.reset(channel, H3_REQUEST_CANCELLED)
+                self._transport.reset(channel, H3_REQUEST_CANCELLED, now)
             self._forget_channel(channel, now)
         self.sender.requeue_all_unacked(now)
 
@@ -335,7 +345,7 @@ class Call:
         self._next_adapt = None
         self._outbox.clear()
         for channel in list(self._decoders):
-            self._end_channel(channel)
+            self._end_channel(channel, now)
 
     # ------------------------------------------------------------------ user commands
     def _require_live(self) -> None:
@@ -477,7 +487,7 @@ class Call:
         self.machine.check_send(MessageType.MOVE)
         self._send_message(Move(uri), now)
         self.sender.pause()
-        self._set_phase(MigrationPhase.MOVED_AWAY, "moved by us", uri)
+        self._set_phase(PhaseInput.MOVE_SENT, "moved by us", uri)
         self._phase_deadline = now + self.config.move_timeout
         # Whoever moves keeps its side of every stream open and acking until the peer has
         # ended it: every frame the peer sent here is acknowledged here and never re-sent
@@ -523,7 +533,7 @@ class Call:
         migrated = self.attachments > 0 or self.state is not CallState.CREATED
         self.attachments += 1
         self._add_channel(channel, signaling=True, now=now)
-        self._set_phase(MigrationPhase.ATTACHED, "signaling attached")
+        self._set_phase(PhaseInput.SIGNALING_ATTACHED, "signaling attached")
         self._phase_deadline = None
         self.liveness.reset(now)
         self._emit(CallAttached(self.handle, self.uri or "", migrated=migrated))
@@ -543,12 +553,12 @@ class Call:
     def start(self, now: float) -> None:
         """Client: send the call-creation request (R1)."""
         self._phase_deadline = now + self.config.connect_timeout
-        if not self._transport.create_call(self, None):
+        if not self._transport.create_call(self, None, now):
             self._terminate_locally(503, "no connection available", Termination.FAILURE, now)
 
     def begin_reattach(self, now: float) -> None:
         """Client: attach an imported call to its existing call URI (client-side move)."""
-        self._set_phase(MigrationPhase.MOVING, "imported from another client", self.uri)
+        self._set_phase(PhaseInput.IMPORTED, "imported from another client", self.uri)
         self._phase_deadline = now + self.config.move_timeout
         self._open_signaling(now)
         self._open_media(self._wanted_streams(now), now)
@@ -585,7 +595,7 @@ class Call:
                 self.signaling_ready = True
                 self._phase_deadline = None
                 if self.phase is not MigrationPhase.ATTACHED:
-                    self._set_phase(MigrationPhase.ATTACHED, "signaling re-attached")
+                    self._set_phase(PhaseInput.SIGNALING_READY, "signaling re-attached")
                     self.liveness.reset(now)
                     self._emit(CallAttached(self.handle, self.uri or "", migrated=True))
                     self._next_adapt = now
@@ -606,7 +616,7 @@ class Call:
                 )
 
     def _open_signaling(self, now: float) -> None:
-        channel = self._transport.open_signaling(self)
+        channel = self._transport.open_signaling(self, now)
         if channel is None:
             self._begin_reestablish("cannot open signaling", now)
             return
@@ -626,7 +636,7 @@ class Call:
     def _open_media(self, count: int, now: float) -> None:
         live = len(self.media_channels - self._closing)
         for _ in range(max(0, count - live)):
-            channel = self._transport.open_media(self)
+            channel = self._transport.open_media(self, now)
             if channel is None:
                 break
             self._add_channel(channel, signaling=False, now=now)
@@ -651,7 +661,7 @@ class Call:
         elif wanted < len(live):
             idle = [c for c in live if self.sender.is_idle(c)]
             for channel in idle[: len(live) - wanted]:
-                self._end_channel(channel)
+                self._end_channel(channel, now)
 
     def _begin_reestablish(self, reason: str, now: float) -> None:
         """Client: the path or server failed; re-create the call elsewhere (R10)."""
@@ -663,12 +673,12 @@ class Call:
         self._drop_all_channels(now, reset=True)
         self.sender.pause()
         if self.phase is not MigrationPhase.REESTABLISHING:
-            self._set_phase(MigrationPhase.REESTABLISHING, reason)
+            self._set_phase(PhaseInput.PATH_FAILED, reason)
             self._reestablish_deadline = now + self.config.reestablish_timeout
         self._phase_deadline = None
         self._retry_at = None
         marker = ReestablishMarker(call_uri=self.uri, state=self.state)
-        if not self._transport.create_call(self, marker):
+        if not self._transport.create_call(self, marker, now):
             self._retry_at = now + self.config.reestablish_attempt_interval
 
     # ------------------------------------------------------------------ inbound data
@@ -794,9 +804,9 @@ class Call:
                 return
             # Stop sending, let the old instance drain, attach to the new URI in parallel.
             self.sender.pause()
-            self._set_phase(MigrationPhase.MOVING, "moved by server", message.uri)
+            self._set_phase(PhaseInput.MOVE_RECEIVED, "moved by server", message.uri)
             for channel in list(self._decoders):
-                self._end_channel(channel)
+                self._end_channel(channel, now)
             self.uri = message.uri
             self._phase_deadline = now + self.config.move_timeout
             self._open_signaling(now)
@@ -804,15 +814,15 @@ class Call:
         else:
             # The client re-attaches from elsewhere; hold the call and buffer media.
             self.sender.pause()
-            self._set_phase(MigrationPhase.MOVING, "moved by client")
+            self._set_phase(PhaseInput.MOVE_RECEIVED, "moved by client")
             for channel in list(self._decoders):
-                self._end_channel(channel)
+                self._end_channel(channel, now)
             self._phase_deadline = now + self.config.reattach_timeout
 
     def _on_peer_end(self, channel: int, now: float) -> None:
         was_signaling = channel == self.signaling
         if channel not in self._closing:
-            self._end_channel(channel)
+            self._end_channel(channel, now)
         self._forget_channel(channel, now)
         live = was_signaling and self.state is not CallState.TERMINATED
         if live and self.phase is MigrationPhase.ATTACHED:
@@ -851,19 +861,19 @@ class Call:
             return
         self._drop_all_channels(now, reset=True)
         self.sender.pause()
-        self._set_phase(MigrationPhase.DETACHED, reason)
+        self._set_phase(PhaseInput.PEER_LOST, reason)
         self._phase_deadline = now + self.config.reattach_timeout
 
     def _channel_error(self, channel: int, exc: RippError, now: float) -> None:
         if channel != self.signaling:
             # A broken media stream costs that stream only; the call carries on.
             self._violation(exc, fatal=False)
-            self._transport.reset(channel, exc.stream_error)
+            self._transport.reset(channel, exc.stream_error, now)
             self._forget_channel(channel, now)
             return
         # A broken signaling body: stop reading it, but tell the peer why on the side that
         # still works, so it ends the call instead of mistaking this for a failure.
-        self._transport.stop(channel, exc.stream_error)
+        self._transport.stop(channel, exc.stream_error, now)
         self._deaf.add(channel)
         self._fail_call(exc, now)
 

@@ -189,6 +189,17 @@ class RippConfig:
     """Bytes received on one connection but not yet decoded (QUIC reassembly and HTTP/3
     frames in progress, over all its streams) above which a server closes it
     (H3_EXCESSIVE_LOAD); checked every ``full_poll_interval``."""
+    h2_stream_window: int = attrs.field(default=1024 * 1024, validator=_positive)
+    """HTTP/2: our SETTINGS_INITIAL_WINDOW_SIZE, the bytes a peer may send on one stream
+    before we acknowledge them. Received data is acknowledged as soon as it is decoded,
+    so a window only needs to cover one RTT of a stream's traffic; 1 MiB covers a burst
+    of catch-up audio after a stall (protocol 20.4)."""
+    h2_connection_window: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
+    """HTTP/2: the connection-level receive window, shared by every stream of a trunk."""
+    h2_max_send_buffer: int = attrs.field(default=256 * 1024, validator=_positive)
+    """HTTP/2: bytes we hold for one stream while the peer's flow-control window is
+    closed; beyond it the stream is reset (ENHANCE_YOUR_CALM): a peer that does not
+    read must not grow our memory."""
     connect_timeout: float = attrs.field(default=5.0, validator=_positive)
     """A call request unanswered for this long fails (408); a server ends a created call
     whose signaling request has not arrived by then."""

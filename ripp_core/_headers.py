@@ -36,8 +36,19 @@ MEDIA_CONTENT_TYPE = "application/ripp-media"
 
 #: Headers the binding handles itself; every other header of a call request is passed
 #: through to the application (end-to-end SIP headers such as Call-ID, P-Asserted-Identity).
+#: ``host`` and ``te`` are what an intermediary (nginx's grpc_pass) adds over HTTP/2.
 HOP_BY_HOP = frozenset(
-    {":method", ":scheme", ":authority", ":path", AUTHORIZATION, CONTENT_TYPE, RIPP_VERSION}
+    {
+        ":method",
+        ":scheme",
+        ":authority",
+        ":path",
+        AUTHORIZATION,
+        CONTENT_TYPE,
+        RIPP_VERSION,
+        "host",
+        "te",
+    }
 )
 
 

@@ -33,7 +33,7 @@ from ._events import (
     Termination,
 )
 from ._frames import MediaFrame
-from ._h3 import RippServer
+from ._http import HttpServer
 from ._state import CallState
 
 #: What a call's audio iterator yields: a frame to play, or a gap to conceal.
@@ -228,7 +228,7 @@ class EventRouter:
 
 
 def drain(
-    source: RippServer, target: RippServer, now: float, authority: str | None = None
+    source: HttpServer, target: HttpServer, now: float, authority: str | None = None
 ) -> list[str]:
     """Move every live call of ``source`` to ``target``, both in this process (rolling
     upgrade, R9, R17): export, import there, Move here. ``authority`` is the host[:port]

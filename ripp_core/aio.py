@@ -27,7 +27,7 @@ from ._errors import (
 )
 from ._events import CallIncoming, CallTerminated, DtmfReceived, Event, MarkReached
 from ._frames import MediaFrame
-from ._h3 import RippClient, RippServer
+from ._http import HttpClient, HttpServer
 from ._logs import LogLimiter
 from ._router import AudioItem, CallEnded, CallInbox, CallMovedAway, EventRouter, drain
 from ._state import CallState
@@ -90,7 +90,7 @@ class Call:
     """One call, on either side. Commands apply at once (and raise CallEnded once the call
     has ended); waits are async."""
 
-    def __init__(self, driver: DriverLike, endpoint: RippClient | RippServer, handle: str) -> None:
+    def __init__(self, driver: DriverLike, endpoint: HttpClient | HttpServer, handle: str) -> None:
         self._driver = driver
         self._endpoint = endpoint
         self.handle = handle
@@ -262,7 +262,7 @@ class Call:
 class ServerCall(Call):
     """A call that arrived at a server."""
 
-    def __init__(self, driver: DriverLike, server: RippServer, incoming: CallIncoming) -> None:
+    def __init__(self, driver: DriverLike, server: HttpServer, incoming: CallIncoming) -> None:
         super().__init__(driver, server, incoming.call)
         self._server = server
         self.incoming = incoming
@@ -300,7 +300,7 @@ class ServerCall(Call):
 class Server:
     """A RIPP server instance on a UDP address. Use :func:`open_server`."""
 
-    def __init__(self, driver: DriverLike, server: RippServer) -> None:
+    def __init__(self, driver: DriverLike, server: HttpServer) -> None:
         self._driver = driver
         self.endpoint = server
         self._log = LogLimiter(logger)
@@ -377,7 +377,7 @@ class Server:
 class Client:
     """A RIPP client. Use :func:`open_client`."""
 
-    def __init__(self, driver: DriverLike, client: RippClient) -> None:
+    def __init__(self, driver: DriverLike, client: HttpClient) -> None:
         self._driver = driver
         self.endpoint = client
 

@@ -28,6 +28,8 @@ from ripp_core import (
     insecure_accept_any_bearer,
     insecure_accept_any_identity,
 )
+from ripp_core._h2 import RippH2Client, RippH2Server
+from ripp_core._http import HttpClient, HttpServer
 from ripp_core.testing import (
     Impairment,
     VirtualNetwork,
@@ -35,6 +37,7 @@ from ripp_core.testing import (
     make_test_pki,
     server_quic_configuration,
 )
+from ripp_core.testing._network import StreamKey
 
 CLIENT_ADDR = ("127.0.0.1", 50000)
 IDENTITY = (
@@ -54,24 +57,42 @@ PCMU_20MS = bytes(range(160))
 class AppEndpoint:
     """Wraps a RIPP endpoint; drains its events after every call into ``events``."""
 
-    def __init__(self, endpoint: RippClient | RippServer, net: VirtualNetwork) -> None:
+    def __init__(self, endpoint: HttpClient | HttpServer, net: VirtualNetwork) -> None:
         self.endpoint = endpoint
         self.net = net
         self.events: list[tuple[float, Event]] = []
         self.reactors: list[Callable[[Event], None]] = []
 
     def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        assert isinstance(self.endpoint, RippClient | RippServer)
         self.endpoint.receive_datagram(data, addr, now)
         self.drain()
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        assert isinstance(self.endpoint, RippClient | RippServer)
         return self.endpoint.datagrams_to_send(now)
 
+    # The HTTP/2 binding's byte-stream contract (VirtualNetwork.add_stream).
+    def receive_data(self, data: bytes, peer: StreamKey, now: float) -> None:
+        assert isinstance(self.endpoint, RippH2Client | RippH2Server)
+        self.endpoint.receive_data(data, peer, now)
+        self.drain()
+
+    def data_to_send(self, now: float) -> list[tuple[bytes, StreamKey]]:
+        assert isinstance(self.endpoint, RippH2Client | RippH2Server)
+        return self.endpoint.data_to_send(now)
+
+    def connection_lost(self, peer: StreamKey, now: float) -> None:
+        assert isinstance(self.endpoint, RippH2Client | RippH2Server)
+        self.endpoint.connection_lost(peer, now)
+        self.drain()
+
     def get_timer(self) -> float | None:
-        return self.endpoint.get_timer()
+        timer: float | None = self.endpoint.get_timer()  # type: ignore[attr-defined]
+        return timer
 
     def handle_timer(self, now: float) -> None:
-        self.endpoint.handle_timer(now)
+        self.endpoint.handle_timer(now)  # type: ignore[attr-defined]
         self.drain()
 
     def drain(self) -> None:
@@ -101,7 +122,8 @@ class MediaLog:
 
 
 class Trunk:
-    """A client and one or more server instances on a virtual network."""
+    """A client and one or more server instances on a virtual network, over HTTP/3
+    (``binding="h3"``, QUIC datagram links) or HTTP/2 (``"h2"``, byte-stream links)."""
 
     def __init__(
         self,
@@ -113,7 +135,9 @@ class Trunk:
         server_config: RippConfig | None = None,
         auto: str = "answer",
         ring_time: float = 0.05,
+        binding: str = "h3",
     ) -> None:
+        self.binding = binding
         self.net = VirtualNetwork(seed=seed, default=impairment)
         self.config = config or RippConfig(jitter_buffer=False)
         self._id_counters: dict[str, int] = {}
@@ -122,31 +146,50 @@ class Trunk:
         for index, name in enumerate(servers):
             addr = ("127.0.0.1", 4430 + index)
             self.server_addrs[name] = addr
-            server = RippServer(
-                server_quic_configuration(_PKI),
-                instance_id=f"inst-{name}",
-                authority=f"{name}.example:443",
-                config=server_config or self.config,
-                authorizer=insecure_accept_any_bearer,
-                identity_verifier=insecure_accept_any_identity,
-                call_id_source=self._call_ids(name),
-            )
+            server: HttpServer
+            if binding == "h2":
+                server = RippH2Server(
+                    instance_id=f"inst-{name}",
+                    authority=f"{name}.example:443",
+                    config=server_config or self.config,
+                    authorizer=insecure_accept_any_bearer,
+                    identity_verifier=insecure_accept_any_identity,
+                    call_id_source=self._call_ids(name),
+                )
+            else:
+                server = RippServer(
+                    server_quic_configuration(_PKI),
+                    instance_id=f"inst-{name}",
+                    authority=f"{name}.example:443",
+                    config=server_config or self.config,
+                    authorizer=insecure_accept_any_bearer,
+                    identity_verifier=insecure_accept_any_identity,
+                    call_id_source=self._call_ids(name),
+                )
             app = AppEndpoint(server, self.net)
             app.reactors.append(self._server_app(app, name))
             self.servers[name] = app
-            self.net.add(addr, app)
+            self._attach(addr, app)
         resolver = {f"{n}.example": a for n, a in self.server_addrs.items()}
-        self.client = AppEndpoint(
-            RippClient(
-                client_quic_configuration(_PKI),
-                calls_uris=[f"https://{n}.example:443/ripp/calls" for n in servers],
+        calls_uris = [f"https://{n}.example:443/ripp/calls" for n in servers]
+        client: HttpClient
+        if binding == "h2":
+            client = RippH2Client(
+                calls_uris=calls_uris,
                 token="test-token",
                 config=self.config,
                 resolver=lambda host, port: resolver[host],
-            ),
-            self.net,
-        )
-        self.net.add(CLIENT_ADDR, self.client)
+            )
+        else:
+            client = RippClient(
+                client_quic_configuration(_PKI),
+                calls_uris=calls_uris,
+                token="test-token",
+                config=self.config,
+                resolver=lambda host, port: resolver[host],
+            )
+        self.client = AppEndpoint(client, self.net)
+        self._attach(CLIENT_ADDR, self.client)
         self.auto = auto
         self.ring_time = ring_time
         # server-side handle of each client call: (server name, handle)
@@ -156,6 +199,12 @@ class Trunk:
         self.c2s: dict[str, MediaLog] = defaultdict(MediaLog)
         self.s2c: dict[str, MediaLog] = defaultdict(MediaLog)
         self.client.reactors.append(self._client_media)
+
+    def _attach(self, addr: tuple[str, int], app: AppEndpoint) -> None:
+        if self.binding == "h2":
+            self.net.add_stream(addr, app)
+        else:
+            self.net.add(addr, app)
 
     # ------------------------------------------------------------------ scripted apps
     def _call_ids(self, name: str) -> Callable[[], str]:
@@ -169,7 +218,7 @@ class Trunk:
 
     def _server_app(self, app: AppEndpoint, name: str) -> Callable[[Event], None]:
         server = app.endpoint
-        assert isinstance(server, RippServer)
+        assert isinstance(server, HttpServer)
 
         def react(event: Event) -> None:
             now = self.net.now
@@ -198,7 +247,7 @@ class Trunk:
 
     def _answer(self, app: AppEndpoint, handle: str) -> None:
         server = app.endpoint
-        assert isinstance(server, RippServer)
+        assert isinstance(server, HttpServer)
         call = server.calls.get(handle)
         if call is not None and call.state in (CallState.PENDING, CallState.RINGING):
             server.answer(handle, self.net.now)
@@ -224,14 +273,14 @@ class Trunk:
 
     # ------------------------------------------------------------------ helpers
     @property
-    def rclient(self) -> RippClient:
+    def rclient(self) -> HttpClient:
         endpoint = self.client.endpoint
-        assert isinstance(endpoint, RippClient)
+        assert isinstance(endpoint, HttpClient)
         return endpoint
 
-    def rserver(self, name: str = "a") -> RippServer:
+    def rserver(self, name: str = "a") -> HttpServer:
         endpoint = self.servers[name].endpoint
-        assert isinstance(endpoint, RippServer)
+        assert isinstance(endpoint, HttpServer)
         return endpoint
 
     def place(self, to: str = "tel:+12125551234", from_: str = "tel:+14085551234") -> str:

@@ -20,11 +20,21 @@ from ripp_core.testing import Impairment
 
 from .call_harness import Trunk
 
+# The tests that take ``binding`` run over HTTP/3 and over HTTP/2 (issue 8): the same
+# call, media and migration machines behind either binding.
+
+
+@pytest.fixture(params=["h3", "h2"])
+def binding(request: pytest.FixtureRequest) -> str:
+    """The HTTP binding a whole-call test runs over."""
+    return str(request.param)
+
+
 P, R, C, T = CallState.PENDING, CallState.RINGING, CallState.CONNECTED, CallState.TERMINATED
 
 
-def test_setup_to_connected() -> None:
-    trunk = Trunk()
+def test_setup_to_connected(binding: str) -> None:
+    trunk = Trunk(binding=binding)
     handle = trunk.connect()
     assert trunk.client.states(handle) == [P, R, C]
     created = trunk.client.of(CallCreated)
@@ -41,8 +51,8 @@ def test_setup_to_connected() -> None:
 
 
 @pytest.mark.parametrize(("code", "reason"), [(486, "Busy Here"), (603, "Decline")])
-def test_rejected(code: int, reason: str) -> None:
-    trunk = Trunk(auto=f"reject:{code}")
+def test_rejected(code: int, reason: str, binding: str) -> None:
+    trunk = Trunk(binding=binding, auto=f"reject:{code}")
     handle = trunk.place()
     assert trunk.run_until(lambda: trunk.client_state(handle) is T)
     ended = trunk.client.of(CallTerminated)[0]
@@ -52,8 +62,8 @@ def test_rejected(code: int, reason: str) -> None:
     assert trunk.run_until(lambda: not trunk.rclient.calls and not trunk.rserver().calls, 1.0)
 
 
-def test_cancel_while_ringing() -> None:
-    trunk = Trunk(auto="ring")
+def test_cancel_while_ringing(binding: str) -> None:
+    trunk = Trunk(binding=binding, auto="ring")
     handle = trunk.place()
     assert trunk.run_until(lambda: trunk.client_state(handle) is R)
     trunk.rclient.terminate(handle, trunk.net.now, 487, "Request Terminated")
@@ -67,8 +77,8 @@ def test_cancel_while_ringing() -> None:
 
 
 @pytest.mark.parametrize("side", ["client", "server"])
-def test_hangup_from_either_side(side: str) -> None:
-    trunk = Trunk()
+def test_hangup_from_either_side(side: str, binding: str) -> None:
+    trunk = Trunk(binding=binding)
     handle = trunk.connect()
     name, server_handle = trunk.server_calls[handle]
     if side == "client":
@@ -101,8 +111,8 @@ def _codec_plan(index: int) -> tuple[Codec, float, bytes]:
     return Codec.PCMU, 0.06, bytes([index]) * 480
 
 
-def test_two_way_media_with_codec_and_duration_changes() -> None:
-    trunk = Trunk()
+def test_two_way_media_with_codec_and_duration_changes(binding: str) -> None:
+    trunk = Trunk(binding=binding)
     handle = trunk.connect()
     start = trunk.net.now + 0.01
     trunk.stream_media(handle, start=start, count=40, interval=0.03, payload=_codec_plan)
@@ -135,8 +145,8 @@ def _dtmf_and_cn(index: int) -> tuple[Codec, float, bytes]:
     return Codec.CN, 0.02, bytes([40])
 
 
-def test_dtmf_and_comfort_noise_both_ways() -> None:
-    trunk = Trunk()
+def test_dtmf_and_comfort_noise_both_ways(binding: str) -> None:
+    trunk = Trunk(binding=binding)
     handle = trunk.connect()
     start = trunk.net.now + 0.01
     trunk.stream_media(handle, start=start, count=5, payload=_dtmf_and_cn)
@@ -154,8 +164,8 @@ def test_dtmf_and_comfort_noise_both_ways() -> None:
         assert log.frames[4].payload == bytes([40])
 
 
-def test_early_media_while_ringing() -> None:
-    trunk = Trunk(auto="ring")
+def test_early_media_while_ringing(binding: str) -> None:
+    trunk = Trunk(binding=binding, auto="ring")
     handle = trunk.place()
     assert trunk.run_until(lambda: trunk.client_state(handle) is R)
     trunk.link_server_call(handle)
@@ -218,8 +228,10 @@ def test_stream_count_grows_with_rtt_and_shrinks_back() -> None:
     assert len(trunk.c2s[handle].received) > 550
 
 
-def test_graceful_move_loses_no_frames() -> None:
-    trunk = Trunk(servers=("a", "b"), impairment=Impairment(delay=0.01, jitter=0.002))
+def test_graceful_move_loses_no_frames(binding: str) -> None:
+    trunk = Trunk(
+        binding=binding, servers=("a", "b"), impairment=Impairment(delay=0.01, jitter=0.002)
+    )
     handle = trunk.connect()
     count = 150
     start = trunk.net.now + 0.01
@@ -254,9 +266,11 @@ def test_graceful_move_loses_no_frames() -> None:
     assert not trunk.rserver("a").calls  # a drained and forgot the call
 
 
-def test_silent_server_detected_and_call_reestablished() -> None:
+def test_silent_server_detected_and_call_reestablished(binding: str) -> None:
     config = RippConfig(jitter_buffer=False, ack_timeout=1.0, media_timeout=1.0)
-    trunk = Trunk(servers=("a", "b"), config=config, impairment=Impairment(delay=0.01))
+    trunk = Trunk(
+        binding=binding, servers=("a", "b"), config=config, impairment=Impairment(delay=0.01)
+    )
     handle = trunk.connect()
     count = 200
     start = trunk.net.now + 0.01
@@ -299,9 +313,9 @@ def test_silent_server_detected_and_call_reestablished() -> None:
     assert stats.frames_dropped == len(missing)
 
 
-def test_two_hundred_concurrent_calls() -> None:
+def test_two_hundred_concurrent_calls(binding: str) -> None:
     config = RippConfig(jitter_buffer=False)
-    trunk = Trunk(config=config, ring_time=0.0)
+    trunk = Trunk(binding=binding, config=config, ring_time=0.0)
     handles = [trunk.place(to=f"tel:+1212555{n:04d}") for n in range(200)]
     assert trunk.run_until(lambda: all(trunk.client_state(h) is C for h in handles), timeout=10.0)
     server = trunk.rserver()
@@ -374,17 +388,18 @@ def test_client_initiated_move_to_another_client_instance() -> None:
     assert sorted(trunk.c2s[handle].received) == list(range(55))
 
 
-def test_signaling_frame_error_ends_the_call_and_is_not_taken_for_a_failure() -> None:
+def test_signaling_frame_error_ends_the_call_and_is_not_taken_for_a_failure(binding: str) -> None:
     """The peer STOP_SENDINGs our broken signaling body; its Terminate must still be read,
     so the client ends the call instead of re-establishing it (found by the spec review)."""
     from ripp_core._frames import MediaFrame, encode_media
 
-    trunk = Trunk(servers=("a", "b"), impairment=Impairment(delay=0.01))
+    trunk = Trunk(binding=binding, servers=("a", "b"), impairment=Impairment(delay=0.01))
     handle = trunk.connect()
     call = trunk.rclient.call(handle)
     assert call.signaling is not None
     bad = encode_media(MediaFrame(0, 0, Codec.PCMU, 40, bytes(160)))
-    trunk.rclient.send(call.signaling, bad)  # a MEDIA frame where SIGNAL frames belong
+    # A MEDIA frame where SIGNAL frames belong:
+    trunk.rclient.send(call.signaling, bad, trunk.net.now)
     trunk.client.drain()
     trunk.net.run_for(2.0)
     ended = trunk.client.of(CallTerminated)

@@ -14,7 +14,14 @@ so that applications built on ripp can test their own call handling the same way
 from typing import Any
 
 from ripp_core._auth import insecure_accept_any_bearer, insecure_accept_any_identity
-from ripp_core.testing._network import Address, Endpoint, Impairment, LinkStats, VirtualNetwork
+from ripp_core.testing._network import (
+    Address,
+    Endpoint,
+    Impairment,
+    LinkStats,
+    StreamEndpoint,
+    VirtualNetwork,
+)
 from ripp_core.testing._tls import (
     CA_KEY_USAGE,
     SERVER_KEY_USAGE,
@@ -41,6 +48,7 @@ __all__ = [
     "Impairment",
     "LinkStats",
     "ServerKey",
+    "StreamEndpoint",
     "TestPki",
     "VirtualNetwork",
     "client_quic_configuration",

@@ -20,7 +20,15 @@ from typing import Protocol, TypeAlias
 
 import attrs
 
-__all__ = ["Address", "Endpoint", "Impairment", "LinkStats", "VirtualNetwork"]
+__all__ = [
+    "Address",
+    "Endpoint",
+    "Impairment",
+    "LinkStats",
+    "StreamEndpoint",
+    "StreamKey",
+    "VirtualNetwork",
+]
 
 Address: TypeAlias = tuple[str, int]
 """A network address, ``(host, port)`` as in aioquic."""
@@ -42,6 +50,42 @@ class Endpoint(Protocol):
 
     def handle_timer(self, now: float) -> None:
         """Run whatever timer expired at virtual time ``now``."""
+
+
+StreamKey: TypeAlias = tuple[str, int] | tuple[str, int, int]
+"""A byte-stream connection's name: ``(host, port)``, or ``(host, port, n)`` for a
+client's n-th connection to that address. The network delivers a chunk sent to
+``(host, port, n)`` to the host at ``(host, port)`` as coming from
+``(sender host, sender port, n)``, so both ends name the connection alike (as the
+ephemeral port of a real TCP connection does)."""
+
+
+class StreamEndpoint(Protocol):
+    """What the network needs from a host whose links are byte streams (TCP): the
+    HTTP/2 binding's contract. Chunks arrive in order, none lost or duplicated; an empty
+    chunk from ``data_to_send`` closes the stream after what came before it."""
+
+    def receive_data(self, data: bytes, peer: StreamKey, now: float) -> None:
+        """Take bytes that arrived on connection ``peer`` at virtual time ``now``."""
+
+    def data_to_send(self, now: float) -> list[tuple[bytes, StreamKey]]:
+        """Return the chunks the endpoint wants written now, each with its connection."""
+        ...
+
+    def connection_lost(self, peer: StreamKey, now: float) -> None:
+        """The byte stream with ``peer`` was closed."""
+
+    def get_timer(self) -> float | None:
+        """Return the virtual time at which ``handle_timer`` must be called, if any."""
+        ...
+
+    def handle_timer(self, now: float) -> None:
+        """Run whatever timer expired at virtual time ``now``."""
+
+
+#: A lost TCP segment is delivered this much later (a minimum retransmission timeout),
+#: holding back every byte behind it: TCP's head-of-line blocking.
+STREAM_RETRANSMIT_DELAY = 0.2
 
 
 def _check_probability(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -101,7 +145,8 @@ class _Host:
     """Network-side bookkeeping for one registered endpoint."""
 
     addr: Address
-    endpoint: Endpoint
+    endpoint: Endpoint | StreamEndpoint
+    stream: bool = False  # a byte-stream (TCP) host: see VirtualNetwork.add_stream
     # The timer value last seen from get_timer() and pushed on the heap. A heap entry is live
     # only while its generation equals the host's, so re-arming a timer needs no heap search.
     timer: float | None = None
@@ -112,11 +157,12 @@ class _Host:
 
 @attrs.define(eq=False)
 class _Delivery:
-    """Heap event: a datagram arrives at ``dst``."""
+    """Heap event: a datagram (or byte-stream chunk) arrives at ``dst``."""
 
     src: Address
     dst: Address
     data: bytes
+    key: StreamKey | None = None  # byte streams: the connection as the receiver names it
 
 
 @attrs.define(eq=False)
@@ -183,6 +229,7 @@ class VirtualNetwork:
         self._dirty: set[Address] = set()
         self._stats: dict[tuple[Address, Address], LinkStats] = {}
         self._events_this_instant = 0
+        self._stream_tail: dict[tuple[Address, StreamKey], float] = {}
 
     # -- topology -------------------------------------------------------------------------
 
@@ -198,6 +245,18 @@ class VirtualNetwork:
         self._hosts[addr] = _Host(addr=addr, endpoint=endpoint)
         self._dirty.add(addr)
 
+    def add_stream(self, addr: Address, endpoint: StreamEndpoint) -> None:
+        """Attach a byte-stream endpoint (HTTP/2 over TCP) at ``addr``.
+
+        Its links keep TCP's promises: every chunk arrives, once, in order. Delay and
+        jitter apply; a "lost" chunk arrives ``STREAM_RETRANSMIT_DELAY`` late and holds
+        back every chunk behind it, as a retransmission does on a real TCP connection.
+        """
+        if addr in self._hosts:
+            raise ValueError(f"address {addr!r} is already in use")
+        self._hosts[addr] = _Host(addr=addr, endpoint=endpoint, stream=True)
+        self._dirty.add(addr)
+
     def remove(self, addr: Address) -> None:
         """Detach the endpoint at ``addr``, as if its host died.
 
@@ -208,7 +267,7 @@ class VirtualNetwork:
         del self._hosts[addr]
         self._dirty.discard(addr)
 
-    def endpoint(self, addr: Address) -> Endpoint | None:
+    def endpoint(self, addr: Address) -> Endpoint | StreamEndpoint | None:
         """Return the endpoint at ``addr``, or None."""
         host = self._hosts.get(addr)
         return host.endpoint if host is not None else None
@@ -321,7 +380,7 @@ class VirtualNetwork:
             )
 
         if isinstance(event, _Delivery):
-            self._deliver(event.src, event.dst, event.data)
+            self._deliver(event.src, event.dst, event.data, event.key)
         elif isinstance(event, _TimerFire):
             host = event.host
             # Forget the fired value so that the refresh below re-arms even an identical one.
@@ -338,14 +397,25 @@ class VirtualNetwork:
         self._flush_dirty()
         return True
 
-    def _deliver(self, src: Address, dst: Address, data: bytes) -> None:
+    def _deliver(
+        self, src: Address, dst: Address, data: bytes, key: StreamKey | None = None
+    ) -> None:
         stats = self._link(src, dst)
         host = self._hosts.get(dst)
         if host is None:
             stats.undeliverable += 1
             return
         stats.delivered += 1
-        host.endpoint.receive_datagram(data, src, self._now)
+        if host.stream:
+            endpoint: StreamEndpoint = host.endpoint  # type: ignore[assignment]
+            peer = key if key is not None else src
+            if data:
+                endpoint.receive_data(data, peer, self._now)
+            else:
+                endpoint.connection_lost(peer, self._now)
+        else:
+            datagram_endpoint: Endpoint = host.endpoint  # type: ignore[assignment]
+            datagram_endpoint.receive_datagram(data, src, self._now)
         self._dirty.add(dst)
 
     def _link(self, src: Address, dst: Address) -> LinkStats:
@@ -364,8 +434,14 @@ class VirtualNetwork:
                 host = self._hosts.get(addr)
                 if host is None:
                     continue
-                for data, dst in host.endpoint.datagrams_to_send(self._now):
-                    self._transmit(addr, dst, data)
+                if host.stream:
+                    endpoint: StreamEndpoint = host.endpoint  # type: ignore[assignment]
+                    for data, dst in endpoint.data_to_send(self._now):
+                        self._transmit_stream(addr, dst, data)
+                else:
+                    datagram_endpoint: Endpoint = host.endpoint  # type: ignore[assignment]
+                    for data, dst in datagram_endpoint.datagrams_to_send(self._now):
+                        self._transmit(addr, dst, data)
                 # aioquic arms its loss-detection timer while building datagrams, so the
                 # timer is read only after datagrams_to_send.
                 self._refresh_timer(host)
@@ -406,3 +482,20 @@ class VirtualNetwork:
                 delay += impairment.reorder_delay
                 stats.reordered += 1
             self._push(self._now + max(delay, 0.0), _Delivery(src, dst, data))
+
+    def _transmit_stream(self, src: Address, to: StreamKey, data: bytes) -> None:
+        dst: Address = (to[0], to[1])
+        key: StreamKey = (src[0], src[1], to[2]) if len(to) == 3 else src
+        impairment = self._impairments.get((src, dst), self._default)
+        stats = self._link(src, dst)
+        stats.sent += 1
+        delay = impairment.delay
+        if impairment.jitter:
+            delay += self._rng.uniform(-impairment.jitter, impairment.jitter)
+        if impairment.loss and self._rng.random() < impairment.loss:
+            stats.lost += 1  # and retransmitted: late, never missing
+            delay += STREAM_RETRANSMIT_DELAY
+        # In order: nothing overtakes a chunk still in flight on the same connection.
+        at = max(self._now + max(delay, 0.0), self._stream_tail.get((src, to), 0.0))
+        self._stream_tail[(src, to)] = at
+        self._push(at, _Delivery(src, dst, data, key))
