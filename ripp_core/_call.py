@@ -993,7 +993,7 @@ class Call:
                 # only this stream is broken. Reset it (its frame goes out elsewhere)
                 # instead of failing the whole call.
                 self._log(logging.WARNING, "no ack on channel %d: stream reset", channel)
-                self._transport.reset(channel, H3_REQUEST_CANCELLED)
+                self._transport.reset(channel, H3_REQUEST_CANCELLED, now)
                 self._forget_channel(channel, now)
             failure = self.liveness.check(
                 now, oldest_unacked_sent_at=self.sender.oldest_unacked_sent_at

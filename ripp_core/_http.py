@@ -17,7 +17,6 @@ it feeds back the same few stream events from whatever framing it speaks.
 from __future__ import annotations
 
 import contextlib
-
 import enum
 import logging
 import secrets
