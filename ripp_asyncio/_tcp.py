@@ -20,9 +20,8 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from ripp_core import (
-    Authorizer,
+    ChecksRequested,
     EventRouter,
-    IdentityVerifier,
     RippConfig,
     RippH2Client,
     RippH2Server,
@@ -30,6 +29,12 @@ from ripp_core import (
 from ripp_core._alpn import H2_ALPN, client_ssl_context, server_ssl_context
 from ripp_core._h2 import StreamKey
 from ripp_core.aio import Client, Server
+from ripp_core.aio_checks import (
+    AnyAuthorizer,
+    AnyIdentityVerifier,
+    needs_deferred_checks,
+    run_checks,
+)
 
 logger = logging.getLogger("ripp.asyncio.tcp")
 
@@ -60,6 +65,7 @@ class TcpDriver:
         self._flush_wanted = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
+        self.on_checks: Callable[[ChecksRequested], None] | None = None
 
     # ------------------------------------------------------------ DriverLike
     @property
@@ -117,6 +123,9 @@ class TcpDriver:
                 writer.close()
         touched: set[str | None] = set()
         while (event := self.endpoint.next_event()) is not None:
+            if isinstance(event, ChecksRequested) and self.on_checks is not None:
+                self.on_checks(event)  # deferred authorization runs in a task of its own
+                continue
             touched.add(self.router.route(event))
         if self.router.incoming:
             touched.add(None)
@@ -269,21 +278,38 @@ async def open_h2_server(
     instance_id: str | None = None,
     authority: str | None = None,
     config: RippConfig | None = None,
-    authorizer: Authorizer,
-    identity_verifier: IdentityVerifier,
+    authorizer: AnyAuthorizer,
+    identity_verifier: AnyIdentityVerifier,
 ) -> AsyncIterator[Server]:
     """Run a RIPP server over HTTP/2 on TCP ``host:port`` for the ``async with``: TLS with
     ALPN h2 when ``ssl_context`` is given, else h2c. The same API as the Trio one."""
+    deferred = needs_deferred_checks(authorizer, identity_verifier)
     endpoint = RippH2Server(
         instance_id=instance_id or secrets.token_hex(4),
         authority=authority,
         config=config,
-        authorizer=authorizer,
-        identity_verifier=identity_verifier,
+        authorizer=None if deferred else authorizer,  # type: ignore[arg-type]
+        identity_verifier=None if deferred else identity_verifier,  # type: ignore[arg-type]
+        deferred_checks=deferred,
     )
     driver = TcpDriver(endpoint, ssl_context=ssl_context, listen=(host, port))
+    checks: set[asyncio.Task[None]] = set()
+
+    def spawn(event: ChecksRequested) -> None:
+        task = asyncio.get_running_loop().create_task(
+            run_checks(driver, endpoint, event, authorizer, identity_verifier, driver.now())
+        )
+        checks.add(task)  # a strong reference until done (asyncio keeps only weak ones)
+        task.add_done_callback(checks.discard)
+
+    if deferred:
+        driver.on_checks = spawn
     async with _running(driver):
-        yield Server(driver, endpoint)
+        try:
+            yield Server(driver, endpoint)
+        finally:
+            for task in list(checks):
+                task.cancel()
 
 
 @asynccontextmanager

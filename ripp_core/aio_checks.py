@@ -24,7 +24,7 @@ from typing import Any
 from ._auth import UNVERIFIED, Authorizer, AuthRequest, IdentityCheck, IdentityVerifier
 from ._errors import ChecksTimedOut, RippError
 from ._events import ChecksRequested
-from ._h3 import RippServer
+from ._http import HttpServer
 from ._headers import NameAddr, parse_name_addr
 
 logger = logging.getLogger("ripp.checks")
@@ -66,7 +66,7 @@ def _name_addr(request: AuthRequest, name: str) -> NameAddr:
 
 async def run_checks(
     driver: Any,
-    server: RippServer,
+    server: HttpServer,
     event: ChecksRequested,
     authorizer: AnyAuthorizer,
     identity_verifier: AnyIdentityVerifier,

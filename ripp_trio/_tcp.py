@@ -21,9 +21,8 @@ import attrs
 import trio
 
 from ripp_core import (
-    Authorizer,
+    ChecksRequested,
     EventRouter,
-    IdentityVerifier,
     RippConfig,
     RippH2Client,
     RippH2Server,
@@ -31,6 +30,12 @@ from ripp_core import (
 from ripp_core._alpn import H2_ALPN, client_ssl_context, server_ssl_context
 from ripp_core._h2 import StreamKey
 from ripp_core.aio import Client, Server
+from ripp_core.aio_checks import (
+    AnyAuthorizer,
+    AnyIdentityVerifier,
+    needs_deferred_checks,
+    run_checks,
+)
 
 logger = logging.getLogger("ripp.trio.tcp")
 
@@ -71,6 +76,7 @@ class TcpDriver:
         self._nursery: trio.Nursery | None = None
         self._pending_tasks: list[Callable[[], Awaitable[None]]] = []
         self.closed = False
+        self.on_checks: Callable[[ChecksRequested], None] | None = None
 
     # ------------------------------------------------------------ DriverLike
     @property
@@ -128,6 +134,9 @@ class TcpDriver:
             link.ready.set()
         touched: set[str | None] = set()
         while (event := self.endpoint.next_event()) is not None:
+            if isinstance(event, ChecksRequested) and self.on_checks is not None:
+                self.on_checks(event)  # deferred authorization runs in a task of its own
+                continue
             touched.add(self.router.route(event))
         if self.router.incoming:
             touched.add(None)
@@ -288,23 +297,32 @@ async def open_h2_server(
     instance_id: str | None = None,
     authority: str | None = None,
     config: RippConfig | None = None,
-    authorizer: Authorizer,
-    identity_verifier: IdentityVerifier,
+    authorizer: AnyAuthorizer,
+    identity_verifier: AnyIdentityVerifier,
 ) -> AsyncIterator[Server]:
     """Run a RIPP server over HTTP/2 on TCP ``host:port`` (port 0: any free port) for the
     ``async with``: TLS with ALPN h2 when ``ssl_context`` is given (see
     :func:`server_ssl_context`), else h2c (behind a load balancer). The same
     :class:`~ripp_core.aio.Server` API as :func:`open_server`."""
+    deferred = needs_deferred_checks(authorizer, identity_verifier)
     endpoint = RippH2Server(
         instance_id=instance_id or secrets.token_hex(4),
         authority=authority,
         config=config,
-        authorizer=authorizer,
-        identity_verifier=identity_verifier,
+        authorizer=None if deferred else authorizer,  # type: ignore[arg-type]
+        identity_verifier=None if deferred else identity_verifier,  # type: ignore[arg-type]
+        deferred_checks=deferred,
     )
     driver = TcpDriver(endpoint, ssl_context=ssl_context, listen=(host, port))
-    async with _running(driver):
-        yield Server(driver, endpoint)
+    async with _running(driver), trio.open_nursery() as checks:
+        if deferred:
+            driver.on_checks = lambda event: checks.start_soon(
+                run_checks, driver, endpoint, event, authorizer, identity_verifier, driver.now()
+            )
+        try:
+            yield Server(driver, endpoint)
+        finally:
+            checks.cancel_scope.cancel()
 
 
 @asynccontextmanager
