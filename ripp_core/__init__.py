@@ -91,6 +91,18 @@ from ._router import (
 )
 from ._state import TRANSITIONS, CallState, Role
 from ._stats import CallStats, ReceiverStats, SenderStats
+from ._store import (
+    CallStore,
+    Claim,
+    ClaimOutcome,
+    MemoryCallStore,
+    OwnerAlive,
+    ResumePoint,
+    StoredCall,
+    claim_target,
+    decide_claim,
+    resume_point,
+)
 from ._striping import required_streams, streams_for
 
 __all__ = [
@@ -121,10 +133,13 @@ __all__ = [
     "CallState",
     "CallStateChanged",
     "CallStats",
+    "CallStore",
     "CallTerminated",
     "CallTransport",
     "ChecksRequested",
     "ChecksTimedOut",
+    "Claim",
+    "ClaimOutcome",
     "Codec",
     "CodecImpairment",
     "ConnectionClosed",
@@ -150,6 +165,7 @@ __all__ = [
     "MediaGap",
     "MediaPlayout",
     "MediaReceived",
+    "MemoryCallStore",
     "Message",
     "MessageError",
     "MethodNotAllowed",
@@ -158,12 +174,14 @@ __all__ = [
     "NameAddr",
     "NoSuchCall",
     "Overloaded",
+    "OwnerAlive",
     "Pending",
     "ProtocolViolation",
     "ReceiverStats",
     "ReestablishMarker",
     "RemoteProtocolError",
     "RemoteStateError",
+    "ResumePoint",
     "Ringing",
     "RippClient",
     "RippConfig",
@@ -173,6 +191,7 @@ __all__ = [
     "SenderStats",
     "SignalFrame",
     "StateError",
+    "StoredCall",
     "Streams",
     "Terminate",
     "Termination",
@@ -182,6 +201,8 @@ __all__ = [
     "UnknownCall",
     "UnknownCodec",
     "UnsupportedMediaType",
+    "claim_target",
+    "decide_claim",
     "drain",
     "insecure_accept_any_bearer",
     "insecure_accept_any_identity",
@@ -192,5 +213,6 @@ __all__ = [
     "principal_of_token",
     "r_factor",
     "required_streams",
+    "resume_point",
     "streams_for",
 ]

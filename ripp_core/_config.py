@@ -174,6 +174,20 @@ class RippConfig:
     check_timeout: float = attrs.field(default=5.0, validator=_positive)
     """A request whose deferred authorization has not completed by then gets 503."""
 
+    # --- shared call state (many instances as one service, protocol section 20) ----------
+    store_lease_ttl: float = attrs.field(default=3.0, validator=_positive)
+    """An instance's owner lease lasts this long unless renewed; a dead instance's calls
+    become claimable this long after its last renewal at the latest."""
+    store_renew_interval: float = attrs.field(default=1.0, validator=_positive)
+    """An instance renews its lease this often (well under ``store_lease_ttl``, so one
+    slow renewal does not cost it its calls)."""
+    store_snapshot_interval: float = attrs.field(default=1.0, validator=_positive)
+    """An owner writes each call's resume point (sequence numbers) this often."""
+    store_sequence_margin: int = attrs.field(default=1000, validator=_positive)
+    """A claimed call's sender skips this many sequence numbers past the last resume
+    point, so no frame the dead owner sent after it is re-used (1000 frames of 20 ms
+    is 20 s, far beyond ``store_snapshot_interval``)."""
+
     def with_settings(self, settings: list[str]) -> RippConfig:
         """A copy with ``NAME=VALUE`` settings applied (as ``ripp serve --set`` takes them).
 

@@ -99,6 +99,7 @@ from ._headers import (
 from ._logs import LogLimiter
 from ._state import CallState, Role
 from ._stats import CallStats
+from ._store import StoredCall, resumed_sender, resumed_window
 
 logger = logging.getLogger("ripp.h3")
 
@@ -815,6 +816,9 @@ class _Parked:
     target: tuple[str, str] | None
     identity: str | None
     deadline: float = 0.0
+    # Cluster hook (issue 9): the store record a deferred check claimed for this
+    # re-establishment (complete_checks(resumed=...)); _create resumes media from it.
+    resumed: StoredCall | None = None
 
 
 def _split_call_path(path: str, instances_path: str) -> tuple[str, str] | None:
@@ -954,15 +958,20 @@ class RippServer(_Endpoint):
         *,
         principal: str,
         identity: IdentityCheck | None = None,
+        resumed: StoredCall | None = None,
     ) -> None:
         """Deferred checks passed: go on with the request of ``ticket`` as ``principal``.
 
-        ``identity`` is the verification result of a call-creation request. A ticket that
-        has expired or whose stream is gone is ignored.
+        ``identity`` is the verification result of a call-creation request. ``resumed`` is
+        the call-store record this instance claimed for a re-establishment (protocol 20):
+        the new call continues its media from the record's resume point and
+        :class:`CallIncoming` carries its ``next_hop``. A ticket that has expired or
+        whose stream is gone is ignored.
         """
         parked = self._parked.pop(ticket, None)
         if parked is None:
             return
+        parked.resumed = resumed
         self._resume(parked, principal, identity or UNVERIFIED_CHECK, now)
         self._settle(now)
 
@@ -1462,7 +1471,19 @@ class RippServer(_Endpoint):
                 # A call URI of ours that we no longer (or never) had: nothing to resume.
                 raise UnknownCall(f"no call {_bounded(marker.call_uri)!r} to re-establish")
         state = marker.state if marker is not None else CallState.CREATED
-        call = self._new_call(request, state, now, authority)
+        # Cluster hook (issue 9): a claimed store record of this principal's call.
+        resumed = parked.resumed if marker is not None else None
+        if resumed is not None and resumed.principal != principal:
+            resumed = None
+        call = self._new_call(
+            request,
+            state,
+            now,
+            authority,
+            sender_state=resumed_sender(resumed.resume, self.config) if resumed else None,
+        )
+        if resumed is not None:
+            call.receiver.import_window(resumed_window(resumed.resume))
         # The client must open the signaling request soon; a call nobody attaches to ends.
         call.await_attach(
             self.config.reattach_timeout if marker is not None else self.config.connect_timeout,
@@ -1490,6 +1511,7 @@ class RippServer(_Endpoint):
                 reestablishes=marker.call_uri if marker is not None else None,
                 principal=principal,
                 identity_check=check,
+                next_hop=resumed.next_hop if resumed is not None else None,
             )
         )
 
