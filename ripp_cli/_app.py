@@ -15,6 +15,7 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -60,6 +61,8 @@ class CallFailed(Exception):
             hint = " (no RIPP server answered: is one running at that address and port?)"
         super().__init__(f"call failed: {ended.code} {ended.reason}{hint}")
         self.ended = ended
+
+
 CODECS = {"pcmu": Codec.PCMU, "pcma": Codec.PCMA, "opus": Codec.OPUS}
 TO, FROM = "<tel:+12125551234>", '"ripp" <tel:+14085551234>;tag=cli'
 
@@ -127,6 +130,18 @@ def add_arguments(subcommands: Any) -> None:
     serve.add_argument("--record", type=Path, metavar="DIR", help="record each call to DIR")
     serve.add_argument("--codec", choices=sorted(CODECS), default="pcmu")
     serve.add_argument("--frame-ms", type=float, default=20.0)
+    serve.add_argument("--instance-id", help="this instance's id in call URIs (default: random)")
+    serve.add_argument(
+        "--authority",
+        metavar="HOST:PORT",
+        help="authority put in call URIs (default: the one each client used)",
+    )
+    serve.add_argument(
+        "--store",
+        metavar="redis://HOST:PORT",
+        help="share call state in this Redis (protocol 20): calls of dead instances "
+        "are claimed here when their clients re-establish them",
+    )
     _ops.add_arguments(serve, metrics=True)
     call = subcommands.add_parser("call", help="place a call to a RIPP server")
     add_common(call)
@@ -248,7 +263,6 @@ def server_checks(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-
 async def serve_call(
     rt: Runtime,
     call: Any,
@@ -290,8 +304,26 @@ async def serve_call(
             s2c.streams_used = max(s2c.streams_used, stats.sender.streams_max_busy)
 
 
+def _redis_address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or not parts.hostname:
+        raise ValueError(f"--store wants redis://HOST:PORT, got {url!r}")
+    return parts.hostname, parts.port or 6379
+
+
 async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
-    """``ripp serve``: answer every call until interrupted."""
+    """``ripp serve``: answer every call until interrupted (with ``--store``, as one
+    instance of a cluster sharing call state in Redis)."""
+    if args.store is None:
+        return await _serve(rt, args, None)
+    from ripp_cluster import RedisCallStore
+
+    host, port = _redis_address(args.store)
+    async with RedisCallStore(host=host, port=port, connect_timeout=5.0) as store:
+        return await _serve(rt, args, store)
+
+
+async def _serve(rt: Runtime, args: argparse.Namespace, store: Any) -> int:
     pki = _certs.ensure_local_pki(hostnames=("localhost", args.host))
     config = _certs.server_configuration(pki)
     with _certs.debugging(config, qlog_dir=args.qlog, keylog_file=args.keylog):
@@ -300,6 +332,9 @@ async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             config=ripp_config(args),
+            instance_id=args.instance_id,
+            authority=args.authority,
+            deferred_checks=store is not None,
             **server_checks(args),
         ) as server:
             say(
@@ -320,6 +355,13 @@ async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
 
             async with rt.tasks() as tasks:
                 _ops.attach(rt, tasks, server, args, "server", metrics=True)
+                if store is not None:
+                    from ripp_cluster import ClusterAgent
+
+                    agent = ClusterAgent(server, store, **server_checks(args))
+                    tasks.start_soon(agent.run)
+                    await agent.ready.wait()
+                    say(args, f"instance {server.endpoint.instance_id} in store {args.store}")
                 # Each call runs in its own task; a failing call ends that call only.
                 await server.serve(handle)
     return 0

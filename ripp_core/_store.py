@@ -105,6 +105,10 @@ class ClaimOutcome(enum.Enum):
     """Another instance owns the call and its lease has not lapsed."""
     UNKNOWN = "unknown"
     """No such call, or it is bound to another principal (indistinguishable on purpose)."""
+    NOT_LEASED = "not-leased"
+    """The claimant holds no live lease itself. A claim by an instance without a lease
+    could be followed at once by another's (nothing would mark the first winner alive),
+    so only leased instances may win: that is what makes the winner unique."""
 
 
 @attrs.frozen
@@ -117,23 +121,29 @@ class Claim:
 
 
 def decide_claim(
-    record: StoredCall | None, claimant: str, principal: str, owner_leased: bool
+    record: StoredCall | None,
+    claimant: str,
+    principal: str,
+    *,
+    owner_leased: bool,
+    claimant_leased: bool,
 ) -> Claim:
     """The claim rules (protocol 20.3), as a pure function every store applies atomically.
 
-    ``owner_leased`` says whether the record's owner holds a live lease. Order matters: an
-    unknown call and another principal's call answer alike, before the lease is looked
-    at, so a claim reveals nothing about calls of other principals.
+    ``owner_leased`` says whether the record's owner holds a live lease, and
+    ``claimant_leased`` whether the claimant does. Order matters: an unknown call and
+    another principal's call answer alike, before any lease is looked at, so a claim
+    reveals nothing about calls of other principals.
     """
     if record is None or record.principal != principal:
         return Claim(ClaimOutcome.UNKNOWN)
+    if not claimant_leased:
+        return Claim(ClaimOutcome.NOT_LEASED)
     if record.owner == claimant:
         return Claim(ClaimOutcome.CLAIMED, record)
     if owner_leased:
         return Claim(ClaimOutcome.OWNER_ALIVE)
-    return Claim(
-        ClaimOutcome.CLAIMED, attrs.evolve(record, owner=claimant, epoch=record.epoch + 1)
-    )
+    return Claim(ClaimOutcome.CLAIMED, attrs.evolve(record, owner=claimant, epoch=record.epoch + 1))
 
 
 def claim_target(call_uri: str, instance_id: str, instances_path: str) -> str | None:
@@ -292,8 +302,13 @@ class MemoryCallStore:
     async def claim(self, call_id: str, claimant: str, principal: str) -> Claim:
         """See :meth:`CallStore.claim`."""
         record = self._calls.get(call_id)
-        leased = record is not None and self.leased(record.owner)
-        result = decide_claim(record, claimant, principal, leased)
+        result = decide_claim(
+            record,
+            claimant,
+            principal,
+            owner_leased=record is not None and self.leased(record.owner),
+            claimant_leased=self.leased(claimant),
+        )
         if result.call is not None:
             self._calls[call_id] = result.call
         return result

@@ -59,6 +59,7 @@ async def open_server(
     config: RippConfig | None = None,
     authorizer: Authorizer,
     identity_verifier: IdentityVerifier,
+    deferred_checks: bool = False,
 ) -> AsyncIterator[Server]:
     """Run a RIPP server on ``host:port`` (port 0: any free port) for the ``async with``."""
     endpoint = RippServer(
@@ -68,6 +69,7 @@ async def open_server(
         config=config,
         authorizer=authorizer,
         identity_verifier=identity_verifier,
+        deferred_checks=deferred_checks,
     )
     driver = Driver(endpoint, open_udp_socket(host, port))
     async with _running(driver):
