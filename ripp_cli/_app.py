@@ -139,7 +139,7 @@ def add_arguments(subcommands: Any) -> None:
     serve.add_argument(
         "--store",
         metavar="redis://HOST:PORT",
-        help="share call state in this Redis (protocol 20): calls of dead instances "
+        help="share call state in this Redis (protocol 24): calls of dead instances "
         "are claimed here when their clients re-establish them",
     )
     _ops.add_arguments(serve, metrics=True)

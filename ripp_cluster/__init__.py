@@ -1,4 +1,4 @@
-"""ripp_cluster: many RIPP server instances as one service (issue 9, protocol section 20).
+"""ripp_cluster: many RIPP server instances as one service (issue 9, protocol section 24).
 
 * :class:`RedisCallStore`: the shared call store in Redis (coredis, so Trio and asyncio);
 * :class:`ClusterAgent`: runs beside a server (``deferred_checks=True``), registers the

@@ -54,7 +54,7 @@ def _call_id(uri: str) -> str:
 
 
 class ClusterAgent:
-    """Keeps one server instance and the shared call store in step (protocol 20).
+    """Keeps one server instance and the shared call store in step (protocol 24).
 
     ``server`` must have been opened with ``deferred_checks=True``. ``authorizer`` and
     ``identity_verifier`` are the hooks the server would otherwise have run itself. Run

@@ -1,4 +1,4 @@
-"""The call store in Redis (protocol section 20), through coredis.
+"""The call store in Redis (protocol section 24), through coredis.
 
 coredis runs on AnyIO, so one store object works under Trio and asyncio alike (redis-py's
 async client is asyncio-only, which would have split the store in two). Every operation

@@ -174,7 +174,7 @@ class RippConfig:
     check_timeout: float = attrs.field(default=5.0, validator=_positive)
     """A request whose deferred authorization has not completed by then gets 503."""
 
-    # --- shared call state (many instances as one service, protocol section 20) ----------
+    # --- shared call state (many instances as one service, protocol section 24) ----------
     store_lease_ttl: float = attrs.field(default=3.0, validator=_positive)
     """An instance's owner lease lasts this long unless renewed; a dead instance's calls
     become claimable this long after its last renewal at the latest."""

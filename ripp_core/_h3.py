@@ -963,7 +963,7 @@ class RippServer(_Endpoint):
         """Deferred checks passed: go on with the request of ``ticket`` as ``principal``.
 
         ``identity`` is the verification result of a call-creation request. ``resumed`` is
-        the call-store record this instance claimed for a re-establishment (protocol 20):
+        the call-store record this instance claimed for a re-establishment (protocol 24):
         the new call continues its media from the record's resume point and
         :class:`CallIncoming` carries its ``next_hop``. A ticket that has expired or
         whose stream is gone is ignored.

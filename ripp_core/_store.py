@@ -1,4 +1,4 @@
-"""Shared call state: many server instances as one service (R10, R17; protocol section 20).
+"""Shared call state: many server instances as one service (R10, R17; protocol section 24).
 
 A *call store* maps each call id to the instance that owns the call, the principal bound to
 it, its state, a resume point for media and opaque next-hop data the application sets (a
@@ -26,20 +26,10 @@ import attrs
 
 from ._call import Call
 from ._config import RippConfig
-from ._errors import RemoteProtocolError
 from ._frames import SEQUENCE_MODULUS, TIMESTAMP_MODULUS
 from ._receiver import ReceiverWindow
 from ._sender import SenderState
 from ._state import CallState
-
-
-class OwnerAlive(RemoteProtocolError):
-    """A re-establishment names a call whose owner still holds its lease: this instance
-    must not take it (HTTP 503 with ``Retry-After``; the client tries again, and the call
-    becomes claimable when the lease lapses)."""
-
-    http_status = 503
-    sip_code = 503
 
 
 @attrs.frozen
@@ -128,7 +118,7 @@ def decide_claim(
     owner_leased: bool,
     claimant_leased: bool,
 ) -> Claim:
-    """The claim rules (protocol 20.3), as a pure function every store applies atomically.
+    """The claim rules (protocol 24.4), as a pure function every store applies atomically.
 
     ``owner_leased`` says whether the record's owner holds a live lease, and
     ``claimant_leased`` whether the claimant does. Order matters: an unknown call and

@@ -1,4 +1,4 @@
-"""Many instances as one service (issue 9, protocol section 20): the call store.
+"""Many instances as one service (issue 9, protocol section 24): the call store.
 
 * The claim rules as a table (``decide_claim``) and as a property of the in-memory store
   over random histories of leases, time and claims by three instances (hypothesis).
