@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -136,6 +137,20 @@ def add_arguments(subcommands: Any) -> None:
         metavar="HOST:PORT",
         help="authority put in call URIs (default: the one each client used)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        nargs="?",
+        const=os.cpu_count() or 1,
+        metavar="N",
+        help="run N instances (default: one per core) behind an nginx UDP forwarder on "
+        "--port, sharing call state in --store (default: a Redis of their own)",
+    )
+    serve.add_argument(
+        "--instance-arg", action="append", default=[], metavar="ARG",
+        help="with --workers: pass ARG to every instance; repeatable",
+    )  # fmt: skip
+    serve.add_argument("--dir", type=Path, help="with --workers: where logs go")
     serve.add_argument(
         "--store",
         metavar="redis://HOST:PORT",
