@@ -220,6 +220,7 @@ class _Connection:
     handshake_deadline: float | None = None
     idle_since: float | None = None  # carrying no call since then (None: has calls)
     cids: set[bytes] = attrs.Factory(set)
+    heard_at: float = 0.0  # last datagram from the peer (or when we opened it)
 
 
 def _raise_stream_limit(quic: QuicConnection, limit: int) -> None:
@@ -267,6 +268,7 @@ class _Endpoint:
             return
         fresh = not connection.handshake_done and connection.quic._state.name == "FIRSTFLIGHT"
         connection.quic.receive_datagram(data, addr, now)
+        connection.heard_at = now
         self._touched.add(connection)
         if (
             fresh
@@ -1702,7 +1704,12 @@ class RippClient(_Endpoint):
             )
             uri = self.calls_uris[(attempt + offset) % len(self.calls_uris)]
         parts = urlsplit(uri)
-        connection = self._connection_for(parts.netloc, call, self._now_hint)
+        # Re-establishment hook (issue 9): no attempt over a connection silent for
+        # media_timeout. Behind an L4 balancer such a connection may be pinned to the dead
+        # instance; a new handshake is what the balancer can route to a live one.
+        now = self._now_hint
+        silent_before = now - self.config.media_timeout if marker is not None else None
+        connection = self._connection_for(parts.netloc, call, now, heard_since=silent_before)
         if connection is None:
             return False
         stream_id = connection.quic.get_next_available_stream_id()
@@ -1798,15 +1805,27 @@ class RippClient(_Endpoint):
             limit = quic._remote_max_streams_bidi
         return limit - quic._local_next_stream_id_bidi // _STREAM_ID_STEP
 
-    def _connection_for(self, authority: str, call: Call, now: float) -> _Connection | None:
+    def _connection_for(
+        self, authority: str, call: Call, now: float, heard_since: float | None = None
+    ) -> _Connection | None:
+        """A connection to ``authority`` for ``call``: the one it uses, one with room, or
+        a new one. With ``heard_since``, connections silent since then are passed over."""
         needed = 1 + self.config.min_media_streams
+
+        def usable(connection: _Connection) -> bool:
+            return (
+                not connection.closed
+                and connection.authority == authority
+                and (heard_since is None or connection.heard_at >= heard_since)
+            )
+
         for connection in self._connections:
-            if connection.closed or connection.authority != authority:
+            if not usable(connection):
                 continue
             if call.handle in connection.calls:
                 return connection
         for connection in self._connections:
-            if connection.closed or connection.authority != authority:
+            if not usable(connection):
                 continue
             if (
                 len(connection.calls) < self.config.max_calls_per_connection
@@ -1831,7 +1850,7 @@ class RippClient(_Endpoint):
         _raise_stream_limit(quic, self.config.max_streams_per_connection)
         quic.connect(address, now)
         connection = _Connection(
-            quic=quic, h3=H3Connection(quic), peer=address, authority=authority
+            quic=quic, h3=H3Connection(quic), peer=address, authority=authority, heard_at=now
         )
         self._connections.append(connection)
         self._touched.add(connection)

@@ -18,10 +18,11 @@ import contextlib
 import itertools
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -91,14 +92,11 @@ def instance(
         log.close()
 
 
-async def _stored_owners(redis_port: int) -> dict[str, list[str]]:
+async def _stored_owners(redis_port: int, names: tuple[str, ...]) -> dict[str, list[str]]:
     from ripp_cluster import RedisCallStore
 
     async with RedisCallStore(host="127.0.0.1", port=redis_port) as store:
-        return {
-            name: [r.call_id for r in await store.calls_of(name)]
-            for name in ("inst-1", "inst-2", "inst-3")
-        }
+        return {name: [r.call_id for r in await store.calls_of(name)] for name in names}
 
 
 @pytest.mark.slow
@@ -115,7 +113,13 @@ def test_sigkill_mid_call_resumes_on_another_instance(tmp_path: Path) -> None:
         ]
         ca = servers[0][2]
         uris = [uri for _, uri, _ in servers]
-        result = trio.run(_call_through_a_kill, servers, uris, ca, redis.port)
+        result = trio.run(
+            _call_through_a_kill,
+            lambda uri: servers[0][0].send_signal(signal.SIGKILL),
+            uris,
+            ca,
+            redis.port,
+        )
 
     gap, before, after, old_uri, new_uri, owners = result
     print(f"fail-over: media gap {gap:.2f} s; echoes {before} before, {after} after")
@@ -134,11 +138,15 @@ def test_sigkill_mid_call_resumes_on_another_instance(tmp_path: Path) -> None:
 
 
 async def _call_through_a_kill(
-    servers: list[tuple[subprocess.Popen[str], str, str]],
+    kill: Callable[[str], None],
     uris: list[str],
     ca: str,
     redis_port: int,
+    names: tuple[str, ...] = ("inst-1", "inst-2", "inst-3"),
 ) -> tuple[float, int, int, str, str, dict[str, list[str]]]:
+    """Place a call, stream 9 s of 20 ms frames, ``kill`` the call's owner (given its call
+    URI) 1.5 s in; return the largest gap between echoed frames, the echoes before and
+    after the kill, the old and new call URIs and the store's records per instance."""
     config = _certs.client_configuration_from_ca(Path(ca), "localhost")
     arrivals: list[float] = []
     killed_at: list[float] = []
@@ -163,7 +171,7 @@ async def _call_through_a_kill(
                 call.send_audio(Codec.PCMU, 0.02, bytes([0xFF]) * 160)
                 tick += 1
                 if tick == 75 and not killed_at:  # 1.5 s into the call
-                    servers[0][0].send_signal(signal.SIGKILL)
+                    kill(old_uri)
                     killed_at.append(trio.current_time())
                 await trio.sleep_until(start + tick * 0.02)
             assert call.state is CallState.CONNECTED
@@ -171,7 +179,7 @@ async def _call_through_a_kill(
             assert new_uri is not None
             # Give the new owner a snapshot period to settle its records, then read them.
             await trio.sleep(0.5)
-            owners = await _stored_owners(redis_port)
+            owners = await _stored_owners(redis_port, names)
             await call.terminate()
             nursery.cancel_scope.cancel()
     kill = killed_at[0]
@@ -179,3 +187,58 @@ async def _call_through_a_kill(
     after = sum(1 for t in arrivals if t >= kill)
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     return max(gaps), before, after, old_uri, new_uri, owners
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_sigkill_behind_the_forwarder(tmp_path: Path) -> None:
+    """The same through ``ripp cluster``'s parts: three instances behind nginx ``stream``;
+    the client knows only the cluster's calls URI, so its re-establishment goes through
+    the forwarder, which must bring it to a live instance."""
+    need_redis()
+    need_forwarder()
+    from ripp_cluster._local import local_cluster
+
+    os.environ["RIPP_HOME"] = str(tmp_path)  # the instances' local CA, read back below
+    try:
+        with local_cluster(tmp_path, 3, serve_args=[*LEASE, *SNAPSHOT]) as cluster:
+            by_name = {i.name: i for i in cluster.instances}
+
+            def kill(uri: str) -> None:
+                by_name[urlsplit(uri).path.split("/")[3]].process.send_signal(signal.SIGKILL)
+
+            ca = str(tmp_path / "ca.pem") if (tmp_path / "ca.pem").exists() else _ca(tmp_path)
+            port = int(cluster.redis_url.rsplit(":", 1)[1])
+            result = trio.run(
+                _call_through_a_kill, kill, [cluster.calls_uri], ca, port, tuple(by_name)
+            )
+    finally:
+        del os.environ["RIPP_HOME"]
+    gap, before, after, old_uri, new_uri, owners = result
+    print(f"fail-over behind nginx: media gap {gap:.2f} s; echoes {before} / {after}")
+    old, new = (urlsplit(u).path.split("/")[3] for u in (old_uri, new_uri))
+    assert old != new
+    assert before > 20 and after > 20, (before, after)
+    assert gap < GAP_BOUND, f"media gap {gap:.2f} s"
+    assert owners[old] == []
+    assert owners[new] == [urlsplit(new_uri).path.rsplit("/", 1)[-1]]
+    assert sum(len(ids) for ids in owners.values()) == 1
+
+
+def _ca(home: Path) -> str:
+    return str(_certs.ensure_local_pki().ca_cert_path)
+
+
+def need_forwarder() -> None:
+    """Skip without nginx's stream module, except under CI, where that is a failure."""
+    from ripp_cluster._local import STREAM_MODULE
+
+    if shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin") is None or (
+        not STREAM_MODULE.exists()
+    ):
+        if os.environ.get("CI"):
+            pytest.fail(
+                "nginx with the stream module is not installed (Debian: nginx "
+                "libnginx-mod-stream; scripts/test installs them when run as root)"
+            )
+        pytest.skip("nginx stream module not installed")
