@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -338,6 +339,20 @@ async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
         return await _serve(rt, args, store)
 
 
+async def _drain_on_sigterm(agent: Any, args: argparse.Namespace) -> None:
+    """SIGTERM (rolling upgrade): move every call to the other instances, drop the lease,
+    then stop as on Ctrl-C."""
+    import anyio
+
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            moved = await agent.drain()
+            await agent.release()
+            say(args, f"instance {agent.instance} drained: {moved} calls moved")
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+
+
 async def _serve(rt: Runtime, args: argparse.Namespace, store: Any) -> int:
     pki = _certs.ensure_local_pki(hostnames=("localhost", args.host))
     config = _certs.server_configuration(pki)
@@ -375,6 +390,7 @@ async def _serve(rt: Runtime, args: argparse.Namespace, store: Any) -> int:
 
                     agent = ClusterAgent(server, store, **server_checks(args))
                     tasks.start_soon(agent.run)
+                    tasks.start_soon(_drain_on_sigterm, agent, args)
                     await agent.ready.wait()
                     say(args, f"instance {server.endpoint.instance_id} in store {args.store}")
                 # Each call runs in its own task; a failing call ends that call only.

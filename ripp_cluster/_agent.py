@@ -16,6 +16,7 @@ Trio and the asyncio driver alike.
 from __future__ import annotations
 
 import logging
+import secrets
 from urllib.parse import urlsplit
 
 import anyio
@@ -39,11 +40,13 @@ from ripp_core import (
     OwnerAlive,
     RippError,
     StoredCall,
+    UnknownCall,
     claim_target,
     parse_name_addr,
     resume_point,
 )
 from ripp_core._headers import FROM, TO
+from ripp_core._store import decode_handoff, encode_handoff, split_call_path
 from ripp_core.aio import Server
 
 logger = logging.getLogger("ripp.cluster")
@@ -87,12 +90,16 @@ class ClusterAgent:
         """How many claims ended each way (for tests and metrics)."""
         self.ready = anyio.Event()
         """Set once the first lease renewal went through."""
+        self.draining = False
+        """True once :meth:`drain` started: new calls are refused (503)."""
+        self._imports: dict[str, anyio.Event] = {}  # call id -> set when imported (or not)
+        self.address = server.endpoint.authority or ""
         server.observe(self._observe)
 
     # ------------------------------------------------------------------ public
     async def run(self) -> None:
         """Hold the lease, process the server's events and snapshot calls until cancelled."""
-        await self.store.renew(self.instance, self.config.store_lease_ttl)
+        await self.store.renew(self.instance, self.config.store_lease_ttl, self.address)
         self.ready.set()
         async with anyio.create_task_group() as group:
             group.start_soon(self._renew_loop)
@@ -110,6 +117,56 @@ class ClusterAgent:
         if done:
             self._owned[handle] = attrs.evolve(record, next_hop=data)
         return done
+
+    async def drain(self, timeout: float | None = None) -> int:
+        """Move every call of this instance to the other live instances (rolling upgrade,
+        protocol 14.5 and 24.7) and wait until they have left; returns how many were moved.
+
+        Each call is exported and sent ``move`` in one step (nothing the application sends
+        can slip in between), naming a call id on the target chosen here; the handoff then
+        goes into the store, where the target takes it when the client arrives. New calls
+        are refused with 503 from now on.
+        """
+        self.draining = True
+        targets = {
+            name: address
+            for name, address in (await self.store.live_instances()).items()
+            if name != self.instance and address
+        }
+        if not targets:
+            logger.warning("drain: no other live instance; calls stay")
+            return 0
+        names = sorted(targets)
+        moved = 0
+        base = self.config.instances_path.rstrip("/")
+        for index, handle in enumerate(list(self._owned)):
+            record = self._owned.get(handle)
+            if record is None or handle not in self.server.endpoint.calls:
+                continue
+            target = names[index % len(names)]
+            call_id = secrets.token_urlsafe(16)  # 128 bits, like every call id (3.3)
+            uri = f"https://{targets[target]}{base}/{target}/calls/{call_id}"
+
+            def hand_over(
+                now: float, handle: str = handle, uri: str = uri, hop: bytes = record.next_hop
+            ) -> bytes:
+                handoff = self.server.endpoint.export_call(handle, now)
+                self.server.endpoint.move(handle, now, uri)
+                return encode_handoff(handoff, hop)
+
+            try:
+                data = self.server.run(hand_over)
+            except RippError as exc:  # ended or moving meanwhile
+                logger.info("drain: %s not moved: %s", record.uri, exc)
+                continue
+            await self.store.put_handoff(call_id, data, 2 * self.config.move_timeout)
+            moved += 1
+            logger.info("drain: %s -> %s", record.uri, uri)
+        limit = timeout if timeout is not None else 2 * self.config.move_timeout
+        with anyio.move_on_after(limit):
+            while any(h in self.server.endpoint.calls for h in self._owned):
+                await anyio.sleep(0.05)
+        return moved
 
     async def release(self) -> None:
         """Drop the lease now (clean shutdown): this instance's calls become claimable."""
@@ -134,7 +191,7 @@ class ClusterAgent:
         while True:
             await anyio.sleep(self.config.store_renew_interval)
             try:
-                await self.store.renew(self.instance, self.config.store_lease_ttl)
+                await self.store.renew(self.instance, self.config.store_lease_ttl, self.address)
             except Exception as exc:  # the store is down: keep trying, say so
                 logger.warning("lease renewal failed: %s: %s", type(exc).__name__, exc)
 
@@ -192,6 +249,39 @@ class ClusterAgent:
             if old is not None:
                 await self.store.forget(old.call_id, self.instance, old.epoch)
 
+    async def _import(self, path: str) -> None:
+        """A request for a call this instance does not hold: if another instance moved
+        the call here through the store, import it first (once, however many of the
+        call's requests arrive together)."""
+        target = split_call_path(path, self.config.instances_path)
+        if target is None or target[0] != self.instance:
+            return
+        call_id = target[1]
+        pending = self._imports.get(call_id)
+        if pending is not None:
+            await pending.wait()
+            return
+        done = self._imports[call_id] = anyio.Event()
+        try:
+            data = None
+            with anyio.move_on_after(self.config.store_handoff_wait):
+                # The old instance writes the handoff right after its move; the client
+                # may be faster.
+                while (data := await self.store.take_handoff(call_id)) is None:
+                    await anyio.sleep(0.02)
+            if data is None:
+                raise UnknownCall(f"no call {call_id!r} here")
+            handoff, next_hop = decode_handoff(data, self.config)
+            self.server.run(
+                lambda now: self.server.endpoint.import_call(
+                    handoff, now, call_id=call_id, announce=True, next_hop=next_hop
+                )
+            )
+            logger.info("imported %s (moved from %s)", call_id, handoff.previous_uri)
+        finally:
+            done.set()
+            self._imports.pop(call_id, None)
+
     async def _check(self, event: ChecksRequested) -> None:
         run = self.server.run
         request = event.request
@@ -204,6 +294,11 @@ class ClusterAgent:
                 identity = run(
                     lambda now: self._identity_verifier(event.identity or "", to, from_, now)
                 )
+            if request.call is None and self.draining:
+                # New calls and re-establishments go to instances that stay.
+                raise OwnerAlive("this instance is draining")
+            if request.call is not None and request.call not in self.server.endpoint.calls:
+                await self._import(request.path)
             resumed: StoredCall | None = None
             marker = request.reestablish
             target = (

@@ -119,9 +119,34 @@ class RedisCallStore:
     def _owned_key(self, owner: str) -> str:
         return f"{self.prefix}owned:{owner}"
 
-    async def renew(self, instance: str, ttl: float) -> None:
-        """See :meth:`ripp_core.CallStore.renew` (a ``SET`` with a millisecond TTL)."""
-        await self._redis.set(f"{self.prefix}lease:{instance}", b"1", px=max(1, int(ttl * 1000)))
+    async def renew(self, instance: str, ttl: float, address: str = "") -> None:
+        """See :meth:`ripp_core.CallStore.renew` (a ``SET`` with a millisecond TTL; the
+        value is the address)."""
+        await self._redis.set(
+            f"{self.prefix}lease:{instance}", address.encode(), px=max(1, int(ttl * 1000))
+        )
+
+    async def live_instances(self) -> dict[str, str]:
+        """See :meth:`ripp_core.CallStore.live_instances` (SCAN over the lease keys)."""
+        prefix = f"{self.prefix}lease:"
+        keys = [_text(k) async for k in self._redis.scan_iter(match=f"{prefix}*")]
+        if not keys:
+            return {}
+        values = await self._redis.mget(keys)
+        return {
+            key[len(prefix) :]: _text(value)
+            for key, value in zip(keys, values, strict=True)
+            if value is not None
+        }
+
+    async def put_handoff(self, call_id: str, data: bytes, ttl: float) -> None:
+        """See :meth:`ripp_core.CallStore.put_handoff`."""
+        await self._redis.set(f"{self.prefix}handoff:{call_id}", data, px=max(1, int(ttl * 1000)))
+
+    async def take_handoff(self, call_id: str) -> bytes | None:
+        """See :meth:`ripp_core.CallStore.take_handoff` (``GETDEL``, Redis 6.2+)."""
+        value = await self._redis.getdel(f"{self.prefix}handoff:{call_id}")
+        return None if value is None else bytes(value)
 
     async def release(self, instance: str) -> None:
         """See :meth:`ripp_core.CallStore.release`."""

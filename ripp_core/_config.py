@@ -187,6 +187,9 @@ class RippConfig:
     """A claimed call's sender skips this many sequence numbers past the last resume
     point, so no frame the dead owner sent after it is re-used (1000 frames of 20 ms
     is 20 s, far beyond ``store_snapshot_interval``)."""
+    store_handoff_wait: float = attrs.field(default=1.0, validator=_positive)
+    """An instance asked for a call moved to it through the store waits this long for
+    the handoff to appear there before it refuses the request."""
 
     def with_settings(self, settings: list[str]) -> RippConfig:
         """A copy with ``NAME=VALUE`` settings applied (as ``ripp serve --set`` takes them).

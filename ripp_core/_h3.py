@@ -912,13 +912,51 @@ class RippServer(_Endpoint):
         assert isinstance(result, CallHandoff)
         return result
 
-    def import_call(self, handoff: CallHandoff, now: float, authority: str | None = None) -> str:
+    def import_call(
+        self,
+        handoff: CallHandoff,
+        now: float,
+        authority: str | None = None,
+        *,
+        call_id: str | None = None,
+        announce: bool = False,
+        next_hop: bytes = b"",
+    ) -> str:
         """Take over a call exported by another instance; returns its new call URI. The
-        call stays bound to the principal that created it."""
+        call stays bound to the principal that created it.
+
+        Cluster hook (issue 9, protocol 24.7): ``call_id`` takes the id the exporting
+        instance already put in its ``move`` (the handoff came through the call store);
+        ``announce`` emits :class:`CallIncoming` for the call (``reestablishes`` = its
+        previous URI, ``next_hop`` as given), as this instance's application has not
+        seen it."""
+        if call_id is not None and call_id in self._calls:
+            raise LocalProtocolError(f"call id {call_id!r} is in use")
         call = self._new_call(
-            handoff.request, handoff.state, now, authority, sender_state=handoff.sender
+            handoff.request,
+            handoff.state,
+            now,
+            authority,
+            sender_state=handoff.sender,
+            handle=call_id,
         )
         call.receiver.import_window(handoff.receiver)
+        if announce:
+            request = handoff.request
+            self._emit(
+                CallIncoming(
+                    call=call.handle,
+                    uri=call.uri or "",
+                    to=request.to,
+                    from_=request.from_,
+                    identity=request.identity,
+                    headers=request.headers,
+                    state=handoff.state,
+                    reestablishes=handoff.previous_uri,
+                    principal=request.principal or "",
+                    next_hop=next_hop,
+                )
+            )
         # Hold the call for the client to attach, as after a client-side move.
         call.await_attach(self.config.move_timeout, now)
         self._dirty[call.handle] = None
@@ -1068,11 +1106,11 @@ class RippServer(_Endpoint):
         now: float,
         authority: str | None,
         sender_state: object = None,
+        handle: str | None = None,
     ) -> Call:
         if len(self._calls) >= self.config.max_calls:
             raise TooManyCalls(f"this instance holds {len(self._calls)} calls")
-        handle = self._call_id_source()
-        while handle in self._calls or not handle:
+        while handle is None or handle in self._calls or not handle:
             handle = self._call_id_source()
         call = Call(
             role=Role.SERVER,

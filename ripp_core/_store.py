@@ -16,6 +16,7 @@ virtual-time test bed. The Redis implementation, which does I/O, lives in
 
 from __future__ import annotations
 
+import base64
 import enum
 import json
 from collections.abc import Callable
@@ -24,9 +25,17 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from ._call import Call
+from ._call import Call, CallHandoff, CallRequest
 from ._config import RippConfig
-from ._frames import SEQUENCE_MODULUS, TIMESTAMP_MODULUS
+from ._frames import (
+    SEQUENCE_MODULUS,
+    TIMESTAMP_MODULUS,
+    FrameDecoder,
+    FrameType,
+    MediaFrame,
+    encode_media,
+)
+from ._headers import parse_name_addr
 from ._receiver import ReceiverWindow
 from ._sender import SenderState
 from ._state import CallState
@@ -139,14 +148,10 @@ def decide_claim(
 def claim_target(call_uri: str, instance_id: str, instances_path: str) -> str | None:
     """The call id a re-establishment of ``call_uri`` must claim on ``instance_id``, or
     None when there is nothing to claim (not a call URI, or one of this instance's own)."""
-    prefix = instances_path.rstrip("/") + "/"
-    path = urlsplit(call_uri).path
-    if not path.startswith(prefix):
+    target = split_call_path(urlsplit(call_uri).path, instances_path)
+    if target is None or target[0] == instance_id:
         return None
-    parts = path[len(prefix) :].split("/")
-    if len(parts) != 3 or parts[1] != "calls" or not parts[0] or not parts[2]:
-        return None
-    return None if parts[0] == instance_id else parts[2]
+    return target[1]
 
 
 def resume_point(call: Call) -> ResumePoint:
@@ -177,6 +182,79 @@ def resumed_window(point: ResumePoint) -> ReceiverWindow:
     return ReceiverWindow(point.received_highest, frozenset())
 
 
+def split_call_path(path: str, instances_path: str) -> tuple[str, str] | None:
+    """``<instances_path>/<instance>/calls/<call>`` -> (instance, call id), else None."""
+    prefix = instances_path.rstrip("/") + "/"
+    if not path.startswith(prefix):
+        return None
+    parts = path[len(prefix) :].split("/")
+    if len(parts) != 3 or parts[1] != "calls" or not parts[0] or not parts[2]:
+        return None
+    return parts[0], parts[2]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def encode_handoff(handoff: CallHandoff, next_hop: bytes = b"") -> bytes:
+    """A :class:`CallHandoff` (and the call's next-hop data) as bytes for the store, so a
+    call can be moved to an instance in another process (draining, protocol 24.7).
+    Unacknowledged frames travel in their wire encoding."""
+    request = handoff.request
+    document = {
+        "to": str(request.to),
+        "from": str(request.from_),
+        "identity": request.identity,
+        "headers": [list(pair) for pair in request.headers],
+        "principal": request.principal,
+        "state": handoff.state.value,
+        "next_sequence": handoff.sender.next_sequence,
+        "next_timestamp": handoff.sender.next_timestamp,
+        "frames": [_b64(encode_media(frame)) for frame in handoff.sender.frames],
+        "highest": handoff.receiver.highest,
+        "recent": sorted(handoff.receiver.recent),
+        "previous_uri": handoff.previous_uri,
+        "next_hop": _b64(next_hop),
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def decode_handoff(data: bytes, config: RippConfig) -> tuple[CallHandoff, bytes]:
+    """Parse :func:`encode_handoff`; anything malformed raises ``ValueError`` (or a
+    :class:`RippError` for a bad frame or header)."""
+    doc = json.loads(data)
+    if not isinstance(doc, dict):
+        raise ValueError("a handoff is a JSON object")
+    decoder = FrameDecoder(
+        frozenset({FrameType.MEDIA}), config.max_frame_size, config.max_frame_size + 16
+    )
+    frames: list[MediaFrame] = []
+    for item in doc["frames"]:
+        decoded = decoder.feed(base64.b64decode(item, validate=True))
+        if len(decoded) != 1 or not isinstance(decoded[0], MediaFrame):
+            raise ValueError("a handoff frame is not one MEDIA frame")
+        frames.append(decoded[0])
+    request = CallRequest(
+        to=parse_name_addr(str(doc["to"])),
+        from_=parse_name_addr(str(doc["from"])),
+        identity=str(doc["identity"]),
+        headers=tuple((str(k), str(v)) for k, v in doc["headers"]),
+        principal=None if doc["principal"] is None else str(doc["principal"]),
+    )
+    handoff = CallHandoff(
+        request=request,
+        state=CallState(doc["state"]),
+        sender=SenderState(int(doc["next_sequence"]), int(doc["next_timestamp"]), tuple(frames)),
+        receiver=ReceiverWindow(
+            None if doc["highest"] is None else int(doc["highest"]),
+            frozenset(int(n) for n in doc["recent"]),
+        ),
+        previous_uri=str(doc["previous_uri"]),
+    )
+    return handoff, base64.b64decode(doc["next_hop"], validate=True)
+
+
 class CallStore(Protocol):
     """What a server needs from shared call state. Every method is one atomic step.
 
@@ -184,8 +262,21 @@ class CallStore(Protocol):
     ``ripp_cluster.RedisCallStore``.
     """
 
-    async def renew(self, instance: str, ttl: float) -> None:
-        """Hold (or extend) ``instance``'s owner lease for ``ttl`` seconds from now."""
+    async def renew(self, instance: str, ttl: float, address: str = "") -> None:
+        """Hold (or extend) ``instance``'s owner lease for ``ttl`` seconds from now;
+        ``address`` is the authority (host:port) its call URIs use."""
+
+    async def live_instances(self) -> dict[str, str]:
+        """Every instance holding a live lease, with the address it renewed it with."""
+        ...
+
+    async def put_handoff(self, call_id: str, data: bytes, ttl: float) -> None:
+        """Leave an encoded handoff (:func:`encode_handoff`) for the instance that will
+        answer ``call_id``; it expires after ``ttl`` seconds if nobody takes it."""
+
+    async def take_handoff(self, call_id: str) -> bytes | None:
+        """Take (read and delete, atomically) the handoff left for ``call_id``."""
+        ...
 
     async def release(self, instance: str) -> None:
         """Drop ``instance``'s lease at once (a clean shutdown: its calls are claimable)."""
@@ -237,15 +328,30 @@ class MemoryCallStore:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._calls: dict[str, StoredCall] = {}
-        self._leases: dict[str, float] = {}  # instance -> expiry
+        self._leases: dict[str, tuple[float, str]] = {}  # instance -> (expiry, address)
+        self._handoffs: dict[str, tuple[float, bytes]] = {}  # call id -> (expiry, data)
 
     def leased(self, instance: str) -> bool:
         """Whether ``instance`` holds a live lease now."""
-        return self._leases.get(instance, float("-inf")) > self._clock()
+        lease = self._leases.get(instance)
+        return lease is not None and lease[0] > self._clock()
 
-    async def renew(self, instance: str, ttl: float) -> None:
+    async def renew(self, instance: str, ttl: float, address: str = "") -> None:
         """See :meth:`CallStore.renew`."""
-        self._leases[instance] = self._clock() + ttl
+        self._leases[instance] = (self._clock() + ttl, address)
+
+    async def live_instances(self) -> dict[str, str]:
+        """See :meth:`CallStore.live_instances`."""
+        return {name: lease[1] for name, lease in self._leases.items() if self.leased(name)}
+
+    async def put_handoff(self, call_id: str, data: bytes, ttl: float) -> None:
+        """See :meth:`CallStore.put_handoff`."""
+        self._handoffs[call_id] = (self._clock() + ttl, data)
+
+    async def take_handoff(self, call_id: str) -> bytes | None:
+        """See :meth:`CallStore.take_handoff`."""
+        entry = self._handoffs.pop(call_id, None)
+        return entry[1] if entry is not None and entry[0] > self._clock() else None
 
     async def release(self, instance: str) -> None:
         """See :meth:`CallStore.release`."""
