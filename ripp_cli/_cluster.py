@@ -11,6 +11,7 @@ How calls reach instances: see :mod:`ripp_cluster._local`.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -20,12 +21,20 @@ from pathlib import Path
 from types import FrameType
 
 from ripp_cluster import RedisUnavailable
-from ripp_cluster._local import ForwarderUnavailable, local_cluster
+from ripp_cluster._local import ForwarderUnavailable, LocalCluster, local_cluster
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``ripp cluster``."""
     parser.add_argument("--workers", type=int, default=3, help="instances to run (default 3)")
+    parser.add_argument(
+        "--rolling-upgrade",
+        action="store_true",
+        help="instead of serving: run CALLS calls through the cluster while replacing every "
+        "instance in turn (SIGTERM drains it), print the figures (frames lost, largest "
+        "added delay) and exit (status 1 if a frame was lost)",
+    )
+    parser.add_argument("--calls", type=int, default=3, help="calls for --rolling-upgrade")
     add_cluster_options(parser)
 
 
@@ -77,6 +86,8 @@ def run(args: argparse.Namespace, port: int = 0) -> int:
                     "instances": {i.name: i.calls_uri for i in cluster.instances},
                     "logs": str(directory),
                 }
+                if getattr(args, "rolling_upgrade", False):
+                    return _rolling_upgrade(cluster, args)
                 if getattr(args, "json", False):
                     print(json.dumps(summary), flush=True)
                 else:
@@ -99,3 +110,26 @@ def run(args: argparse.Namespace, port: int = 0) -> int:
         except (RedisUnavailable, ForwarderUnavailable, RuntimeError) as exc:
             print(f"ripp cluster: {exc}", flush=True)
             return 1
+
+
+def _rolling_upgrade(cluster: LocalCluster, args: argparse.Namespace) -> int:
+    import trio
+
+    from ripp_cli import _certs
+    from ripp_cluster._upgrade import rolling_upgrade
+
+    ca = _certs.ensure_local_pki().ca_cert_path
+    report = trio.run(functools.partial(rolling_upgrade, cluster, Path(ca), calls=args.calls))
+    if getattr(args, "json", False):
+        print(json.dumps(report), flush=True)
+    else:
+        print(
+            f"ripp cluster: rolling upgrade of {report['instances_replaced']} instances "
+            f"under {report['calls']} calls: {report['moves']} moves, frames lost "
+            f"{report['client_frames_unacked']} client->server, "
+            f"{report['server_sequence_holes']} server->client; largest added delay "
+            f"{report['added_delay_ms']} ms; calls up: {report['all_connected']}",
+            flush=True,
+        )
+    lost = report["client_frames_unacked"] + report["server_sequence_holes"]
+    return 0 if lost == 0 and report["all_connected"] else 1
