@@ -925,7 +925,7 @@ class RippServer(_Endpoint):
         """Take over a call exported by another instance; returns its new call URI. The
         call stays bound to the principal that created it.
 
-        Cluster hook (issue 9, protocol 24.7): ``call_id`` takes the id the exporting
+        Cluster hook (issue 9, protocol 24.6): ``call_id`` takes the id the exporting
         instance already put in its ``move`` (the handoff came through the call store);
         ``announce`` emits :class:`CallIncoming` for the call (``reestablishes`` = its
         previous URI, ``next_hop`` as given), as this instance's application has not

@@ -199,7 +199,7 @@ def _b64(data: bytes) -> str:
 
 def encode_handoff(handoff: CallHandoff, next_hop: bytes = b"") -> bytes:
     """A :class:`CallHandoff` (and the call's next-hop data) as bytes for the store, so a
-    call can be moved to an instance in another process (draining, protocol 24.7).
+    call can be moved to an instance in another process (draining, protocol 24.6).
     Unacknowledged frames travel in their wire encoding."""
     request = handoff.request
     document = {
