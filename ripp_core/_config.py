@@ -145,6 +145,9 @@ class RippConfig:
     """A client gives up re-establishing a call after this long (408)."""
     reestablish_attempt_interval: float = attrs.field(default=0.5, validator=_positive)
     """Pause between re-establishment attempts against the failover URIs."""
+    reestablish_attempt_timeout: float = attrs.field(default=2.0, validator=_positive)
+    """A re-establishment attempt not answered by then is abandoned (its request reset)
+    and the next calls URI tried: one dead URI in the list must not stall the call."""
     full_poll_interval: float = attrs.field(default=0.05, validator=_positive)
     """Endpoints ask only recently touched connections for datagrams, and every
     connection at least this often (a safety net; aioquic's own timers drive the rest)."""

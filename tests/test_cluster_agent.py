@@ -87,10 +87,15 @@ class ClusterServer:
 
 @pytest.mark.timeout(30)
 def test_a_crashed_owners_call_is_claimed_with_its_next_hop() -> None:
-    # The lease lapses (0.3 s) before the client notices (0.5 s without acks), so its
-    # first attempt, at b, wins the claim: a later attempt would go back to the dead a,
-    # and an unanswered attempt waits long (see the report of issue 9).
-    config = RippConfig(ack_timeout=0.5, store_lease_ttl=0.3, store_renew_interval=0.1)
+    # The lease (1 s) outlives the client's detection (0.5 s without acks): its first
+    # attempt, at b, finds the owner alive (503); the next goes to the dead a and is not
+    # answered, so it is abandoned after reestablish_attempt_timeout; then b claims.
+    config = RippConfig(
+        ack_timeout=0.5,
+        store_lease_ttl=1.0,
+        store_renew_interval=0.25,
+        reestablish_attempt_timeout=1.0,
+    )
     store = MemoryCallStore(trio.current_time)
     a, b = ClusterServer("a", store, config), ClusterServer("b", store, config)
 
@@ -121,6 +126,7 @@ def test_a_crashed_owners_call_is_claimed_with_its_next_hop() -> None:
                     assert incoming.next_hop == b"sip:leg-1@gw"
                     assert incoming.state is CallState.CONNECTED
                     assert b.agent is not None and b.agent.claims[ClaimOutcome.CLAIMED] == 1
+                    assert b.agent.claims[ClaimOutcome.OWNER_ALIVE] >= 1
                     while len(b.app.sequences) < 10:  # audio flows again, now to b
                         await trio.sleep(0.01)
                     # One record left: the new call, owned by b; a's is gone.
