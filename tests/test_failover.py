@@ -191,17 +191,20 @@ async def _call_through_a_kill(
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-def test_sigkill_behind_the_forwarder(tmp_path: Path) -> None:
-    """The same through ``ripp cluster``'s parts: three instances behind nginx ``stream``;
-    the client knows only the cluster's calls URI, so its re-establishment goes through
-    the forwarder, which must bring it to a live instance."""
+@pytest.mark.parametrize("driver", ["trio", "asyncio"])
+def test_sigkill_behind_the_forwarder(tmp_path: Path, driver: str) -> None:
+    """The same through ``ripp cluster``'s parts: three instances (on either driver: the
+    agent and the Redis client run on AnyIO) behind nginx ``stream``; the client knows
+    only the cluster's calls URI, so its re-establishment goes through the forwarder,
+    which must bring it to a live instance."""
     need_redis()
     need_forwarder()
     from ripp_cluster._local import local_cluster
 
     os.environ["RIPP_HOME"] = str(tmp_path)  # the instances' local CA, read back below
     try:
-        with local_cluster(tmp_path, 3, serve_args=[*LEASE, *SNAPSHOT]) as cluster:
+        serve_args = [*LEASE, *SNAPSHOT, "--driver", driver]
+        with local_cluster(tmp_path, 3, serve_args=serve_args) as cluster:
             by_name = {i.name: i for i in cluster.instances}
 
             def kill(uri: str) -> None:
