@@ -1,7 +1,8 @@
 """Command-line entry point for ripp (the ``ripp`` console script).
 
 ``ripp demo`` runs a server and a client on loopback with real QUIC, TLS and audio codecs;
-``ripp serve`` and ``ripp call`` are the two halves on their own; ``ripp simulate`` runs
+``ripp serve`` and ``ripp call`` are the two halves on their own (``ripp cluster``, or
+``ripp serve --workers N``, runs many instances behind a forwarder); ``ripp simulate`` runs
 whole calls in virtual time over an in-memory network; ``ripp ladder`` draws a call from
 its log. All but ``simulate`` take
 ``--driver trio|asyncio``.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import _app, _ladder, _simulate
+from . import _app, _cluster, _ladder, _simulate
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -35,6 +36,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _ladder.add_arguments(ladder)
     _app.add_arguments(subcommands)
+    cluster = subcommands.add_parser(
+        "cluster",
+        help="a local cluster: Redis, an nginx UDP forwarder and K ripp serve instances",
+        description=_cluster.__doc__,
+    )
+    _cluster.add_arguments(cluster)
+    cluster.add_argument("--port", type=int, default=0, help="forwarder UDP port (0: any)")
+    cluster.add_argument("--json", action="store_true", help="print the URIs as one JSON line")
     return parser
 
 
@@ -45,4 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _simulate.run(args)
     if args.command == "ladder":
         return _ladder.run(args)
+    if args.command == "cluster":
+        return _cluster.run(args, port=args.port)
+    if args.command == "serve" and args.workers is not None:
+        return _cluster.run(args, port=args.port)
     return _app.run(args.command, args)

@@ -11,11 +11,14 @@ import contextlib
 import json
 import logging
 import math
+import os
+import signal
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -58,6 +61,8 @@ class CallFailed(Exception):
             hint = " (no RIPP server answered: is one running at that address and port?)"
         super().__init__(f"call failed: {ended.code} {ended.reason}{hint}")
         self.ended = ended
+
+
 CODECS = {"pcmu": Codec.PCMU, "pcma": Codec.PCMA, "opus": Codec.OPUS}
 TO, FROM = "<tel:+12125551234>", '"ripp" <tel:+14085551234>;tag=cli'
 
@@ -125,13 +130,38 @@ def add_arguments(subcommands: Any) -> None:
     serve.add_argument("--record", type=Path, metavar="DIR", help="record each call to DIR")
     serve.add_argument("--codec", choices=sorted(CODECS), default="pcmu")
     serve.add_argument("--frame-ms", type=float, default=20.0)
-    _ops.add_arguments(serve, metrics=True)
-    _auth_cli.add_serve_options(serve)
     serve.add_argument(
         "--instance-id",
         help="this instance's name in call URIs (default: random); load balancers route "
         "/ripp/instances/NAME/ to it (docs/deployment.md)",
     )
+    serve.add_argument(
+        "--authority",
+        metavar="HOST:PORT",
+        help="authority put in call URIs (default: the one each client used)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        nargs="?",
+        const=os.cpu_count() or 1,
+        metavar="N",
+        help="run N instances (default: one per core) behind an nginx UDP forwarder on "
+        "--port, sharing call state in --store (default: a Redis of their own)",
+    )
+    serve.add_argument(
+        "--instance-arg", action="append", default=[], metavar="ARG",
+        help="with --workers: pass ARG to every instance; repeatable",
+    )  # fmt: skip
+    serve.add_argument("--dir", type=Path, help="with --workers: where logs go")
+    serve.add_argument(
+        "--store",
+        metavar="redis://HOST:PORT",
+        help="share call state in this Redis (protocol 24): calls of dead instances "
+        "are claimed here when their clients re-establish them",
+    )
+    _ops.add_arguments(serve, metrics=True)
+    _auth_cli.add_serve_options(serve)
     serve.add_argument(
         "--http2-port",
         type=int,
@@ -262,7 +292,6 @@ def server_checks(args: argparse.Namespace) -> dict[str, Any]:
     """
     return _auth_cli.server_checks(args)
 
-
 async def serve_call(
     rt: Runtime,
     call: Any,
@@ -304,8 +333,40 @@ async def serve_call(
             s2c.streams_used = max(s2c.streams_used, stats.sender.streams_max_busy)
 
 
+def _redis_address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or not parts.hostname:
+        raise ValueError(f"--store wants redis://HOST:PORT, got {url!r}")
+    return parts.hostname, parts.port or 6379
+
+
 async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
-    """``ripp serve``: answer every call until interrupted."""
+    """``ripp serve``: answer every call until interrupted (with ``--store``, as one
+    instance of a cluster sharing call state in Redis)."""
+    if args.store is None:
+        return await _serve(rt, args, None)
+    from ripp_cluster import RedisCallStore
+
+    host, port = _redis_address(args.store)
+    async with RedisCallStore(host=host, port=port, connect_timeout=5.0) as store:
+        return await _serve(rt, args, store)
+
+
+async def _drain_on_sigterm(agent: Any, args: argparse.Namespace) -> None:
+    """SIGTERM (rolling upgrade): move every call to the other instances, drop the lease,
+    then stop as on Ctrl-C."""
+    import anyio
+
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            moved = await agent.drain()
+            await agent.release()
+            say(args, f"instance {agent.instance} drained: {moved} calls moved")
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+
+
+async def _serve(rt: Runtime, args: argparse.Namespace, store: Any) -> int:
     pki = _certs.ensure_local_pki(hostnames=("localhost", args.host))
     config = _certs.server_configuration(pki)
     with _certs.debugging(config, qlog_dir=args.qlog, keylog_file=args.keylog):
@@ -315,6 +376,8 @@ async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
             port=args.port,
             instance_id=args.instance_id,
             config=ripp_config(args),
+            authority=args.authority,
+            deferred_checks=store is not None,
             **server_checks(args),
         ) as server:
             say(
@@ -346,6 +409,14 @@ async def run_serve(rt: Runtime, args: argparse.Namespace) -> int:
 
             async with rt.tasks() as tasks:
                 _ops.attach(rt, tasks, server, args, "server", metrics=True)
+                if store is not None:
+                    from ripp_cluster import ClusterAgent
+
+                    agent = ClusterAgent(server, store, **server_checks(args))
+                    tasks.start_soon(agent.run)
+                    tasks.start_soon(_drain_on_sigterm, agent, args)
+                    await agent.ready.wait()
+                    say(args, f"instance {server.endpoint.instance_id} in store {args.store}")
                 if args.http2_port is not None:
                     await serve_http2(rt, args, pki, server, handle)
                 else:

@@ -49,6 +49,7 @@ from ._errors import (
     MethodNotAllowed,
     NoSuchCall,
     Overloaded,
+    OwnerAlive,
     RemoteProtocolError,
     RemoteStateError,
     RippError,
@@ -96,6 +97,17 @@ from ._router import (
 )
 from ._state import TRANSITIONS, CallState, Role
 from ._stats import CallStats, ReceiverStats, SenderStats
+from ._store import (
+    CallStore,
+    Claim,
+    ClaimOutcome,
+    MemoryCallStore,
+    ResumePoint,
+    StoredCall,
+    claim_target,
+    decide_claim,
+    resume_point,
+)
 from ._striping import required_streams, streams_for
 
 __all__ = [
@@ -126,10 +138,13 @@ __all__ = [
     "CallState",
     "CallStateChanged",
     "CallStats",
+    "CallStore",
     "CallTerminated",
     "CallTransport",
     "ChecksRequested",
     "ChecksTimedOut",
+    "Claim",
+    "ClaimOutcome",
     "Codec",
     "CodecImpairment",
     "ConnectionClosed",
@@ -155,6 +170,7 @@ __all__ = [
     "MediaGap",
     "MediaPlayout",
     "MediaReceived",
+    "MemoryCallStore",
     "Message",
     "MessageError",
     "MethodNotAllowed",
@@ -163,12 +179,14 @@ __all__ = [
     "NameAddr",
     "NoSuchCall",
     "Overloaded",
+    "OwnerAlive",
     "Pending",
     "ProtocolViolation",
     "ReceiverStats",
     "ReestablishMarker",
     "RemoteProtocolError",
     "RemoteStateError",
+    "ResumePoint",
     "Ringing",
     "RippClient",
     "RippConfig",
@@ -180,6 +198,7 @@ __all__ = [
     "SenderStats",
     "SignalFrame",
     "StateError",
+    "StoredCall",
     "Streams",
     "Terminate",
     "Termination",
@@ -189,6 +208,8 @@ __all__ = [
     "UnknownCall",
     "UnknownCodec",
     "UnsupportedMediaType",
+    "claim_target",
+    "decide_claim",
     "drain",
     "insecure_accept_any_bearer",
     "insecure_accept_any_identity",
@@ -199,5 +220,6 @@ __all__ = [
     "principal_of_token",
     "r_factor",
     "required_streams",
+    "resume_point",
     "streams_for",
 ]

@@ -573,6 +573,7 @@ class Call:
                 self._late_before += self.jitter.late
                 self.jitter = JitterBuffer(self.config)
         self.uri = uri
+        self._retry_at = None  # the attempt was answered
         self._phase_deadline = now + self.config.connect_timeout
         self._open_signaling(now)
         if self.machine.media_allowed:
@@ -680,6 +681,10 @@ class Call:
         marker = ReestablishMarker(call_uri=self.uri, state=self.state)
         if not self._transport.create_call(self, marker, now):
             self._retry_at = now + self.config.reestablish_attempt_interval
+        else:
+            # An attempt nobody answers (a dead instance among the calls URIs, whose
+            # handshake never completes) must not hold up the others: try the next URI.
+            self._retry_at = now + self.config.reestablish_attempt_timeout
 
     # ------------------------------------------------------------------ inbound data
     def on_data(self, channel: int, data: bytes, ended: bool, now: float) -> None:

@@ -177,6 +177,9 @@ class RippConfig:
     """A client gives up re-establishing a call after this long (408)."""
     reestablish_attempt_interval: float = attrs.field(default=0.5, validator=_positive)
     """Pause between re-establishment attempts against the failover URIs."""
+    reestablish_attempt_timeout: float = attrs.field(default=2.0, validator=_positive)
+    """A re-establishment attempt not answered by then is abandoned (its request reset)
+    and the next calls URI tried: one dead URI in the list must not stall the call."""
     full_poll_interval: float = attrs.field(default=0.05, validator=_positive)
     """Endpoints ask only recently touched connections for datagrams, and every
     connection at least this often (a safety net; aioquic's own timers drive the rest)."""
@@ -219,6 +222,23 @@ class RippConfig:
     """Requests one server holds while deferred authorization runs; more get 503."""
     check_timeout: float = attrs.field(default=5.0, validator=_positive)
     """A request whose deferred authorization has not completed by then gets 503."""
+
+    # --- shared call state (many instances as one service, protocol section 24) ----------
+    store_lease_ttl: float = attrs.field(default=3.0, validator=_positive)
+    """An instance's owner lease lasts this long unless renewed; a dead instance's calls
+    become claimable this long after its last renewal at the latest."""
+    store_renew_interval: float = attrs.field(default=1.0, validator=_positive)
+    """An instance renews its lease this often (well under ``store_lease_ttl``, so one
+    slow renewal does not cost it its calls)."""
+    store_snapshot_interval: float = attrs.field(default=1.0, validator=_positive)
+    """An owner writes each call's resume point (sequence numbers) this often."""
+    store_sequence_margin: int = attrs.field(default=1000, validator=_positive)
+    """A claimed call's sender skips this many sequence numbers past the last resume
+    point, so no frame the dead owner sent after it is re-used (1000 frames of 20 ms
+    is 20 s, far beyond ``store_snapshot_interval``)."""
+    store_handoff_wait: float = attrs.field(default=1.0, validator=_positive)
+    """An instance asked for a call moved to it through the store waits this long for
+    the handoff to appear there before it refuses the request."""
 
     def with_settings(self, settings: list[str]) -> RippConfig:
         """A copy with ``NAME=VALUE`` settings applied (as ``ripp serve --set`` takes them).

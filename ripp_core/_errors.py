@@ -190,6 +190,17 @@ class Overloaded(RemoteProtocolError):
     sip_code = 503
 
 
+class OwnerAlive(RemoteProtocolError):
+    """A re-establishment names a call of another instance that this one may not take
+    now: its owner still holds its lease, this instance holds none, or the call store is
+    unreachable (protocol 24.4). HTTP 503 with ``Retry-After``: the client tries again,
+    and the call becomes claimable when the owner's lease lapses."""
+
+    http_status = 503
+    stream_error = H3_REQUEST_REJECTED
+    sip_code = 503
+
+
 class ChecksTimedOut(RemoteProtocolError):
     """Authorization of a request could not be completed in time, or too many requests
     await it (HTTP 503 with ``Retry-After``)."""

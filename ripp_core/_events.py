@@ -43,6 +43,10 @@ class CallIncoming(Event):
     call is bound to it (no other principal can reach the call)."""
     identity_check: IdentityCheck = UNVERIFIED
     """What verifying the Identity header found (R14): verified or not, attestation, why."""
+    next_hop: bytes | None = None
+    """For a re-establishment this instance claimed from the call store (protocol 24):
+    the next-hop data the previous owner's application stored (possibly empty); None
+    when the call was not resumed from a store."""
 
 
 @attrs.frozen

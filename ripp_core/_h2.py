@@ -180,6 +180,7 @@ class _H2Binding(HttpEndpoint):
             connection = self._accept(peer, now)
             if connection is None:
                 return
+        connection.heard_at = now
         if connection.closed:
             return
         try:

@@ -180,6 +180,7 @@ class _QuicBinding(HttpEndpoint):
             return
         fresh = not connection.handshake_done and connection.quic._state.name == "FIRSTFLIGHT"
         connection.quic.receive_datagram(data, addr, now)
+        connection.heard_at = now
         self._touched.add(connection)
         if (
             fresh

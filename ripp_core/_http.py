@@ -80,6 +80,7 @@ from ._headers import (
     parse_reestablish,
 )
 from ._state import CallState, Role
+from ._store import StoredCall, resumed_sender, resumed_window
 
 logger = logging.getLogger("ripp.http")
 
@@ -120,6 +121,7 @@ class HttpConnection:
     calls: set[str] = attrs.Factory(set)
     closed: bool = False
     idle_since: float | None = None  # carrying no call since then (None: has calls)
+    heard_at: float = 0.0  # when the peer was last heard (or the connection opened)
 
 
 class StreamGone(Exception):
@@ -464,6 +466,9 @@ class _Parked:
     kind: StreamKind | None
     target: tuple[str, str] | None
     identity: str | None
+    # Cluster hook (issue 9): the store record a deferred check claimed for this
+    # re-establishment (complete_checks(resumed=...)); _create resumes media from it.
+    resumed: StoredCall | None = None
 
 
 def split_call_path(path: str, instances_path: str) -> tuple[str, str] | None:
@@ -546,13 +551,51 @@ class HttpServer(HttpEndpoint):
         assert isinstance(result, CallHandoff)
         return result
 
-    def import_call(self, handoff: CallHandoff, now: float, authority: str | None = None) -> str:
+    def import_call(
+        self,
+        handoff: CallHandoff,
+        now: float,
+        authority: str | None = None,
+        *,
+        call_id: str | None = None,
+        announce: bool = False,
+        next_hop: bytes = b"",
+    ) -> str:
         """Take over a call exported by another instance; returns its new call URI. The
-        call stays bound to the principal that created it."""
+        call stays bound to the principal that created it.
+
+        Cluster hook (issue 9, protocol 24.6): ``call_id`` takes the id the exporting
+        instance already put in its ``move`` (the handoff came through the call store);
+        ``announce`` emits :class:`CallIncoming` for the call (``reestablishes`` = its
+        previous URI, ``next_hop`` as given), as this instance's application has not
+        seen it."""
+        if call_id is not None and call_id in self._calls:
+            raise LocalProtocolError(f"call id {call_id!r} is in use")
         call = self._new_call(
-            handoff.request, handoff.state, now, authority, sender_state=handoff.sender
+            handoff.request,
+            handoff.state,
+            now,
+            authority,
+            sender_state=handoff.sender,
+            handle=call_id,
         )
         call.receiver.import_window(handoff.receiver)
+        if announce:
+            request = handoff.request
+            self._emit(
+                CallIncoming(
+                    call=call.handle,
+                    uri=call.uri or "",
+                    to=request.to,
+                    from_=request.from_,
+                    identity=request.identity,
+                    headers=request.headers,
+                    state=handoff.state,
+                    reestablishes=handoff.previous_uri,
+                    principal=request.principal or "",
+                    next_hop=next_hop,
+                )
+            )
         # Hold the call for the client to attach, as after a client-side move.
         call.await_attach(self.config.move_timeout, now)
         self._dirty[call.handle] = None
@@ -587,15 +630,20 @@ class HttpServer(HttpEndpoint):
         *,
         principal: str,
         identity: IdentityCheck | None = None,
+        resumed: StoredCall | None = None,
     ) -> None:
         """Deferred checks passed: go on with the request of ``ticket`` as ``principal``.
 
-        ``identity`` is the verification result of a call-creation request. A ticket that
-        has expired or whose stream is gone is ignored.
+        ``identity`` is the verification result of a call-creation request. ``resumed`` is
+        the call-store record this instance claimed for a re-establishment (protocol 24):
+        the new call continues its media from the record's resume point and
+        :class:`CallIncoming` carries its ``next_hop``. A ticket that has expired or
+        whose stream is gone is ignored.
         """
         parked = self._parking.pop(ticket)
         if parked is None:
             return
+        parked.resumed = resumed
         self._resume(parked, principal, identity or UNVERIFIED_CHECK, now)
         self._settle(now)
 
@@ -655,11 +703,11 @@ class HttpServer(HttpEndpoint):
         now: float,
         authority: str | None,
         sender_state: object = None,
+        handle: str | None = None,
     ) -> Call:
         if len(self._calls) >= self.config.max_calls:
             raise TooManyCalls(f"this instance holds {len(self._calls)} calls")
-        handle = self._call_id_source()
-        while handle in self._calls or not handle:
+        while handle is None or handle in self._calls or not handle:
             handle = self._call_id_source()
         call = Call(
             role=Role.SERVER,
@@ -938,7 +986,19 @@ class HttpServer(HttpEndpoint):
                 # A call URI of ours that we no longer (or never) had: nothing to resume.
                 raise UnknownCall(f"no call {bounded(marker.call_uri)!r} to re-establish")
         state = marker.state if marker is not None else CallState.CREATED
-        call = self._new_call(request, state, now, authority)
+        # Cluster hook (issue 9): a claimed store record of this principal's call.
+        resumed = parked.resumed if marker is not None else None
+        if resumed is not None and resumed.principal != principal:
+            resumed = None
+        call = self._new_call(
+            request,
+            state,
+            now,
+            authority,
+            sender_state=resumed_sender(resumed.resume, self.config) if resumed else None,
+        )
+        if resumed is not None:
+            call.receiver.import_window(resumed_window(resumed.resume))
         # The client must open the signaling request soon; a call nobody attaches to ends.
         call.await_attach(
             self.config.reattach_timeout if marker is not None else self.config.connect_timeout,
@@ -966,6 +1026,7 @@ class HttpServer(HttpEndpoint):
                 reestablishes=marker.call_uri if marker is not None else None,
                 principal=principal,
                 identity_check=check,
+                next_hop=resumed.next_hop if resumed is not None else None,
             )
         )
 
@@ -1152,7 +1213,11 @@ class HttpClient(HttpEndpoint):
             )
             uri = self.calls_uris[(attempt + offset) % len(self.calls_uris)]
         parts = urlsplit(uri)
-        connection = self._connection_for(parts.netloc, call, now)
+        # Re-establishment (issue 9): no attempt over a connection silent for
+        # media_timeout. Behind an L4 balancer such a connection may be pinned to the dead
+        # instance; a new handshake is what the balancer can route to a live one.
+        silent_before = now - self.config.media_timeout if marker is not None else None
+        connection = self._connection_for(parts.netloc, call, now, heard_since=silent_before)
         if connection is None:
             return False
         stream_id = self._open_stream(connection)
@@ -1246,15 +1311,27 @@ class HttpClient(HttpEndpoint):
         connection.streams[stream_id] = RequestStream(kind=kind, call=call, channel=channel)
         return channel
 
-    def _connection_for(self, authority: str, call: Call, now: float) -> HttpConnection | None:
+    def _connection_for(
+        self, authority: str, call: Call, now: float, heard_since: float | None = None
+    ) -> HttpConnection | None:
+        """A connection to ``authority`` for ``call``: the one it uses, one with room, or
+        a new one. With ``heard_since``, connections silent since then are passed over."""
         needed = 1 + self.config.min_media_streams
+
+        def usable(connection: HttpConnection) -> bool:
+            return (
+                not connection.closed
+                and connection.authority == authority
+                and (heard_since is None or connection.heard_at >= heard_since)
+            )
+
         for connection in self._connections:
-            if connection.closed or connection.authority != authority:
+            if not usable(connection):
                 continue
             if call.handle in connection.calls:
                 return connection
         for connection in self._connections:
-            if connection.closed or connection.authority != authority:
+            if not usable(connection):
                 continue
             if self._has_room(connection) and self._credit(connection) >= needed:
                 connection.calls.add(call.handle)
@@ -1273,6 +1350,7 @@ class HttpClient(HttpEndpoint):
         fresh = self._connect(authority, address, now)
         if fresh is None:
             return None
+        fresh.heard_at = now
         self._add_connection(fresh)
         self._touch(fresh)
         fresh.calls.add(call.handle)

@@ -310,6 +310,12 @@ class Server:
         """The UDP address the server listens on."""
         return self._driver.address
 
+    def run(self, action: Callable[[float], T]) -> T:
+        """Run ``action(now)`` against the sans-IO server in the driver's loop and send
+        what it queued: how a helper beside the server (ripp_cluster's agent, an
+        application answering deferred checks) drives :attr:`endpoint` directly."""
+        return self._driver.run(action)
+
     def observe(self, observer: Callable[[Event], None]) -> None:
         """Call ``observer`` with every event of this server (all calls), as it happens:
         the hook for metrics and structured logs. It runs in the driver's loop: keep it

@@ -24,8 +24,8 @@ from typing import Any
 from ._auth import UNVERIFIED, Authorizer, AuthRequest, IdentityCheck, IdentityVerifier
 from ._errors import ChecksTimedOut, RippError
 from ._events import ChecksRequested
-from ._http import HttpServer
 from ._headers import NameAddr, parse_name_addr
+from ._http import HttpServer
 
 logger = logging.getLogger("ripp.checks")
 

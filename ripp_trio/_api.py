@@ -59,13 +59,17 @@ async def open_server(
     config: RippConfig | None = None,
     authorizer: AnyAuthorizer,
     identity_verifier: AnyIdentityVerifier,
+    deferred_checks: bool = False,
 ) -> AsyncIterator[Server]:
     """Run a RIPP server on ``host:port`` (port 0: any free port) for the ``async with``.
 
     Either hook may be a coroutine function (one that fetches keys or certificates): the
     server then parks each request and runs the hooks in a task of its own.
     """
-    deferred = needs_deferred_checks(authorizer, identity_verifier)
+    # deferred_checks=True: the application answers ChecksRequested itself (the cluster
+    # agent does, to claim re-established calls); async hooks defer on their own.
+    deferred = deferred_checks or needs_deferred_checks(authorizer, identity_verifier)
+    run_hooks_here = deferred and not deferred_checks
     endpoint = RippServer(
         quic_configuration,
         instance_id=instance_id or secrets.token_hex(4),
@@ -77,7 +81,7 @@ async def open_server(
     )
     driver = Driver(endpoint, open_udp_socket(host, port))
     async with _running(driver), trio.open_nursery() as checks:
-        if deferred:
+        if run_hooks_here:
             driver.on_checks = lambda event: checks.start_soon(
                 run_checks, driver, endpoint, event, authorizer, identity_verifier, driver.now()
             )
