@@ -15,8 +15,10 @@ Trio and the asyncio driver alike.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import secrets
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -25,7 +27,6 @@ from anyio.abc import TaskGroup
 
 from ripp_core import (
     UNVERIFIED,
-    Authorizer,
     CallIncoming,
     CallMigrating,
     CallStateChanged,
@@ -35,7 +36,6 @@ from ripp_core import (
     ClaimOutcome,
     Event,
     IdentityCheck,
-    IdentityVerifier,
     MigrationPhase,
     OwnerAlive,
     RippError,
@@ -48,6 +48,7 @@ from ripp_core import (
 from ripp_core._headers import FROM, TO
 from ripp_core._store import decode_handoff, encode_handoff, split_call_path
 from ripp_core.aio import Server
+from ripp_core.aio_checks import AnyAuthorizer, AnyIdentityVerifier
 
 logger = logging.getLogger("ripp.cluster")
 
@@ -70,8 +71,8 @@ class ClusterAgent:
         server: Server,
         store: CallStore,
         *,
-        authorizer: Authorizer,
-        identity_verifier: IdentityVerifier,
+        authorizer: AnyAuthorizer,
+        identity_verifier: AnyIdentityVerifier,
     ) -> None:
         self.server = server
         self.store = store
@@ -286,13 +287,16 @@ class ClusterAgent:
         run = self.server.run
         request = event.request
         try:
-            principal = run(lambda now: self._authorizer(request, now))
+            # The hooks may be async (ripp serve's token and PASSporT checks fetch keys and
+            # certificates): await what they return when it is awaitable.
+            checked_at = run(lambda now: now)
+            principal = await _resolved(self._authorizer(request, checked_at))
             identity: IdentityCheck = UNVERIFIED
             headers = dict(request.headers)
             if event.identity is not None:
                 to, from_ = parse_name_addr(headers[TO]), parse_name_addr(headers[FROM])
-                identity = run(
-                    lambda now: self._identity_verifier(event.identity or "", to, from_, now)
+                identity = await _resolved(
+                    self._identity_verifier(event.identity or "", to, from_, checked_at)
                 )
             if request.call is None and self.draining:
                 # New calls and re-establishments go to instances that stay.
@@ -332,3 +336,10 @@ class ClusterAgent:
                 event.ticket, now, principal=principal, identity=identity, resumed=resumed
             )
         )
+
+
+async def _resolved(value: Any) -> Any:
+    """``value``, awaited first if a hook returned an awaitable (an async hook)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value

@@ -40,6 +40,9 @@ from .test_cluster import need_redis
 REPO = Path(__file__).resolve().parent.parent
 # Short leases so the test is quick: a dead instance's calls are claimable 1.5 s after
 # its last renewal at the latest.
+# Fail-over is under test, not token or PASSporT checks (tests/test_auth*.py): the
+# instances take any token (each its own principal, the same on every instance).
+INSECURE = ["--insecure-accept-any-token", "--insecure-accept-any-identity"]
 LEASE = ["--set", "store_lease_ttl=1.5", "--set", "store_renew_interval=0.4"]
 SNAPSHOT = ["--set", "store_snapshot_interval=0.3"]
 #: The documented bound on the media gap of a fail-over with these settings: detection
@@ -72,7 +75,7 @@ def instance(
     log = (home / f"{name}.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "ripp_cli", "serve", "--port", "0", "--instance-id", name,
-         "--store", f"redis://127.0.0.1:{redis_port}", *LEASE, *SNAPSHOT],
+         "--store", f"redis://127.0.0.1:{redis_port}", *LEASE, *SNAPSHOT, *INSECURE],
         cwd=REPO, env=_env(home), stdout=subprocess.PIPE, stderr=log, text=True,
     )  # fmt: skip
     try:
@@ -203,7 +206,7 @@ def test_sigkill_behind_the_forwarder(tmp_path: Path, driver: str) -> None:
 
     os.environ["RIPP_HOME"] = str(tmp_path)  # the instances' local CA, read back below
     try:
-        serve_args = [*LEASE, *SNAPSHOT, "--driver", driver]
+        serve_args = [*LEASE, *SNAPSHOT, *INSECURE, "--driver", driver]
         with local_cluster(tmp_path, 3, serve_args=serve_args) as cluster:
             by_name = {i.name: i for i in cluster.instances}
 
@@ -260,7 +263,7 @@ def test_rolling_upgrade_loses_no_frames(tmp_path: Path) -> None:
 
     os.environ["RIPP_HOME"] = str(tmp_path)
     try:
-        with local_cluster(tmp_path, 3) as cluster:
+        with local_cluster(tmp_path, 3, serve_args=INSECURE) as cluster:
             report = trio.run(rolling_upgrade, cluster, Path(_ca(tmp_path)))
     finally:
         del os.environ["RIPP_HOME"]
