@@ -103,7 +103,9 @@ class TokenAuthorizer:
         wall = self._clock()
         kid = token_key_id(request.token)
         self.cache.lookup(kid, wall)  # an unknown kid marks the key set stale
-        if self.cache.wants_refresh(wall):
+        if self.cache.wants_refresh(wall) or self._lock.locked():
+            # Also when another request's fetch is in flight: wait for its keys rather
+            # than refuse this request while the first fetch of the key set runs.
             await self._refresh()
         if self.cache.state is JwksState.EMPTY:
             raise KeySetUnavailable(f"the key set at {self.source.location} is unavailable")

@@ -9,11 +9,6 @@ and a new instance takes its port). What it reports:
 * ``max_gap_ms``: the largest interval between two frames arriving at the client, and
   ``added_delay_ms`` that minus the frame interval (what a move costs a listener);
 * ``moves``: how many times the calls changed instance.
-
-The servers echo, so server -> client frames exist only while a server's application
-holds the call; ``echo_missing`` counts client frames never echoed (an application-level
-figure: a frame that reached the old instance after its ``move`` was acknowledged there
-and not echoed by anyone). Used by ``ripp cluster --rolling-upgrade`` and the tests.
 """
 
 from __future__ import annotations
@@ -26,7 +21,7 @@ import trio
 
 from ripp_cli import _certs
 from ripp_cli._app import _resolve
-from ripp_cli._passport import make_identity
+from ripp_cli.local import local_caller
 from ripp_core import CallState, Codec, MediaFrame, RippConfig
 from ripp_trio import open_client
 
@@ -36,9 +31,29 @@ FRAME = 0.02
 
 
 async def rolling_upgrade(
-    cluster: LocalCluster, ca: Path, *, calls: int = 3, settle: float = 1.0
+    cluster: LocalCluster,
+    ca: Path,
+    *,
+    calls: int = 3,
+    settle: float = 1.0,
+    token: str | None = None,
 ) -> dict[str, Any]:
-    """Run ``calls`` echoed calls through the cluster while replacing every instance."""
+    """Run ``calls`` echoed calls through the cluster while replacing every instance.
+    ``token``: the bearer token to use (default: one of the local issuer, whose STI
+    certificate also signs the PASSporTs, so that an authenticating cluster takes the
+    calls)."""
+    with local_caller() as caller:
+        return await _exercise(cluster, ca, calls, settle, token or caller.token, caller.identity)
+
+
+async def _exercise(
+    cluster: LocalCluster,
+    ca: Path,
+    calls: int,
+    settle: float,
+    token: str,
+    identity: Any,
+) -> dict[str, Any]:
     config = _certs.client_configuration_from_ca(ca, "localhost")
     to, from_ = "<tel:+12125551234>", "<tel:+14085551234>"
     arrivals: list[list[tuple[float, int]]] = [[] for _ in range(calls)]
@@ -47,14 +62,14 @@ async def rolling_upgrade(
     async with open_client(
         config,
         calls_uris=[cluster.calls_uri],
-        token="upgrade",
+        token=token,
         resolver=_resolve,
         # Frames as they arrive: a jitter buffer would skip late ones, and a hole must
         # mean a frame the network path lost, not one played out too late.
         config=RippConfig(jitter_buffer=False),
     ) as client:
         placed = [
-            await client.place_call(to=to, from_=from_, identity=make_identity(to, from_))
+            await client.place_call(to=to, from_=from_, identity=identity(to, from_))
             for _ in range(calls)
         ]
         with trio.fail_after(15):
@@ -85,6 +100,7 @@ async def rolling_upgrade(
                 nursery.start_soon(collect, index)
             nursery.start_soon(stream, upgraded)
             await trio.sleep(settle)
+            split = [len(rows) for rows in arrivals]  # the upgrade phase starts here
             for index in range(len(cluster.instances)):
                 # Blocking process management: run it beside the event loop.
                 await trio.to_thread.run_sync(cluster.replace, index)
@@ -100,8 +116,9 @@ async def rolling_upgrade(
             nursery.cancel_scope.cancel()
     holes = 0
     max_gap = 0.0
-    echoed = 0
-    for rows in arrivals:
+    echoed = sum(len({seq for _, seq in rows[: split[i]]}) for i, rows in enumerate(arrivals))
+    for index, all_rows in enumerate(arrivals):
+        rows = all_rows[split[index] :]
         sequences = sorted({seq for _, seq in rows})
         echoed += len(sequences)
         if sequences:
