@@ -20,13 +20,13 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from ripp_core import (
+    H2_ALPN,
     ChecksRequested,
     EventRouter,
     RippConfig,
     RippH2Client,
     RippH2Server,
 )
-from ripp_core._alpn import H2_ALPN, client_ssl_context, server_ssl_context
 from ripp_core._h2 import StreamKey
 from ripp_core.aio import Client, Server
 from ripp_core.aio_checks import (
@@ -35,6 +35,8 @@ from ripp_core.aio_checks import (
     needs_deferred_checks,
     run_checks,
 )
+
+from ._tls import client_ssl_context, server_ssl_context
 
 logger = logging.getLogger("ripp.asyncio.tcp")
 

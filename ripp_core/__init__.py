@@ -81,7 +81,7 @@ from ._events import (
     Termination,
 )
 from ._frames import AckFrame, FrameDecoder, FrameType, MediaFrame, SignalFrame
-from ._h2 import RippH2Client, RippH2Server
+from ._h2 import H2_ALPN, RippH2Client, RippH2Server
 from ._h3 import RippClient, RippServer
 from ._headers import NameAddr, ReestablishMarker, parse_name_addr
 from ._messages import Answer, Message, Move, Pending, Ringing, Streams, Terminate
@@ -113,6 +113,7 @@ from ._striping import required_streams, streams_for
 __all__ = [
     "ALLOWED_DURATION_UNITS",
     "CODEC_IMPAIRMENT",
+    "H2_ALPN",
     "MEDIA_CLOCK_RATE",
     "TRANSITIONS",
     "UNVERIFIED",

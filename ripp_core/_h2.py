@@ -53,6 +53,9 @@ from ._errors import (
 from ._headers import Headers
 from ._http import Address, HttpClient, HttpConnection, HttpEndpoint, HttpServer
 
+#: The one application protocol RIPP over HTTP/2 negotiates (TLS ALPN, protocol 20.2).
+H2_ALPN = "h2"
+
 logger = logging.getLogger("ripp.h2")
 
 #: A connection's name in the byte-stream contract (see the module docstring).

@@ -20,6 +20,7 @@ FORBIDDEN_MODULES = {
     "time",
     "concurrent",
     "signal",
+    "ssl",
 }
 FORBIDDEN_CALLS = {"now", "utcnow", "today", "sleep", "monotonic", "perf_counter", "urandom"}
 SIP = CORE.parent / "ripp_sip"

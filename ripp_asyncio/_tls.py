@@ -1,16 +1,15 @@
-"""TLS contexts for the HTTP/2 binding: TLS 1.3 with ALPN ``h2`` (protocol 20.2).
+"""TLS contexts for RIPP over HTTP/2: TLS 1.3 with ALPN ``h2`` (protocol 20.2).
 
-The HTTP/2 endpoints speak plain HTTP/2 bytes; the drivers wrap them in TLS with these
-contexts (or not at all, for h2c behind a load balancer). Building a context is
-configuration: the certificate files are read when the caller asks, never by the core.
+The sans-IO HTTP/2 endpoints speak plain HTTP/2 bytes; the driver wraps them in TLS with
+these contexts (or not at all, for h2c behind a load balancer). Building a context reads
+the certificate files, so it lives in the driver, not in ``ripp_core``.
 """
 
 from __future__ import annotations
 
 import ssl
 
-#: The one application protocol RIPP over HTTP/2 negotiates.
-H2_ALPN = "h2"
+from ripp_core import H2_ALPN
 
 
 def server_ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
