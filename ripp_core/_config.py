@@ -208,6 +208,19 @@ class RippConfig:
     whose signaling request has not arrived by then."""
 
     # --- admission and authorization (server) ----------------------------------------
+    junk_window: float = attrs.field(default=1.0, validator=_positive)
+    """The window in which a server counts Initials that failed to decrypt (for
+    ``retry_threshold``)."""
+    abandoned_streams_remembered: int = attrs.field(default=256, validator=_positive)
+    """Request streams per connection a server remembers as answered-and-abandoned, so
+    that what still arrives on them is discarded; older ones are forgotten."""
+    max_echo_chars: int = attrs.field(default=64, validator=_positive)
+    """Longest piece of peer input quoted in a ``Ripp-Reason`` value or a log line."""
+    log_burst: int = attrs.field(default=10, validator=_positive)
+    """Log lines of one kind a peer can trigger per ``log_interval``; the rest are
+    counted and reported with the next line that passes."""
+    log_interval: float = attrs.field(default=10.0, validator=_positive)
+    """The window of ``log_burst``."""
     admission_max_lag: float = attrs.field(default=0.1, validator=_positive)
     """Event-loop lag (the moving average, gain 1/8, of how late timers run) above which
     a server refuses new calls with 503 for ``admission_hold``."""

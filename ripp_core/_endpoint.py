@@ -26,15 +26,14 @@ from ._stats import CallStats
 
 logger = logging.getLogger("ripp.endpoint")
 
+
 #: Longest piece of peer input echoed into a Ripp-Reason value or a log line.
-ECHO_LIMIT = 64
-
-
-def bounded(text: str) -> str:
-    """Peer input as it may appear in a reason or log line: at most ``ECHO_LIMIT``
-    characters, control characters replaced (never echo unbounded input)."""
-    cleaned = "".join(c if c.isprintable() else "?" for c in text[: ECHO_LIMIT + 1])
-    return cleaned if len(cleaned) <= ECHO_LIMIT else cleaned[: ECHO_LIMIT - 3] + "..."
+def bounded(text: str, limit: int) -> str:
+    """Peer input as it may appear in a reason or log line: at most ``limit`` characters
+    (``RippConfig.max_echo_chars``), control characters replaced (never echo unbounded
+    input)."""
+    cleaned = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
+    return cleaned if len(cleaned) <= limit else cleaned[: max(0, limit - 3)] + "..."
 
 
 class EndpointCore:
@@ -52,7 +51,11 @@ class EndpointCore:
         # and the order calls are re-armed in must not, or runs stop being reproducible.
         self._dirty: dict[str, None] = {}
         self._log_clock = 0.0  # the latest ``now`` seen: the log limiter's clock
-        self._log = LogLimiter(log)
+        self._log = LogLimiter(log, burst=config.log_burst, interval=config.log_interval)
+
+    def _bounded(self, text: str) -> str:
+        """Peer input as it may be quoted in a reason or log line (``max_echo_chars``)."""
+        return bounded(text, self.config.max_echo_chars)
 
     # ---------------------------------------------------------------- events
     def next_event(self) -> Event | None:
@@ -69,8 +72,13 @@ class EndpointCore:
     def _violation(
         self, call: str | None, exc: RippError, status: int | None, stream_error: int | None
     ) -> None:
-        self._limited(self._log_clock, "[%s] %s: %s", call or "-", type(exc).__name__,
-                      bounded(exc.message))
+        self._limited(
+            self._log_clock,
+            "[%s] %s: %s",
+            call or "-",
+            type(exc).__name__,
+            self._bounded(exc.message),
+        )
         self._events.append(
             ProtocolViolation(call, type(exc).__name__, exc.message, status, stream_error)
         )

@@ -81,9 +81,12 @@ class _GuardedH3Connection(H3Connection):
     It overrides two of aioquic's internal methods (aioquic is pinned for that reason).
     """
 
-    def __init__(self, quic: QuicConnection, *, max_header_frame: int) -> None:
+    def __init__(
+        self, quic: QuicConnection, *, max_header_frame: int, abandoned_memory: int
+    ) -> None:
         super().__init__(quic)
         self._max_header_frame = max_header_frame
+        self._abandoned_memory = abandoned_memory
         # Abandoned request streams, oldest first; bounded so a peer cannot grow it.
         self._abandoned: dict[int, None] = {}
 
@@ -115,26 +118,24 @@ class _GuardedH3Connection(H3Connection):
     def _abandon(self, stream: H3Stream, reason: str) -> MalformedRequest:
         stream.buffer = b""
         stream.frame_type = stream.frame_size = None
-        self._abandoned[stream.stream_id] = None
-        while len(self._abandoned) > _ABANDONED_MEMORY:
-            del self._abandoned[next(iter(self._abandoned))]
+        self._remember_abandoned(stream.stream_id)
         return MalformedRequest(stream.stream_id, reason)
 
     def abandon(self, stream_id: int) -> None:
         """Discard whatever more arrives on a request stream we have answered and will not
         read, and drop its HTTP/3 state."""
-        self._abandoned[stream_id] = None
-        while len(self._abandoned) > _ABANDONED_MEMORY:
-            del self._abandoned[next(iter(self._abandoned))]
+        self._remember_abandoned(stream_id)
         self._stream.pop(stream_id, None)
+
+    def _remember_abandoned(self, stream_id: int) -> None:
+        # Oldest first, bounded, so that a peer cannot grow it.
+        self._abandoned[stream_id] = None
+        while len(self._abandoned) > self._abandoned_memory:
+            del self._abandoned[next(iter(self._abandoned))]
 
     def buffered(self) -> int:
         """Bytes of HTTP/3 frames received and not yet complete, over all streams."""
         return sum(len(stream.buffer) for stream in self._stream.values())
-
-
-#: Abandoned stream IDs remembered per connection (their late data is discarded).
-_ABANDONED_MEMORY = 256
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -439,11 +440,15 @@ class RippServer(_QuicBinding, HttpServer):
         self._settle(now)
 
     def _on_junk_initial(self, now: float) -> None:
-        # Undecryptable Initials in the current one-second window: a flood of them makes
-        # every new Initial cost a cheap Retry instead of a full connection set-up.
-        if now - self._junk_window_start >= 1.0:
+        # Undecryptable Initials in the current window: a flood of them makes every new
+        # Initial cost a cheap Retry instead of a full connection set-up.
+        self._junk_in_window = self._junk_count(now) + 1
+
+    def _junk_count(self, now: float) -> int:
+        """Undecryptable Initials seen in the current ``junk_window``."""
+        if now - self._junk_window_start >= self.config.junk_window:
             self._junk_window_start, self._junk_in_window = now, 0
-        self._junk_in_window += 1
+        return self._junk_in_window
 
     def _discard_stream(self, connection: HttpConnection, stream_id: int) -> None:
         assert isinstance(connection, _Connection)
@@ -512,9 +517,7 @@ class RippServer(_QuicBinding, HttpServer):
         version: int = header.version  # type: ignore[attr-defined]
         original_dcid, retry_scid = dcid, None
         handshaking = sum(1 for c in self._quic_connections() if not c.handshake_done)
-        if now - self._junk_window_start >= 1.0:
-            self._junk_window_start, self._junk_in_window = now, 0
-        suspicious = handshaking + self._junk_in_window
+        suspicious = handshaking + self._junk_count(now)
         if token:
             try:
                 original_dcid = self._retry.validate_token(
@@ -556,7 +559,11 @@ class RippServer(_QuicBinding, HttpServer):
         _raise_stream_limit(quic, self.config.max_streams_per_connection)
         connection = _Connection(
             quic=quic,
-            h3=_GuardedH3Connection(quic, max_header_frame=self.config.max_header_bytes),
+            h3=_GuardedH3Connection(
+                quic,
+                max_header_frame=self.config.max_header_bytes,
+                abandoned_memory=self.config.abandoned_streams_remembered,
+            ),
             peer=addr,
             handshake_deadline=now + self.config.handshake_timeout,
             idle_since=now,

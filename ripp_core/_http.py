@@ -29,7 +29,7 @@ from ._auth import UNVERIFIED as UNVERIFIED_CHECK
 from ._auth import Authorizer, AuthRequest, IdentityCheck, IdentityVerifier
 from ._call import Call, CallHandoff, CallRequest
 from ._config import RippConfig
-from ._endpoint import Admission, EndpointCore, Parking, bounded
+from ._endpoint import Admission, EndpointCore, Parking
 from ._errors import (
     H3_EXCESSIVE_LOAD,
     H3_MESSAGE_ERROR,
@@ -788,7 +788,7 @@ class HttpServer(HttpEndpoint):
     def _refuse(
         self, connection: HttpConnection, stream_id: int, exc: RippError, call: str | None
     ) -> None:
-        headers = [(RIPP_REASON, f"{exc.sip_code} {bounded(exc.message)}")]
+        headers = [(RIPP_REASON, f"{exc.sip_code} {self._bounded(exc.message)}")]
         if exc.http_status == 401:
             headers.append((WWW_AUTHENTICATE, exc.challenge or 'Bearer realm="ripp"'))
         if exc.http_status == 403 and exc.challenge:
@@ -838,7 +838,7 @@ class HttpServer(HttpEndpoint):
         headers = header_dict(raw)
         method = headers.get(":method", "")
         if method != "POST":
-            raise MethodNotAllowed(f"method {bounded(method)!r} is not POST")
+            raise MethodNotAllowed(f"method {self._bounded(method)!r} is not POST")
         path = headers.get(":path", "")
         # :authority, or Host from an intermediary that sends that instead (RFC 9113 8.3.1).
         authority = headers.get(":authority") or headers.get("host", "")
@@ -847,7 +847,7 @@ class HttpServer(HttpEndpoint):
         kind: StreamKind | None = None
         if target is None:
             if path != self.config.calls_path:
-                raise UnknownCall(f"no resource at {bounded(path)!r}")
+                raise UnknownCall(f"no resource at {self._bounded(path)!r}")
             create = self._check_creation(headers)
             if len(self._calls) >= self.config.max_calls:
                 raise TooManyCalls(f"this instance holds {len(self._calls)} calls")
@@ -857,7 +857,7 @@ class HttpServer(HttpEndpoint):
             content_type = headers.get(CONTENT_TYPE, "").split(";")[0].strip()
             if content_type not in (SIGNALING_CONTENT_TYPE, MEDIA_CONTENT_TYPE):
                 raise UnsupportedMediaType(
-                    f"content-type {bounded(content_type)!r} is not a RIPP body"
+                    f"content-type {self._bounded(content_type)!r} is not a RIPP body"
                 )
             kind = (
                 StreamKind.SIGNALING
@@ -888,7 +888,7 @@ class HttpServer(HttpEndpoint):
     def _check_creation(self, headers: dict[str, str]) -> _Creation:
         version = headers.get(RIPP_VERSION)
         if version != PROTOCOL_VERSION:
-            raise BadRequest(f"unsupported ripp-version {bounded(version or '')!r}")
+            raise BadRequest(f"unsupported ripp-version {self._bounded(version or '')!r}")
         if TO not in headers or FROM not in headers:
             raise BadRequest("call request needs To and From")
         to = parse_name_addr(headers[TO])
@@ -975,7 +975,7 @@ class HttpServer(HttpEndpoint):
             if existing is not None:
                 if existing.request.principal != principal:
                     # Someone else's call: refuse exactly as if it did not exist.
-                    raise UnknownCall(f"no call {bounded(marker.call_uri)!r}")
+                    raise UnknownCall(f"no call {self._bounded(marker.call_uri)!r}")
                 # Our own call came back (R10): detach whatever is left of the old path.
                 existing.detach("re-established by the client", now)
                 self._dirty[existing.handle] = None
@@ -984,7 +984,7 @@ class HttpServer(HttpEndpoint):
                 return
             if self._names_this_instance(marker):
                 # A call URI of ours that we no longer (or never) had: nothing to resume.
-                raise UnknownCall(f"no call {bounded(marker.call_uri)!r} to re-establish")
+                raise UnknownCall(f"no call {self._bounded(marker.call_uri)!r} to re-establish")
         state = marker.state if marker is not None else CallState.CREATED
         # Cluster hook (issue 9): a claimed store record of this principal's call.
         resumed = parked.resumed if marker is not None else None
@@ -1010,9 +1010,9 @@ class HttpServer(HttpEndpoint):
         logger.info(
             "[%s] created (to %s, from %s)%s",
             call.uri,
-            bounded(create.to.uri),
-            bounded(create.from_.uri),
-            f", re-establishing {bounded(marker.call_uri)}" if marker else "",
+            self._bounded(create.to.uri),
+            self._bounded(create.from_.uri),
+            f", re-establishing {self._bounded(marker.call_uri)}" if marker else "",
         )
         self._emit(
             CallIncoming(
@@ -1054,7 +1054,7 @@ class HttpServer(HttpEndpoint):
             or call.phase is MigrationPhase.MOVED_AWAY
         ):
             # Unknown, ended and forgotten, moved, or someone else's: all look alike.
-            raise UnknownCall(f"no call {bounded(handle)!r} on this instance")
+            raise UnknownCall(f"no call {self._bounded(handle)!r} on this instance")
         kind = parked.kind
         content_type = (
             SIGNALING_CONTENT_TYPE if kind is StreamKind.SIGNALING else MEDIA_CONTENT_TYPE

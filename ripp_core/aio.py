@@ -303,7 +303,9 @@ class Server:
     def __init__(self, driver: DriverLike, server: HttpServer) -> None:
         self._driver = driver
         self.endpoint = server
-        self._log = LogLimiter(logger)
+        self._log = LogLimiter(
+            logger, burst=server.config.log_burst, interval=server.config.log_interval
+        )
 
     @property
     def address(self) -> tuple[str, int]:
