@@ -52,6 +52,36 @@ HOP_BY_HOP = frozenset(
 )
 
 
+#: Fields a call request's extra headers may not name: the binding sets these itself, and
+#: a second copy would let an application's header contradict (or smuggle) them.
+RESERVED_REQUEST_FIELDS = HOP_BY_HOP | {TO, FROM, IDENTITY, RIPP_REESTABLISH}
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
+# RFC 9110 5.5: visible characters, spaces and tabs inside, obs-text allowed; no CR, LF,
+# NUL or other control characters anywhere, no leading or trailing whitespace.
+_VCHAR = "[\\x21-\\x7e\\x80-\\U0010ffff]"
+_FIELD_VALUE = re.compile(f"(?:{_VCHAR}(?:[\\t\\x20-\\x7e\\x80-\\U0010ffff]*{_VCHAR})?)?")
+
+
+def check_extra_fields(headers: tuple[tuple[str, str], ...]) -> None:
+    """Refuse extra header fields of a call request that HTTP (RFC 9110 5.1, 5.5) or RIPP
+    would not accept: a name that is not a lower-case token, a reserved name
+    (:data:`RESERVED_REQUEST_FIELDS`), a value with a control character or with leading or
+    trailing whitespace (which aioquic answers by closing the whole connection).
+
+    Raises :class:`BadRequest`; :meth:`HttpClient.place_call` raises it as LocalBadRequest.
+    """
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name):
+            raise BadRequest(f"header name {name[:32]!r} is not a lower-case token")
+        if name in RESERVED_REQUEST_FIELDS:
+            raise BadRequest(f"header {name!r} is set by RIPP itself")
+        if not _FIELD_VALUE.fullmatch(value):
+            raise BadRequest(
+                f"header {name!r} has a control character or leading/trailing whitespace"
+            )
+
+
 @attrs.frozen
 class NameAddr:
     """A SIP name-addr or addr-spec: optional display name, URI, header parameters."""

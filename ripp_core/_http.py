@@ -74,6 +74,7 @@ from ._headers import (
     NameAddr,
     ReestablishMarker,
     bearer_token,
+    check_extra_fields,
     check_identity_syntax,
     header_dict,
     parse_name_addr,
@@ -1137,13 +1138,15 @@ class HttpClient(HttpEndpoint):
         try:
             check_identity_syntax(identity)
             to_addr, from_addr = parse_name_addr(to), parse_name_addr(from_)
+            extra = tuple((k.lower(), v) for k, v in headers)
+            check_extra_fields(extra)
         except RemoteProtocolError as exc:  # the checks refuse a peer's request; here it's ours
             raise local_counterpart(exc) from exc
         request = CallRequest(
             to=to_addr,
             from_=from_addr,
             identity=identity,
-            headers=tuple((k.lower(), v) for k, v in headers),
+            headers=extra,
         )
         self._call_counter += 1
         handle = f"c{self._call_counter}"

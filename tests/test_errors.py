@@ -121,6 +121,18 @@ def test_bad_arguments_raise_the_documented_local_errors(name: str) -> None:
                     )
                 with pytest.raises(LocalBadRequest):
                     await client.place_call(to=TO, from_="<<", identity=dev_identity(TO, FROM))
+                good = dev_identity(TO, FROM)
+                for extra in (
+                    [("x-note", "ends in a space ")],  # aioquic would close the connection
+                    [("x-note", "line\r\nbreak")],
+                    [("x-note", "nul\x00")],
+                    [("bad name", "v")],
+                    [("to", "<sip:mallory@example.com>")],  # RIPP sets To itself
+                    [("authorization", "Bearer stolen")],
+                    [(":path", "/elsewhere")],
+                ):
+                    with pytest.raises(LocalBadRequest):
+                        await client.place_call(to=TO, from_=FROM, identity=good, headers=extra)
                 call = await client.place_call(to=TO, from_=FROM, identity=dev_identity(TO, FROM))
                 await call.wait_state(CallState.PENDING)
                 for send in (call.send_audio, call.play):
