@@ -208,6 +208,28 @@ def parse_reestablish(value: str) -> ReestablishMarker:
     return ReestablishMarker(call_uri=addr.uri, state=state)
 
 
+#: Fields a request carries at most once. Two copies are ambiguous (an intermediary may
+#: check one and the server use the other), so a request repeating one is malformed.
+SINGLE_REQUEST_FIELDS = frozenset(
+    name.encode()
+    for name in (
+        ":method", ":scheme", ":authority", ":path", "host", AUTHORIZATION, CONTENT_TYPE,
+        RIPP_VERSION, TO, FROM, IDENTITY, RIPP_REESTABLISH,
+    )
+)  # fmt: skip
+
+
+def check_single_fields(headers: Headers) -> None:
+    """Refuse a request that repeats a field of :data:`SINGLE_REQUEST_FIELDS` (BadRequest)."""
+    seen: set[bytes] = set()
+    for name, _ in headers:
+        key = name.lower()
+        if key in SINGLE_REQUEST_FIELDS:
+            if key in seen:
+                raise BadRequest(f"header field {key.decode()!r} repeated")
+            seen.add(key)
+
+
 def header_dict(headers: Headers) -> dict[str, str]:
     """Decode HTTP header pairs into a dict (later duplicates win; names lower-cased)."""
     result: dict[str, str] = {}

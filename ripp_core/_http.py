@@ -76,6 +76,7 @@ from ._headers import (
     bearer_token,
     check_extra_fields,
     check_identity_syntax,
+    check_single_fields,
     header_dict,
     parse_name_addr,
     parse_reestablish,
@@ -836,6 +837,7 @@ class HttpServer(HttpEndpoint):
         size = sum(len(n) + len(v) for n, v in raw)
         if size > self.config.max_header_bytes:
             raise BadRequest(f"request header fields of {size} bytes")
+        check_single_fields(raw)
         headers = header_dict(raw)
         method = headers.get(":method", "")
         if method != "POST":

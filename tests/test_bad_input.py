@@ -447,6 +447,23 @@ def test_malformed_creation_is_400(overrides: dict[str, str | None]) -> None:
     bystander.assert_intact()
 
 
+@pytest.mark.parametrize("name", ["to", "from", "identity", "authorization", "ripp-version"])
+def test_repeated_single_field_is_400(name: str) -> None:
+    """Two copies of a field a request carries once are ambiguous (an intermediary may
+    check one while the server uses the other): malformed, whichever copy is valid."""
+    bystander = Bystander()
+    raw = RawH3Client(bystander.trunk)
+    headers = list(creation_headers())
+    first = next(value for key, value in headers if key == name)
+    response = raw.exchange([*headers, (name, first)])
+    assert_refused(response, 400)
+    violation = only_violation(bystander)
+    assert (violation.error, violation.status) == ("BadRequest", 400)
+    assert "repeated" in violation.message
+    assert set(bystander.trunk.rserver().calls) == {bystander.server_handle}
+    bystander.assert_intact()
+
+
 def test_wrong_content_type_is_415() -> None:
     bystander = Bystander()
     raw = RawH3Client(bystander.trunk)
