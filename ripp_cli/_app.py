@@ -183,6 +183,17 @@ def add_arguments(subcommands: Any) -> None:
     call.add_argument("--from", dest="from_", default=FROM)
     call.add_argument("--ca", type=Path, help="CA certificate (default: the local ripp CA)")
     call.add_argument(
+        "--http2",
+        action="store_true",
+        help="call over HTTP/2 with TLS (ALPN h2) instead of HTTP/3: for a server behind an "
+        "L7 load balancer (docs/deployment.md)",
+    )
+    call.add_argument(
+        "--http2-cleartext",
+        action="store_true",
+        help="with --http2: h2c, no TLS; only to a balancer on a trusted network",
+    )
+    call.add_argument(
         "--connect-timeout",
         type=float,
         default=None,
@@ -291,6 +302,7 @@ def server_checks(args: argparse.Namespace) -> dict[str, Any]:
     anything takes ``--insecure-accept-any-token`` / ``--insecure-accept-any-identity``.
     """
     return _auth_cli.server_checks(args)
+
 
 async def serve_call(
     rt: Runtime,
@@ -565,17 +577,40 @@ async def run_call(rt: Runtime, args: argparse.Namespace) -> int:
     else:
         config = _certs.client_configuration(_certs.ensure_local_pki(), host)
     c2s, s2c = Direction(), Direction()
+    settings = (
+        ripp_config(args)
+        if args.connect_timeout is None
+        else attrs.evolve(ripp_config(args), connect_timeout=args.connect_timeout)
+    )
+    if args.http2_cleartext and not args.http2:
+        raise SystemExit("ripp: --http2-cleartext needs --http2")
     with _certs.debugging(config, qlog_dir=args.qlog, keylog_file=args.keylog):
-        async with _auth_cli.caller_auth(rt, args) as auth, rt.driver.open_client(
-            config,
-            calls_uris=[args.uri],
-            token=auth.token,
-            resolver=_resolve,
-            config=ripp_config(args)
-            if args.connect_timeout is None
-            else attrs.evolve(ripp_config(args), connect_timeout=args.connect_timeout),
-        ) as client:
-            say(args, f"ripp call ({rt.name}) {args.uri}")
+        async with (
+            _auth_cli.caller_auth(rt, args) as auth,
+            (
+                rt.driver.open_h2_client(
+                    calls_uris=[args.uri],
+                    token=auth.token,
+                    ssl_context=None
+                    if args.http2_cleartext
+                    else rt.driver.client_ssl_context(
+                        str(args.ca or _certs.ensure_local_pki().ca_cert_path)
+                    ),
+                    resolver=_resolve,
+                    config=settings,
+                )
+                if args.http2
+                else rt.driver.open_client(
+                    config,
+                    calls_uris=[args.uri],
+                    token=auth.token,
+                    resolver=_resolve,
+                    config=settings,
+                )
+            ) as client,
+        ):
+            http = " over HTTP/2" + (" cleartext" if args.http2_cleartext else "")
+            say(args, f"ripp call ({rt.name}) {args.uri}{http if args.http2 else ''}")
             _ops.attach(rt, None, client, args, "client", metrics=False)
             result = await place_and_play(
                 rt, client, args, args.to, args.from_, c2s, s2c, auth.identity
@@ -591,6 +626,7 @@ async def run_call(rt: Runtime, args: argparse.Namespace) -> int:
         },
     }
     result["streams"] = {"client_to_server": c2s.streams_used}
+    result["http"] = ("h2c" if args.http2_cleartext else "h2") if args.http2 else "h3"
     report(args, result)
     return 0
 

@@ -237,6 +237,7 @@ def test_serve_echo_and_call(tmp_path: Path) -> None:
         assert result["states"][-1] == "terminated"
         assert result["states"] == STATES
         assert result["ended"]["code"] == 200
+        assert result["http"] == "h3"
         assert result["media"]["client_to_server"]["sent"] == 50
         assert result["media"]["server_to_client"]["received"] == 50
         samples, params = read_wav(back)
@@ -256,6 +257,45 @@ def test_serve_echo_and_call(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("driver", ["trio", "asyncio"])
+@pytest.mark.parametrize("tls", [True, False], ids=["h2", "h2c"])
+def test_call_over_http2(tmp_path: Path, driver: str, tls: bool) -> None:
+    """``ripp call --http2`` reaches ``ripp serve --http2-port``, authenticated as over
+    HTTP/3 (the local issuer's token and an STI-signed PASSporT), media both ways."""
+    serve_tls = () if tls else ("--http2-cleartext",)
+    call_tls = ("--http2",) if tls else ("--http2", "--http2-cleartext")
+    with serving(tmp_path, "--driver", driver, "--http2-port", "0", *serve_tls) as (server, _):
+        # "ripp serve (trio): HTTP/2 h2 on 127.0.0.1:PORT ..."
+        line = read_line(server, 20)
+        assert "HTTP/2" in line, line
+        port = line.split(" on ", 1)[1].split()[0].rsplit(":", 1)[1]
+        uri = f"https://localhost:{port}/ripp/calls"
+        done = ripp(
+            tmp_path, "call", uri, "--driver", driver, *call_tls, "--seconds", "1", "--json"
+        )
+        result = last_json(done)
+        assert result["states"] == STATES
+        assert result["ended"]["code"] == 200
+        assert result["media"]["client_to_server"]["sent"] == 50
+        assert result["media"]["server_to_client"]["received"] >= 49
+        assert result["http"] == ("h2" if tls else "h2c")
+        interrupt(server)
+
+
+def test_call_http2_cleartext_alone_is_a_usage_error(tmp_path: Path) -> None:
+    done = subprocess.run(
+        _command("call", "https://localhost:1/ripp/calls", "--http2-cleartext"),
+        cwd=REPO,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode != 0
+    assert "--http2-cleartext needs --http2" in done.stderr
+
+
 def test_serve_plays_a_wav(tmp_path: Path) -> None:
     prompt = tmp_path / "prompt.wav"
     write_wav(prompt, tone(1000.0, 1.0, 8000), 8000)
