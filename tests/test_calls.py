@@ -313,6 +313,30 @@ def test_silent_server_detected_and_call_reestablished(binding: str) -> None:
     assert stats.frames_dropped == len(missing)
 
 
+def test_a_reestablished_call_outlives_reestablish_timeout(binding: str) -> None:
+    """Re-attaching ends the re-establishment: its give-up timer (§15.3 step 6) must not
+    end the call ``reestablish_timeout`` after the failure once the call is attached again
+    (it did, with 408 "re-establishment failed", for every call that was re-established)."""
+    config = RippConfig(
+        jitter_buffer=False, ack_timeout=1.0, media_timeout=1.0, reestablish_timeout=3.0
+    )
+    trunk = Trunk(
+        binding=binding, servers=("a", "b"), config=config, impairment=Impairment(delay=0.01)
+    )
+    handle = trunk.connect()
+    count = 300  # 6 s of media: the failure at 1 s, the give-up time at about 5 s
+    start = trunk.net.now + 0.01
+    trunk.stream_media(handle, start=start, count=count)
+    trunk.net.schedule(start + 1.0, lambda: trunk.net.remove(trunk.server_addrs["a"]))
+    trunk.net.run_for(count * 0.02 + 1.0)
+    detected = next(t for t, e in trunk.client.events if isinstance(e, CallMigrating))
+    assert trunk.net.now > detected + config.reestablish_timeout + 1.0
+    assert not trunk.client.of(CallTerminated)
+    assert trunk.client_state(handle) is C
+    b_frames = [k for k in trunk.c2s if k.startswith("b:")]
+    assert b_frames and max(trunk.c2s[b_frames[0]].received) == count - 1
+
+
 def test_two_hundred_concurrent_calls(binding: str) -> None:
     config = RippConfig(jitter_buffer=False)
     trunk = Trunk(binding=binding, config=config, ring_time=0.0)
