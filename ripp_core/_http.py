@@ -122,6 +122,9 @@ class HttpConnection:
     closed: bool = False
     idle_since: float | None = None  # carrying no call since then (None: has calls)
     heard_at: float = 0.0  # when the peer was last heard (or the connection opened)
+    # When a call re-establishing (section 15.3) gave up on this connection: no request is
+    # sent on it until the peer is heard from again (None: never given up on).
+    failed_at: float | None = None
 
 
 class StreamGone(Exception):
@@ -152,9 +155,7 @@ class HttpEndpoint(EndpointCore):
         """Binding: write a header block (may raise if the stream is dead)."""
         raise NotImplementedError
 
-    def _raw_data(
-        self, connection: HttpConnection, stream_id: int, data: bytes, end: bool
-    ) -> None:
+    def _raw_data(self, connection: HttpConnection, stream_id: int, data: bytes, end: bool) -> None:
         """Binding: write body bytes (may raise if the stream is dead)."""
         raise NotImplementedError
 
@@ -808,9 +809,7 @@ class HttpServer(HttpEndpoint):
                 if self._parking.full():
                     raise ChecksTimedOut(f"{len(self._parking)} requests await authorization")
                 ticket = self._parking.park(parked, now)
-                connection.streams[stream_id] = RequestStream(
-                    kind=StreamKind.PARKED, ticket=ticket
-                )
+                connection.streams[stream_id] = RequestStream(kind=StreamKind.PARKED, ticket=ticket)
                 self._emit(ChecksRequested(ticket, parked.request, parked.identity))
                 return
             assert self._authorizer is not None and self._identity_verifier is not None
@@ -860,9 +859,7 @@ class HttpServer(HttpEndpoint):
                     f"content-type {self._bounded(content_type)!r} is not a RIPP body"
                 )
             kind = (
-                StreamKind.SIGNALING
-                if content_type == SIGNALING_CONTENT_TYPE
-                else StreamKind.MEDIA
+                StreamKind.SIGNALING if content_type == SIGNALING_CONTENT_TYPE else StreamKind.MEDIA
             )
         token = bearer_token(headers.get(AUTHORIZATION))
         request = AuthRequest(
@@ -906,9 +903,7 @@ class HttpServer(HttpEndpoint):
         )
         return _Creation(to=to, from_=from_, identity=identity, marker=marker, extra=extra)
 
-    def _resume(
-        self, parked: _Parked, principal: str, check: IdentityCheck, now: float
-    ) -> None:
+    def _resume(self, parked: _Parked, principal: str, check: IdentityCheck, now: float) -> None:
         """The request passed authorization: create or attach, as its principal."""
         connection, stream_id = parked.connection, parked.stream_id
         if connection.closed:
@@ -955,9 +950,7 @@ class HttpServer(HttpEndpoint):
             # We will not read the rest of this request body.
             self._stop_reading(connection, stream_id)
 
-    def _create(
-        self, parked: _Parked, principal: str, check: IdentityCheck, now: float
-    ) -> None:
+    def _create(self, parked: _Parked, principal: str, check: IdentityCheck, now: float) -> None:
         create = parked.create
         assert create is not None
         connection, stream_id = parked.connection, parked.stream_id
@@ -1206,6 +1199,8 @@ class HttpClient(HttpEndpoint):
             attempt = self._attempts.get(call.handle, 0)
             self._attempts[call.handle] = attempt + 1
             failed = urlsplit(marker.call_uri).netloc
+            if attempt == 0:  # the first attempt after this failure
+                self._give_up_connection(call, now)
             offset = (
                 1
                 if len(self.calls_uris) > 1 and urlsplit(self.calls_uris[0]).netloc == failed
@@ -1323,6 +1318,7 @@ class HttpClient(HttpEndpoint):
                 not connection.closed
                 and connection.authority == authority
                 and (heard_since is None or connection.heard_at >= heard_since)
+                and (connection.failed_at is None or connection.heard_at > connection.failed_at)
             )
 
         for connection in self._connections:
@@ -1356,6 +1352,19 @@ class HttpClient(HttpEndpoint):
         fresh.calls.add(call.handle)
         logger.info("new connection to %s (%s:%d)", authority, *address)
         return fresh
+
+    def _give_up_connection(self, call: Call, now: float) -> None:
+        """The call failed (section 15.1) on the connection it used: leave it, and send no
+        request of any call on it until the peer is heard from again. A SIGKILLed instance
+        sends no CONNECTION_CLOSE, so the connection looks open for its idle timeout; an
+        instance restarted at the same address does not know it, and requests sent on it
+        (a later move of this call or another to the new instance) would vanish."""
+        for connection in self._connections:
+            if call.handle in connection.calls:
+                connection.calls.discard(call.handle)
+                connection.failed_at = now
+                if not connection.calls:
+                    connection.idle_since = now
 
     def _cancel_create(self, call: Call) -> None:
         entry = self._create_streams.pop(call.handle, None)
@@ -1392,6 +1401,9 @@ class HttpClient(HttpEndpoint):
         if stream.kind is StreamKind.CREATE:
             self._create_streams.pop(stream.call.handle, None)
             if status == 201 and headers.get(LOCATION, "").startswith("https://"):
+                # A later failure starts its attempts afresh (the first gives up the
+                # connection that failed, and the URIs are tried from the start again).
+                self._attempts.pop(stream.call.handle, None)
                 first = stream.call.uri is None
                 if first:
                     self._emit(CallCreated(stream.call.handle, headers[LOCATION]))
@@ -1426,5 +1438,3 @@ def _literal_resolver(host: str, port: int) -> Address:
 
     ipaddress.ip_address(host)  # raises ValueError for names
     return (host, port)
-
-
