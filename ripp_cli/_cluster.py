@@ -186,7 +186,8 @@ def format_report(report: dict[str, Any]) -> str:
     if kill is not None:
         lines.append(
             f"SIGKILL {kill['victim']}: media gap of its calls (bound {kill['bound_ms']} ms); "
-            "frames sent in the gap are the gap, not loss"
+            "frames sent in the gap are the gap, not loss (the clients buffered them; "
+            f"{kill['dropped_by_client_sender']} given up)"
         )
         lines.append("  call  on killed  path                media gap  frames in gap  resumed")
         for row in kill["calls"]:
