@@ -292,7 +292,6 @@ def server_checks(args: argparse.Namespace) -> dict[str, Any]:
     """
     return _auth_cli.server_checks(args)
 
-
 async def serve_call(
     rt: Runtime,
     call: Any,
@@ -567,18 +566,15 @@ async def run_call(rt: Runtime, args: argparse.Namespace) -> int:
         config = _certs.client_configuration(_certs.ensure_local_pki(), host)
     c2s, s2c = Direction(), Direction()
     with _certs.debugging(config, qlog_dir=args.qlog, keylog_file=args.keylog):
-        async with (
-            _auth_cli.caller_auth(rt, args) as auth,
-            rt.driver.open_client(
-                config,
-                calls_uris=[args.uri],
-                token=auth.token,
-                resolver=_resolve,
-                config=ripp_config(args)
-                if args.connect_timeout is None
-                else attrs.evolve(ripp_config(args), connect_timeout=args.connect_timeout),
-            ) as client,
-        ):
+        async with _auth_cli.caller_auth(rt, args) as auth, rt.driver.open_client(
+            config,
+            calls_uris=[args.uri],
+            token=auth.token,
+            resolver=_resolve,
+            config=ripp_config(args)
+            if args.connect_timeout is None
+            else attrs.evolve(ripp_config(args), connect_timeout=args.connect_timeout),
+        ) as client:
             say(args, f"ripp call ({rt.name}) {args.uri}")
             _ops.attach(rt, None, client, args, "client", metrics=False)
             result = await place_and_play(
@@ -646,12 +642,9 @@ async def run_demo(rt: Runtime, args: argparse.Namespace) -> int:
                 tasks.start_soon(server.serve, handle)
                 _ops.attach(rt, tasks, server, args, "server", metrics=True)
                 uri = f"https://localhost:{target[1]}{RippConfig().calls_path}"
-                async with (
-                    _auth_cli.caller_auth(rt, args) as auth,
-                    rt.driver.open_client(
-                        client_config, calls_uris=[uri], token=auth.token, config=ripp_config(args)
-                    ) as client,
-                ):
+                async with _auth_cli.caller_auth(rt, args) as auth, rt.driver.open_client(
+                    client_config, calls_uris=[uri], token=auth.token, config=ripp_config(args)
+                ) as client:
                     _ops.attach(rt, tasks, client, args, "client", metrics=False)
                     result = await place_and_play(
                         rt, client, args, TO, FROM, c2s, s2c, auth.identity

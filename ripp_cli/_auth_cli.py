@@ -45,76 +45,40 @@ log = logging.getLogger("ripp.cli")
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
     """Token and caller-ID options of ``ripp serve``."""
     group = parser.add_argument_group("authentication (R13, R14)")
-    group.add_argument(
-        "--jwks", metavar="FILE|URL", help="the token issuer's JWKS (default: the local issuer's)"
-    )
+    group.add_argument("--jwks", metavar="FILE|URL",
+                       help="the token issuer's JWKS (default: the local issuer's)")
     group.add_argument("--issuer", help="required token iss (default: the local issuer)")
     group.add_argument("--audience", help="required token aud (default: urn:ripp:local)")
-    group.add_argument(
-        "--scope",
-        default=_issuer.CALL_SCOPE,
-        help="scope needed to place calls (default: %(default)s)",
-    )
-    group.add_argument(
-        "--stir-trust",
-        action="append",
-        type=Path,
-        metavar="PEM",
-        help="STIR trust anchors, repeatable (default: the local STI-CA)",
-    )
-    group.add_argument(
-        "--x5u-ca",
-        type=Path,
-        metavar="PEM",
-        help="extra CA trusted when fetching x5u/JWKS over HTTPS "
-        "(default: the local TLS CA, besides the system's)",
-    )
-    group.add_argument(
-        "--identity-policy",
-        choices=("reject", "mark"),
-        default="reject",
-        help="a PASSporT failing a check: refuse the call (436/437/438) "
-        "or accept it marked unverified (default: %(default)s)",
-    )
-    group.add_argument(
-        "--insecure-accept-any-token",
-        action="store_true",
-        help="INSECURE: take any bearer token without validating it",
-    )
-    group.add_argument(
-        "--insecure-accept-any-identity",
-        action="store_true",
-        help="INSECURE: take any well-formed Identity header unverified",
-    )
+    group.add_argument("--scope", default=_issuer.CALL_SCOPE,
+                       help="scope needed to place calls (default: %(default)s)")
+    group.add_argument("--stir-trust", action="append", type=Path, metavar="PEM",
+                       help="STIR trust anchors, repeatable (default: the local STI-CA)")
+    group.add_argument("--x5u-ca", type=Path, metavar="PEM",
+                       help="extra CA trusted when fetching x5u/JWKS over HTTPS "
+                            "(default: the local TLS CA, besides the system's)")
+    group.add_argument("--identity-policy", choices=("reject", "mark"), default="reject",
+                       help="a PASSporT failing a check: refuse the call (436/437/438) "
+                            "or accept it marked unverified (default: %(default)s)")
+    group.add_argument("--insecure-accept-any-token", action="store_true",
+                       help="INSECURE: take any bearer token without validating it")
+    group.add_argument("--insecure-accept-any-identity", action="store_true",
+                       help="INSECURE: take any well-formed Identity header unverified")
 
 
 def add_call_options(parser: argparse.ArgumentParser) -> None:
     """Token and PASSporT options of ``ripp call``."""
     group = parser.add_argument_group("authentication (R13, R14)")
     group.add_argument("--token", help="bearer token (default: minted by the local issuer)")
-    group.add_argument(
-        "--token-endpoint",
-        metavar="URL",
-        help="get tokens by OAuth client credentials (RFC 6749 4.4) here",
-    )
+    group.add_argument("--token-endpoint", metavar="URL",
+                       help="get tokens by OAuth client credentials (RFC 6749 4.4) here")
     group.add_argument("--client-id", help="client id for --token-endpoint")
     group.add_argument("--client-secret", help="client secret for --token-endpoint")
-    group.add_argument(
-        "--audience",
-        default=_issuer.LOCAL_AUDIENCE,
-        help="aud of locally minted tokens (default: %(default)s)",
-    )
-    group.add_argument(
-        "--attest",
-        choices=("A", "B", "C"),
-        default="A",
-        help="SHAKEN attestation to sign (default: %(default)s)",
-    )
-    group.add_argument(
-        "--identity",
-        metavar="VALUE",
-        help="send this Identity header as is (e.g. one a gateway received)",
-    )
+    group.add_argument("--audience", default=_issuer.LOCAL_AUDIENCE,
+                       help="aud of locally minted tokens (default: %(default)s)")
+    group.add_argument("--attest", choices=("A", "B", "C"), default="A",
+                       help="SHAKEN attestation to sign (default: %(default)s)")
+    group.add_argument("--identity", metavar="VALUE",
+                       help="send this Identity header as is (e.g. one a gateway received)")
 
 
 def add_token_command(subcommands: Any) -> None:
@@ -135,15 +99,8 @@ def run_token(args: argparse.Namespace) -> int:
     if args.jwks:
         print(issuer.jwks_path)
         return 0
-    print(
-        issuer.mint(
-            time.time(),
-            subject=args.subject,
-            audience=args.audience,
-            scope=args.scope,
-            lifetime=args.lifetime,
-        )
-    )
+    print(issuer.mint(time.time(), subject=args.subject, audience=args.audience,
+                      scope=args.scope, lifetime=args.lifetime))
     return 0
 
 
@@ -159,7 +116,6 @@ def fetch_trust(extra_ca: Path | None) -> ssl.SSLContext:
 
 def server_checks(args: argparse.Namespace) -> dict[str, Any]:
     """The authorizer and identity verifier of ``ripp serve`` and ``ripp demo``."""
-
     def option(name: str, default: Any = None) -> Any:
         # ripp demo has none of these options: it takes every default.
         return getattr(args, name, default)
@@ -181,7 +137,8 @@ def server_checks(args: argparse.Namespace) -> dict[str, Any]:
         authorizer = TokenAuthorizer(policy, JwksSource(jwks, fetcher))
     verifier: Any
     if option("insecure_accept_any_identity", False):
-        log.warning("INSECURE: accepting any caller ID unverified (--insecure-accept-any-identity)")
+        log.warning("INSECURE: accepting any caller ID unverified "
+                    "(--insecure-accept-any-identity)")
         verifier = insecure_accept_any_identity
     else:
         anchors_files = option("stir_trust") or [_sti.ensure_local_sti().ca_cert_path]
@@ -208,7 +165,6 @@ async def caller_auth(rt: Any, args: argparse.Namespace) -> AsyncIterator[Caller
     """Set up the caller's credentials for the ``async with``: the token (given, minted,
     or fetched by client credentials and kept fresh in a task), and a PASSporT signer
     whose ``x5u`` is served by a local HTTPS server while the block runs."""
-
     def option(name: str, default: Any = None) -> Any:
         # ripp demo has none of these options: it takes every default.
         return getattr(args, name, default)
@@ -218,11 +174,10 @@ async def caller_auth(rt: Any, args: argparse.Namespace) -> AsyncIterator[Caller
             token: str | Callable[[str], str]
             if option("token_endpoint"):
                 if not (option("client_id") and option("client_secret")):
-                    raise SystemExit("ripp: --token-endpoint needs --client-id and --client-secret")
+                    raise SystemExit("ripp: --token-endpoint needs --client-id and "
+                                     "--client-secret")
                 credentials = ClientCredentials(
-                    option("token_endpoint"),
-                    option("client_id"),
-                    option("client_secret"),
+                    option("token_endpoint"), option("client_id"), option("client_secret"),
                     verify=fetch_trust(option("ca")),
                 )
                 await credentials.fetch()  # fail now, not at the first request
@@ -240,25 +195,18 @@ async def caller_auth(rt: Any, args: argparse.Namespace) -> AsyncIterator[Caller
             else:
                 pki = _certs.ensure_local_pki()
                 sti = _sti.ensure_local_sti()
-                server = stack.enter_context(
-                    HttpsServer(
-                        pki.server_cert_path,
-                        pki.server_key_path,
-                        {
-                            "/sti.pem": Document(
-                                sti.cert_path.read_bytes(), "application/pem-certificate-chain"
-                            )
-                        },
-                    )
-                )
+                server = stack.enter_context(HttpsServer(
+                    pki.server_cert_path, pki.server_key_path,
+                    {"/sti.pem": Document(sti.cert_path.read_bytes(),
+                                          "application/pem-certificate-chain")},
+                ))
                 x5u = server.url("/sti.pem")
                 key = sti.signing_key()
                 attest = option("attest") or "A"
 
                 def sign(to: str, from_: str) -> str:
-                    return _sti.sign_passport(
-                        key, x5u, to=to, from_=from_, iat=int(time.time()), attest=attest
-                    )
+                    return _sti.sign_passport(key, x5u, to=to, from_=from_,
+                                              iat=int(time.time()), attest=attest)
 
                 yield CallerAuth(token, sign)
             # Leaving rt.tasks() cancels the token refresher.

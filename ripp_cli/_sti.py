@@ -207,10 +207,8 @@ def ensure_local_sti(directory: Path | None = None, *, now: datetime | None = No
     with _certs._locked(directory):
         ca = _certs._read_pair(directory / _STI_CA_CERT, directory / _STI_CA_KEY)
         made = False
-        if (
-            ca is None
-            or not _certs._fresh(ca[0], now)
-            or not isinstance(ca[1], ec.EllipticCurvePrivateKey)
+        if ca is None or not _certs._fresh(ca[0], now) or not isinstance(
+            ca[1], ec.EllipticCurvePrivateKey
         ):
             ca = make_sti_ca(now)
             _certs._write_pair(directory, _STI_CA_CERT, _STI_CA_KEY, *ca)

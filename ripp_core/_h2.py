@@ -239,11 +239,8 @@ class _H2Binding(HttpEndpoint):
         for connection in list(self._connections):
             deadline = self._idle_deadline(connection)
             if deadline is not None and deadline <= now and not connection.closed:
-                logger.info(
-                    "connection from %s carried no call for %.0f s: closed",
-                    connection.peer,
-                    self.config.idle_connection_timeout,
-                )
+                logger.info("connection from %s carried no call for %.0f s: closed",
+                            connection.peer, self.config.idle_connection_timeout)
                 self._close_connection(connection, now, "idle")
 
     def _accept(self, peer: StreamKey, now: float) -> _Connection | None:
@@ -263,7 +260,9 @@ class _H2Binding(HttpEndpoint):
         assert isinstance(connection, _Connection)
         connection.h2.send_headers(stream_id, fields, end_stream=end)
 
-    def _raw_data(self, connection: HttpConnection, stream_id: int, data: bytes, end: bool) -> None:
+    def _raw_data(
+        self, connection: HttpConnection, stream_id: int, data: bytes, end: bool
+    ) -> None:
         assert isinstance(connection, _Connection)
         pending = connection.pending.setdefault(stream_id, bytearray())
         pending += data
@@ -389,7 +388,9 @@ class _H2Binding(HttpEndpoint):
                 self._flush_guarded(connection, stream_id)
         elif isinstance(event, h2.events.ConnectionTerminated):
             connection.closing = True
-            self._on_connection_lost(connection, int(event.error_code or 0), "GOAWAY received", now)
+            self._on_connection_lost(
+                connection, int(event.error_code or 0), "GOAWAY received", now
+            )
 
     def _flush_guarded(self, connection: _Connection, stream_id: int) -> None:
         try:

@@ -110,7 +110,9 @@ class _GuardedH3Connection(H3Connection):
             and stream.frame_size is not None
             and stream.frame_size > self._max_header_frame
         ):
-            events.append(self._abandon(stream, f"a {stream.frame_size}-byte frame is too large"))
+            events.append(
+                self._abandon(stream, f"a {stream.frame_size}-byte frame is too large")
+            )
         return events
 
     def _abandon(self, stream: H3Stream, reason: str) -> MalformedRequest:
@@ -239,11 +241,8 @@ class _QuicBinding(HttpEndpoint):
                 continue
             idle_deadline = self._idle_deadline(connection)
             if idle_deadline is not None and idle_deadline <= now and not connection.closed:
-                logger.info(
-                    "connection from %s carried no call for %.0f s: closed",
-                    connection.peer,
-                    self.config.idle_connection_timeout,
-                )
+                logger.info("connection from %s carried no call for %.0f s: closed",
+                            connection.peer, self.config.idle_connection_timeout)
                 self._close_connection(connection, now, "idle")
                 continue
             at = connection.quic.get_timer()
@@ -259,7 +258,9 @@ class _QuicBinding(HttpEndpoint):
         assert isinstance(connection, _Connection)
         connection.h3.send_headers(stream_id, fields, end)
 
-    def _raw_data(self, connection: HttpConnection, stream_id: int, data: bytes, end: bool) -> None:
+    def _raw_data(
+        self, connection: HttpConnection, stream_id: int, data: bytes, end: bool
+    ) -> None:
         assert isinstance(connection, _Connection)
         connection.h3.send_data(stream_id, data, end)
 
@@ -464,7 +465,9 @@ class RippServer(_QuicBinding, HttpServer):
         for connection in self._quic_connections():
             if connection.closed:
                 continue
-            held = sum(len(stream.receiver._buffer) for stream in connection.quic._streams.values())
+            held = sum(
+                len(stream.receiver._buffer) for stream in connection.quic._streams.values()
+            )
             if isinstance(connection.h3, _GuardedH3Connection):
                 held += connection.h3.buffered()
             if held > self.config.max_connection_buffer:
@@ -570,6 +573,7 @@ class RippServer(_QuicBinding, HttpServer):
         self._register_cids(connection)
         self._register_cid(dcid, connection)
         return connection
+
 
 
 # ====================================================================== client

@@ -155,7 +155,9 @@ class HttpEndpoint(EndpointCore):
         """Binding: write a header block (may raise if the stream is dead)."""
         raise NotImplementedError
 
-    def _raw_data(self, connection: HttpConnection, stream_id: int, data: bytes, end: bool) -> None:
+    def _raw_data(
+        self, connection: HttpConnection, stream_id: int, data: bytes, end: bool
+    ) -> None:
         """Binding: write body bytes (may raise if the stream is dead)."""
         raise NotImplementedError
 
@@ -809,7 +811,9 @@ class HttpServer(HttpEndpoint):
                 if self._parking.full():
                     raise ChecksTimedOut(f"{len(self._parking)} requests await authorization")
                 ticket = self._parking.park(parked, now)
-                connection.streams[stream_id] = RequestStream(kind=StreamKind.PARKED, ticket=ticket)
+                connection.streams[stream_id] = RequestStream(
+                    kind=StreamKind.PARKED, ticket=ticket
+                )
                 self._emit(ChecksRequested(ticket, parked.request, parked.identity))
                 return
             assert self._authorizer is not None and self._identity_verifier is not None
@@ -859,7 +863,9 @@ class HttpServer(HttpEndpoint):
                     f"content-type {self._bounded(content_type)!r} is not a RIPP body"
                 )
             kind = (
-                StreamKind.SIGNALING if content_type == SIGNALING_CONTENT_TYPE else StreamKind.MEDIA
+                StreamKind.SIGNALING
+                if content_type == SIGNALING_CONTENT_TYPE
+                else StreamKind.MEDIA
             )
         token = bearer_token(headers.get(AUTHORIZATION))
         request = AuthRequest(
@@ -903,7 +909,9 @@ class HttpServer(HttpEndpoint):
         )
         return _Creation(to=to, from_=from_, identity=identity, marker=marker, extra=extra)
 
-    def _resume(self, parked: _Parked, principal: str, check: IdentityCheck, now: float) -> None:
+    def _resume(
+        self, parked: _Parked, principal: str, check: IdentityCheck, now: float
+    ) -> None:
         """The request passed authorization: create or attach, as its principal."""
         connection, stream_id = parked.connection, parked.stream_id
         if connection.closed:
@@ -950,7 +958,9 @@ class HttpServer(HttpEndpoint):
             # We will not read the rest of this request body.
             self._stop_reading(connection, stream_id)
 
-    def _create(self, parked: _Parked, principal: str, check: IdentityCheck, now: float) -> None:
+    def _create(
+        self, parked: _Parked, principal: str, check: IdentityCheck, now: float
+    ) -> None:
         create = parked.create
         assert create is not None
         connection, stream_id = parked.connection, parked.stream_id
@@ -1438,3 +1448,5 @@ def _literal_resolver(host: str, port: int) -> Address:
 
     ipaddress.ip_address(host)  # raises ValueError for names
     return (host, port)
+
+

@@ -155,9 +155,8 @@ def check_token_key(header: Mapping[str, Any], alg: str, keys: KeyLookup) -> jwt
     if key is None:
         raise InvalidToken("token_key", f"no key {kid!r} in the issuer's key set")
     if key.key_type != TOKEN_ALGORITHMS[alg]:
-        raise InvalidToken(
-            "token_key", f"key {kid!r} is {key.key_type}, {alg} needs {TOKEN_ALGORITHMS[alg]}"
-        )
+        raise InvalidToken("token_key", f"key {kid!r} is {key.key_type}, {alg} needs "
+                           f"{TOKEN_ALGORITHMS[alg]}")
     return key
 
 

@@ -174,10 +174,9 @@ def check_identity_header(value: str, policy: StirPolicy) -> tuple[str, dict[str
     if len(value) > policy.max_identity_bytes:
         raise InvalidIdentityHeader("identity_header", f"{len(value)} bytes")
     token, _, tail = value.strip().partition(";")
-    if (
-        token.count(".") != 2
-        or not token.replace(".", "").replace("-", "").replace("_", "").isalnum()
-    ):
+    if token.count(".") != 2 or not token.replace(".", "").replace("-", "").replace(
+        "_", ""
+    ).isalnum():
         raise InvalidIdentityHeader("identity_header", "not a compact JWS")
     params: dict[str, str] = {}
     for part in tail.split(";") if tail else []:
