@@ -137,20 +137,6 @@ async def cluster_exercise(
         )  # fmt: skip
 
 
-async def rolling_upgrade(
-    cluster: LocalCluster,
-    ca: Path,
-    *,
-    calls: int = 3,
-    settle: float = 1.0,
-    token: str | None = None,
-) -> dict[str, Any]:
-    """The exercise without the kill: replace every instance under ``calls`` calls."""
-    return await cluster_exercise(
-        cluster, ca, calls=calls, clients=1, kill=False, settle=settle, token=token
-    )
-
-
 @contextlib.asynccontextmanager
 async def _clients(
     cluster: LocalCluster, ca: Path, count: int, token: str
