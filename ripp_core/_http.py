@@ -852,9 +852,13 @@ class HttpServer(HttpEndpoint):
             if path != self.config.calls_path:
                 raise UnknownCall(f"no resource at {self._bounded(path)!r}")
             create = self._check_creation(headers)
-            if len(self._calls) >= self.config.max_calls:
+            # Re-attaching a call this instance holds (section 15.4 case 1) adds no call:
+            # like any request on an existing call it is never refused for load (19.5).
+            # Refused, it could go nowhere: in a cluster the others answer owner-alive.
+            reattach = create.marker is not None and self._owned_call(create.marker) is not None
+            if not reattach and len(self._calls) >= self.config.max_calls:
                 raise TooManyCalls(f"this instance holds {len(self._calls)} calls")
-            if self.overloaded(now):
+            if not reattach and self.overloaded(now):
                 raise Overloaded("the server is overloaded")
         else:
             content_type = headers.get(CONTENT_TYPE, "").split(";")[0].strip()

@@ -383,6 +383,43 @@ def test_a_move_to_an_instance_restarted_at_a_dead_instances_address() -> None:
     assert a2_frames and max(trunk.c2s[a2_frames[0]].received) == count - 1
 
 
+def test_an_overloaded_server_still_reattaches_its_own_call() -> None:
+    """Section 19.5: requests on existing calls are never refused for load, and that
+    includes a re-establishment of a call the instance holds (section 15.4 case 1): it
+    adds no call. Refused, the call could go nowhere in a cluster (every other instance
+    answers 503 owner-alive while the owner holds its lease) and would end 408 (seen in
+    the cluster exercise on a loaded machine). Here the path to the only server fails
+    for 1.5 s while the server reports itself overloaded throughout."""
+    config = RippConfig(jitter_buffer=False)
+    trunk = Trunk(config=config, impairment=Impairment(delay=0.01))
+    handle = trunk.connect()
+    count = 300
+    start = trunk.net.now + 0.01
+    trunk.stream_media(handle, start=start, count=count)
+    server, app, addr = trunk.rserver("a"), trunk.servers["a"], trunk.server_addrs["a"]
+    for tick in range(int(count * 0.02 / 0.5) + 2):
+        # A stall over admission_max_stall: refusing new calls for admission_hold.
+        trunk.net.schedule(start + tick * 0.5, lambda: server.report_load(1.0, trunk.net.now))
+    trunk.net.schedule(start + 1.0, lambda: trunk.net.remove(addr))
+    trunk.net.schedule(start + 2.5, lambda: trunk.net.add(addr, app))
+    trunk.net.run_for(count * 0.02 + 0.5)
+    assert server.overloaded(trunk.net.now)
+    failed = next(
+        t
+        for t, e in trunk.client.events
+        if isinstance(e, CallMigrating) and e.phase is MigrationPhase.REESTABLISHING
+    )
+    attached = [
+        t for t, e in trunk.client.events if isinstance(e, CallAttached) and e.migrated
+    ]
+    assert attached and attached[-1] > failed
+    assert not trunk.client.of(CallTerminated)
+    assert trunk.client_state(handle) is C
+    call = trunk.rclient.calls[handle]
+    assert call.uri is not None and "/inst-a/" in call.uri  # the same call, re-attached
+    assert max(trunk.c2s[handle].received) == count - 1
+
+
 def test_two_hundred_concurrent_calls(binding: str) -> None:
     config = RippConfig(jitter_buffer=False)
     trunk = Trunk(binding=binding, config=config, ring_time=0.0)
