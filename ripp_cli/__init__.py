@@ -43,7 +43,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _cluster.add_arguments(cluster)
     cluster.add_argument("--port", type=int, default=0, help="forwarder UDP port (0: any)")
-    cluster.add_argument("--json", action="store_true", help="print the URIs as one JSON line")
+    cluster.add_argument(
+        "--json", action="store_true", help="print the URIs (or the figures) as one JSON line"
+    )
     return parser
 
 

@@ -5,6 +5,13 @@ sharing call state in it, and an nginx ``stream`` UDP forwarder in front, then p
 calls URI and runs until Ctrl-C (or SIGTERM). ``ripp serve --workers N`` is the same with
 N workers (default: one per core) on ``--port``.
 
+``--exercise`` shows, instead of serving, that the cluster keeps its calls: it places
+``--calls`` calls from ``--clients`` clients through the forwarder, SIGKILLs the instance
+holding the most calls, waits for them to resume on the others (protocol 15.3, 24.4),
+restarts it, replaces every instance in turn (a rolling upgrade: each drains its calls
+with ``move``, protocol 24.6), ends the calls and prints the figures and a verdict (exit
+status 0 only if every call was kept). ``--rolling-upgrade`` is the same without the kill.
+
 How calls reach instances: see :mod:`ripp_cluster._local`.
 """
 
@@ -17,8 +24,10 @@ import os
 import signal
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from ripp_cluster import RedisUnavailable
 from ripp_cluster._local import ForwarderUnavailable, LocalCluster, local_cluster
@@ -27,14 +36,33 @@ from ripp_cluster._local import ForwarderUnavailable, LocalCluster, local_cluste
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``ripp cluster``."""
     parser.add_argument("--workers", type=int, default=3, help="instances to run (default 3)")
-    parser.add_argument(
+    exercise = parser.add_mutually_exclusive_group()
+    exercise.add_argument(
+        "--exercise",
+        action="store_true",
+        help="instead of serving: run CALLS calls through the cluster, SIGKILL the instance "
+        "holding the most, wait for its calls to resume elsewhere, then replace every "
+        "instance in turn; print the figures and exit (status 1 unless every call was kept)",
+    )
+    exercise.add_argument(
         "--rolling-upgrade",
         action="store_true",
-        help="instead of serving: run CALLS calls through the cluster while replacing every "
-        "instance in turn (SIGTERM drains it), print the figures (frames lost, largest "
-        "added delay) and exit (status 1 if a frame was lost)",
+        help="the same without the SIGKILL: replace every instance in turn under CALLS calls",
     )
-    parser.add_argument("--calls", type=int, default=3, help="calls for --rolling-upgrade")
+    parser.add_argument("--calls", type=int, default=4, help="calls of the exercise (default 4)")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=2,
+        help="client endpoints (UDP sockets) the exercise's calls are spread over (default 2)",
+    )
+    parser.add_argument(
+        "--resume-bound",
+        type=float,
+        metavar="SECONDS",
+        help="longest media gap a killed call may have (default: protocol 24.7's bound for "
+        "the default settings, 5 s)",
+    )
     add_cluster_options(parser)
 
 
@@ -70,12 +98,17 @@ def run(args: argparse.Namespace, port: int = 0) -> int:
         signal.signal(signal.SIGTERM, _interrupted)
         signal.signal(signal.SIGINT, _interrupted)
         try:
+            exercising = getattr(args, "exercise", False) or getattr(args, "rolling_upgrade", False)
+            instance_args: tuple[str, ...] = ()
+            if exercising:
+                from ripp_cluster._upgrade import INSTANCE_ARGS as instance_args
             with local_cluster(
                 directory,
                 workers,
                 port=port,
                 store=getattr(args, "store", None),
                 serve_args=[
+                    *instance_args,
                     *args.instance_arg,
                     *(f"--set={setting}" for setting in getattr(args, "set", [])),
                 ],
@@ -86,8 +119,8 @@ def run(args: argparse.Namespace, port: int = 0) -> int:
                     "instances": {i.name: i.calls_uri for i in cluster.instances},
                     "logs": str(directory),
                 }
-                if getattr(args, "rolling_upgrade", False):
-                    return _rolling_upgrade(cluster, args)
+                if exercising:
+                    return _exercise(cluster, args)
                 if getattr(args, "json", False):
                     print(json.dumps(summary), flush=True)
                 else:
@@ -112,24 +145,77 @@ def run(args: argparse.Namespace, port: int = 0) -> int:
             return 1
 
 
-def _rolling_upgrade(cluster: LocalCluster, args: argparse.Namespace) -> int:
+def _exercise(cluster: LocalCluster, args: argparse.Namespace) -> int:
     import trio
 
     from ripp_cli import _certs
-    from ripp_cluster._upgrade import rolling_upgrade
+    from ripp_cluster._upgrade import cluster_exercise
 
+    kill = bool(args.exercise)
+    if args.calls < 1 or args.clients < 1:
+        raise SystemExit("ripp: --calls and --clients must be at least 1")
     ca = _certs.ensure_local_pki().ca_cert_path
-    report = trio.run(functools.partial(rolling_upgrade, cluster, Path(ca), calls=args.calls))
-    if getattr(args, "json", False):
+    # Without the kill, one client as before: the calls move between instances anyway.
+    clients = min(args.clients, args.calls) if kill else 1
+    print(
+        f"ripp cluster: {len(cluster.instances)} instances behind nginx stream on "
+        f"{cluster.calls_uri}, store {cluster.redis_url}; {args.calls} calls from "
+        f"{clients} client{'s' if clients > 1 else ''}",
+        flush=True,
+    )
+    report = trio.run(
+        functools.partial(
+            cluster_exercise,
+            cluster,
+            Path(ca),
+            calls=args.calls,
+            clients=clients,
+            kill=kill,
+            bound=args.resume_bound,
+        )
+    )
+    if args.json:
         print(json.dumps(report), flush=True)
     else:
-        print(
-            f"ripp cluster: rolling upgrade of {report['instances_replaced']} instances "
-            f"under {report['calls']} calls: {report['moves']} moves, frames lost "
-            f"{report['client_frames_unacked']} client->server, "
-            f"{report['server_sequence_holes']} server->client; largest added delay "
-            f"{report['added_delay_ms']} ms; calls up: {report['all_connected']}",
-            flush=True,
+        print(format_report(report), flush=True)
+    return 0 if report["ok"] else 1
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The exercise's figures as a table for people."""
+    lines = []
+    kill = report.get("kill")
+    if kill is not None:
+        lines.append(
+            f"SIGKILL {kill['victim']}: media gap of its calls (bound {kill['bound_ms']} ms); "
+            "frames sent in the gap are the gap, not loss (the clients buffered them; "
+            f"{kill['dropped_by_client_sender']} given up)"
         )
-    lost = report["client_frames_unacked"] + report["server_sequence_holes"]
-    return 0 if lost == 0 and report["all_connected"] else 1
+        lines.append("  call  on killed  path                media gap  frames in gap  resumed")
+        for row in kill["calls"]:
+            lines.append(
+                f"  {row['call']:<4}  {'yes' if row['killed'] else 'no':<9}  {row['path']:<18}"
+                f"  {row['gap_ms']:>6} ms  {row['gap_frames']:>13}  "
+                + (
+                    "yes"
+                    if row["resumed"] and row["killed"]
+                    else "-"
+                    if not row["killed"]
+                    else "NO"
+                )
+            )
+    upgrade = report.get("upgrade")
+    if upgrade is not None:
+        lines.append(
+            f"rolling upgrade: {upgrade['instances_replaced']} instances replaced, "
+            f"{upgrade['moves']} moves, {upgrade['frames_sent']} frames sent; frames lost "
+            f"{upgrade['lost_client_to_server']} client->server, "
+            f"{upgrade['lost_server_to_client']} server->client; largest added delay "
+            f"{upgrade['added_delay_ms']} ms"
+        )
+    ends = ", ".join(f"{n} x {line}" for line, n in Counter(report["ended"]).items())
+    lines.append(f"calls ended: {ends}")
+    lines.append(
+        "verdict: every call kept" if report["ok"] else "verdict: FAILED (a call was not kept)"
+    )
+    return "\n".join(lines)

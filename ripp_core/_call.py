@@ -597,6 +597,9 @@ class Call:
                 self._phase_deadline = None
                 if self.phase is not MigrationPhase.ATTACHED:
                     self._set_phase(PhaseInput.SIGNALING_READY, "signaling re-attached")
+                    # Attached again: the re-establishment is over, and its give-up time
+                    # (section 15.3 step 6) must not end the call later on.
+                    self._reestablish_deadline = self._retry_at = None
                     self.liveness.reset(now)
                     self._emit(CallAttached(self.handle, self.uri or "", migrated=True))
                     self._next_adapt = now

@@ -124,6 +124,9 @@ class HttpConnection:
     closed: bool = False
     idle_since: float | None = None  # carrying no call since then (None: has calls)
     heard_at: float = 0.0  # when the peer was last heard (or the connection opened)
+    # When a call re-establishing (section 15.3) gave up on this connection: no request is
+    # sent on it until the peer is heard from again (None: never given up on).
+    failed_at: float | None = None
 
 
 class StreamGone(Exception):
@@ -852,9 +855,13 @@ class HttpServer(HttpEndpoint):
             if path != self.config.calls_path:
                 raise UnknownCall(f"no resource at {self._bounded(path)!r}")
             create = self._check_creation(headers)
-            if len(self._calls) >= self.config.max_calls:
+            # Re-attaching a call this instance holds (section 15.4 case 1) adds no call:
+            # like any request on an existing call it is never refused for load (19.5).
+            # Refused, it could go nowhere: in a cluster the others answer owner-alive.
+            reattach = create.marker is not None and self._owned_call(create.marker) is not None
+            if not reattach and len(self._calls) >= self.config.max_calls:
                 raise TooManyCalls(f"this instance holds {len(self._calls)} calls")
-            if self.overloaded(now):
+            if not reattach and self.overloaded(now):
                 raise Overloaded("the server is overloaded")
         else:
             content_type = headers.get(CONTENT_TYPE, "").split(";")[0].strip()
@@ -1211,6 +1218,8 @@ class HttpClient(HttpEndpoint):
             attempt = self._attempts.get(call.handle, 0)
             self._attempts[call.handle] = attempt + 1
             failed = urlsplit(marker.call_uri).netloc
+            if attempt == 0:  # the first attempt after this failure
+                self._give_up_connection(call, now)
             offset = (
                 1
                 if len(self.calls_uris) > 1 and urlsplit(self.calls_uris[0]).netloc == failed
@@ -1328,6 +1337,7 @@ class HttpClient(HttpEndpoint):
                 not connection.closed
                 and connection.authority == authority
                 and (heard_since is None or connection.heard_at >= heard_since)
+                and (connection.failed_at is None or connection.heard_at > connection.failed_at)
             )
 
         for connection in self._connections:
@@ -1361,6 +1371,19 @@ class HttpClient(HttpEndpoint):
         fresh.calls.add(call.handle)
         logger.info("new connection to %s (%s:%d)", authority, *address)
         return fresh
+
+    def _give_up_connection(self, call: Call, now: float) -> None:
+        """The call failed (section 15.1) on the connection it used: leave it, and send no
+        request of any call on it until the peer is heard from again. A SIGKILLed instance
+        sends no CONNECTION_CLOSE, so the connection looks open for its idle timeout; an
+        instance restarted at the same address does not know it, and requests sent on it
+        (a later move of this call or another to the new instance) would vanish."""
+        for connection in self._connections:
+            if call.handle in connection.calls:
+                connection.calls.discard(call.handle)
+                connection.failed_at = now
+                if not connection.calls:
+                    connection.idle_since = now
 
     def _cancel_create(self, call: Call) -> None:
         entry = self._create_streams.pop(call.handle, None)
@@ -1397,6 +1420,9 @@ class HttpClient(HttpEndpoint):
         if stream.kind is StreamKind.CREATE:
             self._create_streams.pop(stream.call.handle, None)
             if status == 201 and headers.get(LOCATION, "").startswith("https://"):
+                # A later failure starts its attempts afresh (the first gives up the
+                # connection that failed, and the URIs are tried from the start again).
+                self._attempts.pop(stream.call.handle, None)
                 first = stream.call.uri is None
                 if first:
                     self._emit(CallCreated(stream.call.handle, headers[LOCATION]))

@@ -143,33 +143,11 @@ class Trunk:
         self._id_counters: dict[str, int] = {}
         self.server_addrs: dict[str, tuple[str, int]] = {}
         self.servers: dict[str, AppEndpoint] = {}
+        self._server_config = server_config or self.config
         for index, name in enumerate(servers):
             addr = ("127.0.0.1", 4430 + index)
             self.server_addrs[name] = addr
-            server: HttpServer
-            if binding == "h2":
-                server = RippH2Server(
-                    instance_id=f"inst-{name}",
-                    authority=f"{name}.example:443",
-                    config=server_config or self.config,
-                    authorizer=insecure_accept_any_bearer,
-                    identity_verifier=insecure_accept_any_identity,
-                    call_id_source=self._call_ids(name),
-                )
-            else:
-                server = RippServer(
-                    server_quic_configuration(_PKI),
-                    instance_id=f"inst-{name}",
-                    authority=f"{name}.example:443",
-                    config=server_config or self.config,
-                    authorizer=insecure_accept_any_bearer,
-                    identity_verifier=insecure_accept_any_identity,
-                    call_id_source=self._call_ids(name),
-                )
-            app = AppEndpoint(server, self.net)
-            app.reactors.append(self._server_app(app, name))
-            self.servers[name] = app
-            self._attach(addr, app)
+            self._start_server(name, f"inst-{name}", f"{name}.example:443", addr)
         resolver = {f"{n}.example": a for n, a in self.server_addrs.items()}
         calls_uris = [f"https://{n}.example:443/ripp/calls" for n in servers]
         client: HttpClient
@@ -199,6 +177,42 @@ class Trunk:
         self.c2s: dict[str, MediaLog] = defaultdict(MediaLog)
         self.s2c: dict[str, MediaLog] = defaultdict(MediaLog)
         self.client.reactors.append(self._client_media)
+
+    def _start_server(
+        self, name: str, instance_id: str, authority: str, addr: tuple[str, int]
+    ) -> None:
+        server: HttpServer
+        if self.binding == "h2":
+            server = RippH2Server(
+                instance_id=instance_id,
+                authority=authority,
+                config=self._server_config,
+                authorizer=insecure_accept_any_bearer,
+                identity_verifier=insecure_accept_any_identity,
+                call_id_source=self._call_ids(name),
+            )
+        else:
+            server = RippServer(
+                server_quic_configuration(_PKI),
+                instance_id=instance_id,
+                authority=authority,
+                config=self._server_config,
+                authorizer=insecure_accept_any_bearer,
+                identity_verifier=insecure_accept_any_identity,
+                call_id_source=self._call_ids(name),
+            )
+        app = AppEndpoint(server, self.net)
+        app.reactors.append(self._server_app(app, name))
+        self.servers[name] = app
+        self._attach(addr, app)
+
+    def restart(self, old: str, new: str) -> None:
+        """A new server instance ``new`` at the address and authority of ``old`` (which
+        must have been removed from the network): a restarted process, which knows none
+        of the old one's connections."""
+        addr = self.server_addrs[old]
+        self.server_addrs[new] = addr
+        self._start_server(new, f"inst-{new}", f"{old}.example:443", addr)
 
     def _attach(self, addr: tuple[str, int], app: AppEndpoint) -> None:
         if self.binding == "h2":

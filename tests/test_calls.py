@@ -313,6 +313,113 @@ def test_silent_server_detected_and_call_reestablished(binding: str) -> None:
     assert stats.frames_dropped == len(missing)
 
 
+def test_a_reestablished_call_outlives_reestablish_timeout(binding: str) -> None:
+    """Re-attaching ends the re-establishment: its give-up timer (§15.3 step 6) must not
+    end the call ``reestablish_timeout`` after the failure once the call is attached again
+    (it did, with 408 "re-establishment failed", for every call that was re-established)."""
+    config = RippConfig(
+        jitter_buffer=False, ack_timeout=1.0, media_timeout=1.0, reestablish_timeout=3.0
+    )
+    trunk = Trunk(
+        binding=binding, servers=("a", "b"), config=config, impairment=Impairment(delay=0.01)
+    )
+    handle = trunk.connect()
+    count = 300  # 6 s of media: the failure at 1 s, the give-up time at about 5 s
+    start = trunk.net.now + 0.01
+    trunk.stream_media(handle, start=start, count=count)
+    trunk.net.schedule(start + 1.0, lambda: trunk.net.remove(trunk.server_addrs["a"]))
+    trunk.net.run_for(count * 0.02 + 1.0)
+    detected = next(t for t, e in trunk.client.events if isinstance(e, CallMigrating))
+    assert trunk.net.now > detected + config.reestablish_timeout + 1.0
+    assert not trunk.client.of(CallTerminated)
+    assert trunk.client_state(handle) is C
+    b_frames = [k for k in trunk.c2s if k.startswith("b:")]
+    assert b_frames and max(trunk.c2s[b_frames[0]].received) == count - 1
+
+
+def test_a_move_to_an_instance_restarted_at_a_dead_instances_address() -> None:
+    """Section 15.3: a connection a call failed on carries no request until its peer is
+    heard again. Here instance a dies (no CONNECTION_CLOSE: its connection looks open),
+    the call re-establishes on b, a new instance a2 starts at a's address, and b moves
+    the call to a2. The client must reach a2 on a new connection: requests sent on the
+    dead one would vanish (a2 knows none of a's connections) and the move would fail."""
+    config = RippConfig(jitter_buffer=False)
+    trunk = Trunk(servers=("a", "b"), config=config, impairment=Impairment(delay=0.01))
+    handle = trunk.connect()
+    count = 300
+    start = trunk.net.now + 0.01
+    trunk.stream_media(handle, start=start, count=count)
+    trunk.net.schedule(start + 1.0, lambda: trunk.net.remove(trunk.server_addrs["a"]))
+    trunk.net.run_for(2.5)
+    call = trunk.rclient.calls[handle]
+    assert call.uri is not None and "/inst-b/" in call.uri
+    trunk.restart("a", "a2")
+    moved_at: list[float] = []
+
+    def move() -> None:
+        now = trunk.net.now
+        b, a2 = trunk.rserver("b"), trunk.rserver("a2")
+        (old,) = b.calls
+        new_uri = a2.import_call(b.export_call(old, now), now)
+        b.move(old, now, new_uri)
+        moved_at.append(now)
+        trunk.servers["b"].drain()
+        trunk.servers["a2"].drain()
+
+    trunk.net.schedule(trunk.net.now + 0.1, move)
+    trunk.net.run_for(count * 0.02 - 2.5 + 1.0)
+    assert moved_at
+    attached = [t for t, e in trunk.client.events if isinstance(e, CallAttached) and e.migrated]
+    assert attached[-1] > moved_at[0]
+    assert call.uri is not None and "/inst-a2/" in call.uri
+    failures = [
+        t
+        for t, e in trunk.client.events
+        if isinstance(e, CallMigrating) and e.phase is MigrationPhase.REESTABLISHING
+    ]
+    assert all(t < moved_at[0] for t in failures)  # the move itself did not fail
+    assert not trunk.client.of(CallTerminated)
+    a2_frames = [k for k in trunk.c2s if k.startswith("a2:")]
+    assert a2_frames and max(trunk.c2s[a2_frames[0]].received) == count - 1
+
+
+def test_an_overloaded_server_still_reattaches_its_own_call() -> None:
+    """Section 19.5: requests on existing calls are never refused for load, and that
+    includes a re-establishment of a call the instance holds (section 15.4 case 1): it
+    adds no call. Refused, the call could go nowhere in a cluster (every other instance
+    answers 503 owner-alive while the owner holds its lease) and would end 408 (seen in
+    the cluster exercise on a loaded machine). Here the path to the only server fails
+    for 1.5 s while the server reports itself overloaded throughout."""
+    config = RippConfig(jitter_buffer=False)
+    trunk = Trunk(config=config, impairment=Impairment(delay=0.01))
+    handle = trunk.connect()
+    count = 300
+    start = trunk.net.now + 0.01
+    trunk.stream_media(handle, start=start, count=count)
+    server, app, addr = trunk.rserver("a"), trunk.servers["a"], trunk.server_addrs["a"]
+    for tick in range(int(count * 0.02 / 0.5) + 2):
+        # A stall over admission_max_stall: refusing new calls for admission_hold.
+        trunk.net.schedule(start + tick * 0.5, lambda: server.report_load(1.0, trunk.net.now))
+    trunk.net.schedule(start + 1.0, lambda: trunk.net.remove(addr))
+    trunk.net.schedule(start + 2.5, lambda: trunk.net.add(addr, app))
+    trunk.net.run_for(count * 0.02 + 0.5)
+    assert server.overloaded(trunk.net.now)
+    failed = next(
+        t
+        for t, e in trunk.client.events
+        if isinstance(e, CallMigrating) and e.phase is MigrationPhase.REESTABLISHING
+    )
+    attached = [
+        t for t, e in trunk.client.events if isinstance(e, CallAttached) and e.migrated
+    ]
+    assert attached and attached[-1] > failed
+    assert not trunk.client.of(CallTerminated)
+    assert trunk.client_state(handle) is C
+    call = trunk.rclient.calls[handle]
+    assert call.uri is not None and "/inst-a/" in call.uri  # the same call, re-attached
+    assert max(trunk.c2s[handle].received) == count - 1
+
+
 def test_two_hundred_concurrent_calls(binding: str) -> None:
     config = RippConfig(jitter_buffer=False)
     trunk = Trunk(binding=binding, config=config, ring_time=0.0)
