@@ -229,6 +229,9 @@ class QuicEngine(abc.ABC):
     #: Bidirectional streams a peer may open at once when the engine cannot raise it
     #: (None: ``max_streams_per_connection`` is honoured).
     fixed_stream_limit: int | None = None
+    #: A server answers every Initial without a token with a Retry (stateless address
+    #: validation), so that connections start with the client's address validated.
+    retry_always: bool = False
 
     @abc.abstractmethod
     def client(self, server_name: str, *, stream_limit: int) -> QuicLike:

@@ -445,7 +445,7 @@ class RippServer(_QuicBinding, HttpServer):
                 self._limited(now, "invalid retry token from %s dropped", addr[0])
                 return None
             retry_scid = dcid
-        elif suspicious >= self.config.retry_threshold:
+        elif suspicious >= self.config.retry_threshold or self._engine.retry_always:
             # Stateless address validation (RFC 9000 8.1.2): no state is kept for this
             # Initial; only a client that receives at its address can come back.
             new_scid = secrets.token_bytes(self._quic_configuration.connection_id_length)

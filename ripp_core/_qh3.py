@@ -14,8 +14,11 @@ client of a qh3 server sees that in its stream credit and spreads calls accordin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 from collections.abc import Mapping
+from typing import Any
 
 from aioquic.quic.configuration import QuicConfiguration
 from cryptography.hazmat.primitives import serialization
@@ -23,7 +26,8 @@ from qh3.h3.connection import H3Connection, H3Stream, MessageError
 from qh3.h3.events import DataReceived, H3Event, HeadersReceived
 from qh3.quic import events as quic_events
 from qh3.quic.configuration import QuicConfiguration as Qh3Configuration
-from qh3.quic.connection import QuicConnection
+from qh3.quic.connection import QuicConnection, QuicConnectionError
+from qh3.quic.packet import QuicErrorCode
 from qh3.tls import SignatureAlgorithm
 
 from ._engine import (
@@ -35,6 +39,8 @@ from ._engine import (
     QuicEngine,
     QuicLike,
 )
+
+logger = logging.getLogger("ripp.h3")
 
 #: What a qh3 client accepts from servers: qh3's default list plus Ed25519, which qh3
 #: leaves out by default but aioquic accepts (and ripp's test PKI uses); without SHA-1.
@@ -49,6 +55,10 @@ CLIENT_SIGNATURE_ALGORITHMS = [
     SignatureAlgorithm.RSA_PSS_RSAE_SHA512,
     SignatureAlgorithm.RSA_PKCS1_SHA512,
 ]
+
+#: The max_datagram_frame_size a qh3 server advertises (qh3 clients' own default); RIPP
+#: sends no DATAGRAM frames, the HTTP/3 layer drops any it gets.
+QH3_DATAGRAM_FRAME_SIZE = 65536
 
 #: qh3 2.1 advertises initial_max_streams_bidi=100 and offers no setting for it.
 QH3_STREAM_LIMIT = 100
@@ -106,6 +116,84 @@ class _GuardedQh3Connection(H3Connection):
         return sum(len(stream.buffer) for stream in self._stream.values())
 
 
+class _Qh3Connection(QuicConnection):
+    """qh3's QuicConnection that fails alone.
+
+    qh3 turns any error of its native core into a QuicConnectionError raised from
+    whichever call met it (``receive_datagram``, ``datagrams_to_send``, ``handle_timer``,
+    a stream write), where aioquic closes the connection and reports
+    ``ConnectionTerminated``. Raised through the binding it would stop the endpoint and
+    every other connection, so this one catches it, closes, reports the termination as
+    an event and stays silent afterwards.
+    """
+
+    failure: QuicConnectionError | None = None
+    _reported = False  # the failure's ConnectionTerminated was handed out
+    _flushed = False  # the CONNECTION_CLOSE after a failure was collected (or could not be)
+
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        """See aioquic's ``QuicConnection.receive_datagram``."""
+        if self.failure is None:
+            try:
+                super().receive_datagram(data, addr, now)
+            except QuicConnectionError as exc:
+                self._failed(exc)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        """See aioquic's ``QuicConnection.datagrams_to_send``."""
+        if self.failure is None:
+            try:
+                return super().datagrams_to_send(now)
+            except QuicConnectionError as exc:
+                self._failed(exc)
+        if not self._flushed:
+            self._flushed = True
+            with contextlib.suppress(QuicConnectionError):
+                return super().datagrams_to_send(now)
+        return []
+
+    def get_timer(self) -> float | None:
+        """See aioquic's ``QuicConnection.get_timer``."""
+        return None if self.failure is not None else super().get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        """See aioquic's ``QuicConnection.handle_timer``."""
+        if self.failure is None:
+            try:
+                super().handle_timer(now)
+            except QuicConnectionError as exc:
+                self._failed(exc)
+
+    def send_stream_data(self, stream_id: int, data: Any, end_stream: bool = False) -> None:
+        """See aioquic's ``QuicConnection.send_stream_data`` (dropped once failed)."""
+        if self.failure is None:
+            try:
+                super().send_stream_data(stream_id, data, end_stream)
+            except QuicConnectionError as exc:
+                self._failed(exc)
+
+    def next_event(self) -> quic_events.QuicEvent | None:
+        """See aioquic's ``QuicConnection.next_event``; after a failure, one
+        ``ConnectionTerminated`` and nothing more."""
+        if self.failure is None:
+            return super().next_event()
+        if self._reported:
+            return None
+        self._reported = True
+        return quic_events.ConnectionTerminated(
+            error_code=self.failure.error_code,
+            frame_type=self.failure.frame_type,
+            reason_phrase=self.failure.reason_phrase,
+        )
+
+    def _failed(self, exc: QuicConnectionError) -> None:
+        logger.warning("qh3 connection failed: %s", exc)
+        self.failure = exc
+        with contextlib.suppress(QuicConnectionError, AssertionError):
+            # Tell the peer if the core still can; nothing more will be sent.
+            self.close(error_code=QuicErrorCode.INTERNAL_ERROR, reason_phrase=str(exc))
+
+
 def qh3_configuration(configuration: QuicConfiguration) -> Qh3Configuration:
     """qh3's equivalent of an aioquic ``QuicConfiguration`` (TLS identity, trust anchors,
     ALPN, timeouts, flow-control windows, key log). A qlog logger has no qh3 equivalent of
@@ -132,6 +220,10 @@ def qh3_configuration(configuration: QuicConfiguration) -> Qh3Configuration:
         supported_versions=list(configuration.supported_versions),
         verify_mode=configuration.verify_mode,
     )
+    if not configuration.is_client and result.max_datagram_frame_size is None:
+        # qh3's HTTP/3 layer always sends SETTINGS_H3_DATAGRAM=1, and qh3 clients close
+        # the connection when that comes without this transport parameter.
+        result.max_datagram_frame_size = QH3_DATAGRAM_FRAME_SIZE
     if configuration.is_client:
         result.signature_algorithms = [int(a) for a in CLIENT_SIGNATURE_ALGORITHMS]
     if configuration.certificate is not None:
@@ -165,6 +257,10 @@ class Qh3Engine(QuicEngine):
         MalformedRequest: EventKind.MALFORMED,
     }
     fixed_stream_limit = QH3_STREAM_LIMIT
+    # qh3 2.1's server fails its first flight to a client whose ClientHello fits one
+    # Initial datagram ("packet builder capacity exhausted", docs/performance.md) unless
+    # the address is validated, which a Retry does before any state exists.
+    retry_always = True
 
     def __init__(self, configuration: QuicConfiguration) -> None:
         self._configuration = qh3_configuration(configuration)
@@ -172,7 +268,7 @@ class Qh3Engine(QuicEngine):
     def client(self, server_name: str, *, stream_limit: int) -> QuicLike:
         """See :meth:`QuicEngine.client` (``stream_limit`` cannot be honoured)."""
         configuration = dataclasses.replace(self._configuration, server_name=server_name)
-        return QuicConnection(configuration=configuration)
+        return _Qh3Connection(configuration=configuration)
 
     def server(
         self,
@@ -182,7 +278,7 @@ class Qh3Engine(QuicEngine):
         stream_limit: int,
     ) -> QuicLike:
         """See :meth:`QuicEngine.server` (``stream_limit`` cannot be honoured)."""
-        return QuicConnection(
+        return _Qh3Connection(
             configuration=self._configuration,
             original_destination_connection_id=original_destination_connection_id,
             retry_source_connection_id=retry_source_connection_id,
