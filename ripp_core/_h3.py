@@ -36,6 +36,7 @@ from aioquic.quic.packet import (
 from aioquic.quic.retry import QuicRetryTokenHandler
 
 from ._auth import Authorizer, IdentityVerifier
+from ._call import Call
 from ._config import RippConfig
 from ._engine import (
     _STREAM_ID_STEP,
@@ -55,6 +56,7 @@ from ._http import (
     HttpConnection,
     HttpEndpoint,
     HttpServer,
+    StreamKind,
     _host_port,
 )
 from ._http import (
@@ -549,6 +551,46 @@ class RippClient(_QuicBinding, HttpClient):
             opened = connection.quic.get_next_available_stream_id() // _STREAM_ID_STEP
             return self.config.assumed_stream_credit - opened
         return self._engine.stream_credit(connection.quic)
+
+    def _has_room(self, connection: HttpConnection) -> bool:
+        """May one more call share ``connection``? Besides ``max_calls_per_connection``,
+        the credit must cover the streams the calls on it are still owed (see
+        :meth:`_owed`) plus the new call's own signaling and minimum media streams."""
+        if not HttpClient._has_room(self, connection):
+            return False
+        needed = 1 + self.config.min_media_streams
+        return self._credit(connection) - self._owed(connection, None) >= needed
+
+    def _media_credit(self, connection: HttpConnection, call: Call) -> int:
+        """A call below its minimum of media streams may use all the credit; beyond it,
+        only what the other calls on the connection are not owed, so that a peer that
+        allows few streams (qh3 allows 100) does not see early calls widen their
+        striping and leave later ones without media."""
+        credit = self._credit(connection)
+        if self._opened(connection).get(call.handle, (0, 0))[1] < self.config.min_media_streams:
+            return credit
+        return credit - self._owed(connection, call.handle)
+
+    def _opened(self, connection: HttpConnection) -> dict[str, tuple[int, int]]:
+        """Per call on ``connection``: signaling and media requests open."""
+        counts = {handle: [0, 0] for handle in connection.calls}
+        for stream in connection.streams.values():
+            if stream.call is not None and stream.call.handle in counts:
+                if stream.kind is StreamKind.SIGNALING:
+                    counts[stream.call.handle][0] += 1
+                elif stream.kind is StreamKind.MEDIA:
+                    counts[stream.call.handle][1] += 1
+        return {handle: (s, m) for handle, (s, m) in counts.items()}
+
+    def _owed(self, connection: HttpConnection, besides: str | None) -> int:
+        """Streams the calls on ``connection`` (but ``besides``) have yet to open to reach
+        one signaling request and ``min_media_streams`` media requests: calls are
+        admitted before they open them."""
+        return sum(
+            max(0, 1 - signaling) + max(0, self.config.min_media_streams - media)
+            for handle, (signaling, media) in self._opened(connection).items()
+            if handle != besides
+        )
 
     def _connect(self, authority: str, address: Address, now: float) -> HttpConnection | None:
         quic = self._engine.client(

@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from aioquic.quic.configuration import QuicConfiguration
 from cryptography.hazmat.primitives import serialization
@@ -41,6 +41,7 @@ from ._engine import (
 )
 
 logger = logging.getLogger("ripp.h3")
+_T = TypeVar("_T")
 
 #: What a qh3 client accepts from servers: qh3's default list plus Ed25519, which qh3
 #: leaves out by default but aioquic accepts (and ripp's test PKI uses); without SHA-1.
@@ -119,12 +120,12 @@ class _GuardedQh3Connection(H3Connection):
 class _Qh3Connection(QuicConnection):
     """qh3's QuicConnection that fails alone.
 
-    qh3 turns any error of its native core into a QuicConnectionError raised from
+    qh3 turns an error of its native core into a QuicConnectionError raised from
     whichever call met it (``receive_datagram``, ``datagrams_to_send``, ``handle_timer``,
-    a stream write), where aioquic closes the connection and reports
-    ``ConnectionTerminated``. Raised through the binding it would stop the endpoint and
-    every other connection, so this one catches it, closes, reports the termination as
-    an event and stays silent afterwards.
+    a stream write; ``get_timer`` and the core's properties raise the RuntimeError
+    itself), where aioquic closes the connection and reports ``ConnectionTerminated``.
+    Raised through the binding it would stop the endpoint and every other connection, so
+    this one catches it, closes, reports the termination as an event and goes silent.
     """
 
     failure: QuicConnectionError | None = None
@@ -133,44 +134,29 @@ class _Qh3Connection(QuicConnection):
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
         """See aioquic's ``QuicConnection.receive_datagram``."""
-        if self.failure is None:
-            try:
-                super().receive_datagram(data, addr, now)
-            except QuicConnectionError as exc:
-                self._failed(exc)
+        self.guarded(super().receive_datagram, None, data, addr, now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
         """See aioquic's ``QuicConnection.datagrams_to_send``."""
         if self.failure is None:
-            try:
-                return super().datagrams_to_send(now)
-            except QuicConnectionError as exc:
-                self._failed(exc)
+            return self.guarded(super().datagrams_to_send, [], now)
         if not self._flushed:
             self._flushed = True
-            with contextlib.suppress(QuicConnectionError):
+            with contextlib.suppress(QuicConnectionError, RuntimeError, AssertionError):
                 return super().datagrams_to_send(now)
         return []
 
     def get_timer(self) -> float | None:
         """See aioquic's ``QuicConnection.get_timer``."""
-        return None if self.failure is not None else super().get_timer()
+        return self.guarded(super().get_timer, None)
 
     def handle_timer(self, now: float) -> None:
         """See aioquic's ``QuicConnection.handle_timer``."""
-        if self.failure is None:
-            try:
-                super().handle_timer(now)
-            except QuicConnectionError as exc:
-                self._failed(exc)
+        self.guarded(super().handle_timer, None, now)
 
     def send_stream_data(self, stream_id: int, data: Any, end_stream: bool = False) -> None:
         """See aioquic's ``QuicConnection.send_stream_data`` (dropped once failed)."""
-        if self.failure is None:
-            try:
-                super().send_stream_data(stream_id, data, end_stream)
-            except QuicConnectionError as exc:
-                self._failed(exc)
+        self.guarded(super().send_stream_data, None, stream_id, data, end_stream)
 
     def next_event(self) -> quic_events.QuicEvent | None:
         """See aioquic's ``QuicConnection.next_event``; after a failure, one
@@ -186,10 +172,23 @@ class _Qh3Connection(QuicConnection):
             reason_phrase=self.failure.reason_phrase,
         )
 
+    def guarded(self, operation: Callable[..., _T], otherwise: _T, *args: Any) -> _T:
+        """``operation(*args)``, or ``otherwise`` once the connection has failed (now or
+        before)."""
+        if self.failure is not None:
+            return otherwise
+        try:
+            return operation(*args)
+        except QuicConnectionError as exc:
+            self._failed(exc)
+        except RuntimeError as exc:  # a native error that did not pass through _call_core
+            self._failed(QuicConnectionError(QuicErrorCode.INTERNAL_ERROR, None, str(exc)))
+        return otherwise
+
     def _failed(self, exc: QuicConnectionError) -> None:
         logger.warning("qh3 connection failed: %s", exc)
         self.failure = exc
-        with contextlib.suppress(QuicConnectionError, AssertionError):
+        with contextlib.suppress(QuicConnectionError, RuntimeError, AssertionError):
             # Tell the peer if the core still can; nothing more will be sent.
             self.close(error_code=QuicErrorCode.INTERNAL_ERROR, reason_phrase=str(exc))
 
@@ -291,17 +290,25 @@ class Qh3Engine(QuicEngine):
 
     def rtt(self, quic: QuicLike) -> float | None:
         """See :meth:`QuicEngine.rtt`."""
-        assert isinstance(quic, QuicConnection)
-        core = quic._core  # the facade does not pass the native core's estimate on
-        return None if core is None else core.smoothed_rtt
+        assert isinstance(quic, _Qh3Connection)
+
+        def read() -> float | None:
+            core = quic._core  # the facade does not pass the native core's estimate on
+            return None if core is None else core.smoothed_rtt
+
+        return quic.guarded(read, None)
 
     def stream_credit(self, quic: QuicLike) -> int:
         """See :meth:`QuicEngine.stream_credit`."""
-        assert isinstance(quic, QuicConnection)
-        # max_concurrent_bidi_streams is the peer's cumulative MAX_STREAMS (it grows as
-        # streams finish), so the credit is what is left of it after the streams opened.
-        limit = quic.max_concurrent_bidi_streams
-        return limit - quic.get_next_available_stream_id() // _STREAM_ID_STEP
+        assert isinstance(quic, _Qh3Connection)
+
+        def read() -> int:
+            # max_concurrent_bidi_streams is the peer's cumulative MAX_STREAMS (it grows
+            # as streams finish): the credit is what is left of it after those we opened.
+            limit = quic.max_concurrent_bidi_streams
+            return limit - quic.get_next_available_stream_id() // _STREAM_ID_STEP
+
+        return quic.guarded(read, 0)
 
     def buffered_bytes(self, quic: QuicLike) -> int:
         """See :meth:`QuicEngine.buffered_bytes`: qh3's receive windows do not grow past
@@ -310,6 +317,10 @@ class Qh3Engine(QuicEngine):
 
     def is_first_flight(self, quic: QuicLike) -> bool:
         """See :meth:`QuicEngine.is_first_flight`."""
-        assert isinstance(quic, QuicConnection)
-        core = quic._core  # the facade's own state stays FIRSTFLIGHT until the handshake
-        return core is None or not core.received_authenticated_packet
+        assert isinstance(quic, _Qh3Connection)
+
+        def read() -> bool:
+            core = quic._core  # the facade's state stays FIRSTFLIGHT until the handshake
+            return core is None or not core.received_authenticated_packet
+
+        return quic.guarded(read, False)
