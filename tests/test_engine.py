@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,6 +44,7 @@ from ripp_core.testing import (
     server_quic_configuration,
 )
 from tests.call_harness import IDENTITY, Trunk
+from tests.test_cli import REPO, _env, interrupt, last_json, ripp, serving
 
 PKI = make_test_pki(
     ["localhost"], not_before=datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
@@ -403,3 +407,31 @@ def test_real_sockets_echo_over_every_engine_pair(driver: str, pair: tuple[str, 
 
         received = asyncio.run(amain())
     assert received == 25
+
+
+# ------------------------------------------------------------------ real processes (CLI)
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("pair", [("qh3", "qh3"), ("aioquic", "qh3"), ("qh3", "aioquic")],
+                         ids=pair_ids)  # fmt: skip
+def test_ripp_serve_and_call_with_quic_engine(tmp_path: Path, pair: tuple[str, str]) -> None:
+    client, server = pair
+    with serving(tmp_path, "--quic-engine", server) as (process, uri):
+        done = ripp(tmp_path, "call", uri, "--quic-engine", client, "--seconds", "1", "--json")
+        result = last_json(done)
+        assert result["states"] == ["pending", "ringing", "connected", "terminated"]
+        assert result["ended"]["code"] == 200
+        assert result["media"]["client_to_server"]["sent"] == 50
+        assert result["media"]["server_to_client"]["received"] == 50
+        interrupt(process)
+
+
+@pytest.mark.timeout(60)
+def test_ripp_refuses_qlog_with_qh3(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ripp_cli", "demo", "--quic-engine", "qh3", "--qlog",
+         str(tmp_path / "qlog"), "--seconds", "1"],
+        cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=50,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "--qlog needs the aioquic engine" in done.stderr
