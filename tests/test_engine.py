@@ -299,9 +299,12 @@ def test_a_failing_qh3_core_ends_its_own_connection_only(pair: tuple[str, str]) 
         victim, survivor = survivor, victim
 
     class Broken:
-        """A native core that has gone wrong: every use of it raises."""
+        """A native core that has gone wrong: every use of it raises, as qh3's does
+        (RuntimeError mostly; poll_transmit was seen raising ValueError at 200 calls)."""
 
         def __getattr__(self, name: str) -> Any:
+            if name == "poll_transmit":
+                raise ValueError("reserved stream is missing (injected)")
             raise RuntimeError(f"native core failure in {name} (injected)")
 
     victim.quic._core = Broken()  # type: ignore[attr-defined]
