@@ -456,3 +456,49 @@ def test_engines_benchmark_smoke() -> None:
         < 0.9 * results["aioquic"]["server_cpu_ms_per_call_s"]
     )
     assert "| calls |" in engines.render(list(results.values()))
+
+
+# ------------------------------------------------------------------ the driver suite's app on qh3
+@pytest.mark.slow
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize(("client_driver", "server_driver"), [("trio", "asyncio"),
+                                                              ("asyncio", "trio")])  # fmt: skip
+def test_cross_driver_pacing_marks_and_dtmf_on_qh3(client_driver: str, server_driver: str) -> None:
+    # tests/test_drivers.py's echo application and checks, with both ends on qh3: paced
+    # play, a mark that fires once every frame is acknowledged, in-order echo, DTMF.
+    from tests import test_drivers as td
+
+    count = 50
+    config = RippConfig(quic_engine="qh3")
+    app = td.EchoApp(None)
+    with td.ServerThread(server_driver, app, config) as server:
+
+        async def main() -> tuple[float, list[int]]:
+            async with td.open_client(client_driver, server.uri, config=config) as client:
+                call = await td.place_call(client)
+                async with td.fail_after(client_driver, 10):
+                    await call.wait_state(CallState.CONNECTED)
+                    began = asyncio.get_running_loop().time() if client_driver == "asyncio" \
+                        else trio.current_time()  # fmt: skip
+                    for i in range(count):
+                        call.play(Codec.PCMU, 0.02, bytes([i]) * 160)
+                    await call.mark("played")
+                    now = asyncio.get_running_loop().time() if client_driver == "asyncio" \
+                        else trio.current_time()  # fmt: skip
+                    call.send_dtmf("42#")
+                    await call.mark("dialled")
+                    echoed: list[int] = []
+                    audio = call.audio()
+                    async for item in audio:
+                        if isinstance(item, MediaFrame):
+                            echoed.append(item.payload[0])
+                            if len(echoed) == count:
+                                break
+                await call.terminate()
+                return now - began, echoed
+
+        sent_in, echoed = td.run(client_driver, main)
+        td.eventually(lambda: app.ended)
+    assert echoed == list(range(count))
+    assert sent_in >= 0.9  # the last of 50 paced frames left after 49 x 20 ms
+    assert app.digits == list("42#")
