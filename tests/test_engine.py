@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import random
 import subprocess
 import sys
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from ripp_core import (
     EngineUnavailable,
     MediaFrame,
     RippConfig,
+    RippServer,
 )
 from ripp_core._engine import AioquicEngine, MalformedRequest, QuicEngine, quic_engine
 from ripp_core._qh3 import QH3_STREAM_LIMIT, Qh3Engine, qh3_configuration
@@ -502,3 +504,24 @@ def test_cross_driver_pacing_marks_and_dtmf_on_qh3(client_driver: str, server_dr
     assert echoed == list(range(count))
     assert sent_in >= 0.9  # the last of 50 paced frames left after 49 x 20 ms
     assert app.digits == list("42#")
+
+
+# ------------------------------------------------------------------ junk Initials
+@pytest.mark.parametrize("engine", QUIC_ENGINES)
+def test_junk_initials_leave_no_connection_and_real_clients_still_connect(engine: str) -> None:
+    # Undecryptable full-size Initials: aioquic's server makes a connection, sees nothing
+    # decrypt (is_first_flight) and drops it; qh3's answers with a stateless Retry. Either
+    # way no state is left and a real client connects afterwards.
+    from tests.test_bad_input import garbage_initial
+
+    config = RippConfig(quic_engine=engine, max_connections=4)
+    server = RippServer(
+        server_quic_configuration(PKI), instance_id="x", config=config, **INSECURE_CHECKS
+    )
+    rng = random.Random(3)
+    for n in range(20):
+        server.receive_datagram(garbage_initial(rng), ("127.0.0.1", 40000 + n), 1.0 + n / 100)
+        server.datagrams_to_send(1.0 + n / 100)
+        assert len(server._connections) == 0
+    trunk = _trunk(("aioquic", engine))
+    assert trunk.client_state(trunk.connect()) is CallState.CONNECTED
