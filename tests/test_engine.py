@@ -24,6 +24,8 @@ from aioquic.buffer import Buffer
 from aioquic.quic.logger import QuicLogger
 from aioquic.quic.packet import encode_quic_retry, pull_quic_header
 from aioquic.quic.retry import QuicRetryTokenHandler
+from hypothesis import given
+from hypothesis import strategies as st
 
 import ripp_asyncio
 import ripp_trio
@@ -36,7 +38,7 @@ from ripp_core import (
     RippConfig,
     RippServer,
 )
-from ripp_core._engine import AioquicEngine, MalformedRequest, QuicEngine, quic_engine
+from ripp_core._engine import AioquicEngine, H3Guard, MalformedRequest, QuicEngine, quic_engine
 from ripp_core._qh3 import QH3_STREAM_LIMIT, Qh3Engine, qh3_configuration
 from ripp_core.testing import (
     INSECURE_CHECKS,
@@ -525,3 +527,25 @@ def test_junk_initials_leave_no_connection_and_real_clients_still_connect(engine
         assert len(server._connections) == 0
     trunk = _trunk(("aioquic", engine))
     assert trunk.client_state(trunk.connect()) is CallState.CONNECTED
+
+
+# ------------------------------------------------------------------ the request guard
+@given(
+    ids=st.lists(st.integers(0, 2**62 - 1), max_size=300),
+    memory=st.integers(1, 50),
+    frames=st.lists(st.tuples(st.sampled_from([None, 0, 1, 5, 0x21]),
+                              st.one_of(st.none(), st.integers(0, 40000)))),
+)  # fmt: skip
+def test_guard_is_bounded_and_refuses_only_large_non_data_frames(
+    ids: list[int], memory: int, frames: list[tuple[int | None, int | None]]
+) -> None:
+    guard = H3Guard(max_header_frame=16384, abandoned_memory=memory)
+    for stream_id in ids:
+        guard.remember(stream_id)
+        assert guard.is_abandoned(stream_id)  # the newest is always remembered
+        assert len(guard._abandoned) <= memory  # a peer cannot grow it
+    for frame_type, size in frames:
+        refused = guard.oversized(frame_type, size) is not None
+        assert refused == (
+            frame_type not in (None, 0) and size is not None and size > 16384
+        )  # DATA (0) frames stream through; HEADERS and others are bounded
