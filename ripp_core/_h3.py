@@ -1,8 +1,11 @@
-"""The HTTP/3 binding: RIPP over aioquic's sans-IO QUIC and HTTP/3 connections.
+"""The HTTP/3 binding: RIPP over sans-IO QUIC and HTTP/3 connections.
 
-This is the only module that imports aioquic. It owns QUIC connections, demultiplexed by
-connection ID, and speaks aioquic's own contract (``receive_datagram`` /
-``datagrams_to_send`` / ``get_timer`` / ``handle_timer`` / ``next_event``):
+It owns QUIC connections, demultiplexed by connection ID, and speaks aioquic's own
+contract (``receive_datagram`` / ``datagrams_to_send`` / ``get_timer`` / ``handle_timer``
+/ ``next_event``). The connections come from a QUIC engine (:mod:`._engine`: aioquic by
+default, qh3 as an option), used through aioquic's public API only; what that API does
+not tell is asked of the engine. aioquic's packet helpers (header parsing, Retry and
+Version Negotiation) serve whichever engine runs.
 
 * :class:`RippServer` answers calls. It creates a QUIC connection on a client's first
   Initial packet (with a Retry when many handshakes are open), bounds connections and
@@ -77,7 +80,7 @@ class _Connection(HttpConnection):
 
 
 class _QuicBinding(HttpEndpoint):
-    """The aioquic side shared by client and server: connections by CID, datagrams in and
+    """The QUIC side shared by client and server: connections by CID, datagrams in and
     out, QUIC timers, and the HTTP layer's primitives as HTTP/3 stream operations."""
 
     def _init_quic(self, quic_configuration: QuicConfiguration) -> None:
@@ -107,6 +110,7 @@ class _QuicBinding(HttpEndpoint):
         connection.quic.receive_datagram(data, addr, now)
         connection.heard_at = now
         self._touched.add(connection)
+        # Only a server's connections have a guard (a client's first flight is its own).
         if fresh and connection.guard is not None and self._engine.is_first_flight(
             connection.quic
         ):
