@@ -433,6 +433,7 @@ def test_ripp_serve_and_call_with_quic_engine(tmp_path: Path, pair: tuple[str, s
         interrupt(process)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_ripp_refuses_qlog_with_qh3(tmp_path: Path) -> None:
     done = subprocess.run(
