@@ -54,7 +54,7 @@ EventHandler = Callable[[BareConnection, H3Event, float], None]
 
 
 def _raise_stream_limit(quic: QuicConnection) -> None:
-    # The same private attribute RIPP raises (see ripp_core._h3._raise_stream_limit).
+    # The same private attribute RIPP raises (see ripp_core._engine._raise_stream_limit).
     quic._local_max_streams_bidi.value = max(quic._local_max_streams_bidi.value, STREAM_LIMIT)
 
 

@@ -79,9 +79,13 @@ SATURATED_DELIVERY = 95.0
 SATURATED_P99 = 1.0
 
 
-def ripp_config() -> RippConfig:
+#: RIPP stacks by QUIC engine: ``ripp-qh3`` is RIPP on qh3 (RippConfig.quic_engine).
+RIPP_ENGINES = {"ripp": "aioquic", "ripp-qh3": "qh3"}
+
+
+def ripp_config(stack: str = "ripp") -> RippConfig:
     """The RIPP configuration of both processes: defaults, frames reported on arrival."""
-    return RippConfig(jitter_buffer=False)
+    return RippConfig(jitter_buffer=False, quic_engine=RIPP_ENGINES[stack])
 
 
 # ====================================================================== in the processes
@@ -325,7 +329,7 @@ async def ripp_server(args: argparse.Namespace, recorder: Recorder, out: dict[st
     profile = _Profile(args.profile, args.calls, args.profile_seconds)
     connected = 0
     async with trio.open_nursery() as nursery, open_server(
-        server_configuration(args.pki), host=HOST, port=0, config=ripp_config(),
+        server_configuration(args.pki), host=HOST, port=0, config=ripp_config(args.stack),
         authorizer=insecure_accept_any_bearer, identity_verifier=insecure_accept_any_identity
     ) as server:
         server._driver.router = LatencyRouter(recorder)  # benchmark hook (see docstring)
@@ -364,7 +368,7 @@ async def ripp_client(args: argparse.Namespace, recorder: Recorder, out: dict[st
         client_configuration(args.pki),
         calls_uris=[f"https://localhost:{args.port}/ripp/calls"],
         token=TOKEN,
-        config=ripp_config(),
+        config=ripp_config(args.stack),
     ) as client:
         client._driver.router = LatencyRouter(recorder)  # benchmark hook (see docstring)
         nursery.start_soon(recorder.sample_cpu)
@@ -588,7 +592,7 @@ async def bare_client(args: argparse.Namespace, recorder: Recorder, out: dict[st
 def _main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.capacity")
     parser.add_argument("role", choices=["server", "client"])
-    parser.add_argument("--stack", choices=["ripp", "bare"], required=True)
+    parser.add_argument("--stack", choices=[*RIPP_ENGINES, "bare"], required=True)
     parser.add_argument("--pki", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--lifetime", type=float, default=120.0)
@@ -605,6 +609,8 @@ def _main() -> None:
     runner = {
         ("server", "ripp"): ripp_server,
         ("client", "ripp"): ripp_client,
+        ("server", "ripp-qh3"): ripp_server,
+        ("client", "ripp-qh3"): ripp_client,
         ("server", "bare"): bare_server,
         ("client", "bare"): bare_client,
     }[(args.role, args.stack)]

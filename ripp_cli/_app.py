@@ -24,6 +24,7 @@ import attrs
 
 from ripp_audio import WavWriter, decoder_for, encoder_for, frames_from_wav, tone
 from ripp_core import (
+    QUIC_ENGINES,
     CallEnded,
     CallState,
     CallTerminated,
@@ -92,14 +93,27 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="override a RippConfig setting (docs/protocol.md, limits and timers); repeatable",
     )
+    parser.add_argument(
+        "--quic-engine",
+        choices=QUIC_ENGINES,
+        help="QUIC + HTTP/3 implementation (default aioquic; qh3 needs pip install 'ripp[qh3]'"
+        " and writes no qlog); same as --set quic_engine=NAME",
+    )
 
 
 def ripp_config(args: argparse.Namespace) -> RippConfig:
-    """The RippConfig of a command: the defaults with ``--set`` applied."""
+    """The RippConfig of a command: the defaults with ``--set`` and ``--quic-engine``
+    applied."""
     try:
-        return RippConfig().with_settings(list(args.set))
+        config = RippConfig().with_settings(list(args.set))
     except ValueError as exc:
         raise SystemExit(f"ripp: --set: {exc}") from None
+    engine = getattr(args, "quic_engine", None)
+    if engine is not None:
+        if engine != "aioquic" and getattr(args, "qlog", None) is not None:
+            raise SystemExit(f"ripp: --qlog needs the aioquic engine, not {engine}")
+        config = attrs.evolve(config, quic_engine=engine)
+    return config
 
 
 def add_media(parser: argparse.ArgumentParser) -> None:

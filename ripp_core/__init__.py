@@ -28,7 +28,8 @@ from ._auth import (
 )
 from ._call import Call, CallHandoff, CallRequest, CallTransport
 from ._codecs import ALLOWED_DURATION_UNITS, MEDIA_CLOCK_RATE, Codec
-from ._config import RippConfig
+from ._config import QUIC_ENGINES, RippConfig
+from ._engine import EngineUnavailable
 from ._errors import (
     BadDuration,
     BadRequest,
@@ -115,6 +116,7 @@ __all__ = [
     "CODEC_IMPAIRMENT",
     "H2_ALPN",
     "MEDIA_CLOCK_RATE",
+    "QUIC_ENGINES",
     "TRANSITIONS",
     "UNVERIFIED",
     "AckFrame",
@@ -150,6 +152,7 @@ __all__ = [
     "CodecImpairment",
     "ConnectionClosed",
     "DtmfReceived",
+    "EngineUnavailable",
     "Event",
     "EventRouter",
     "Forbidden",

@@ -10,6 +10,9 @@ from typing import Any
 
 import attrs
 
+#: QUIC + HTTP/3 implementations the HTTP/3 binding can run on (``RippConfig.quic_engine``).
+QUIC_ENGINES = ("aioquic", "qh3")
+
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if not value > 0:  # also rejects NaN
@@ -71,6 +74,12 @@ class RippConfig:
     requests a peer may have open at once on one connection. Enough for
     ``max_calls_per_connection`` calls of ``1 + max_media_streams`` streams each, with
     room for refused and closing ones."""
+    quic_engine: str = attrs.field(default="aioquic", validator=attrs.validators.in_(QUIC_ENGINES))
+    """The QUIC + HTTP/3 implementation under the HTTP/3 binding: ``aioquic`` (pure
+    Python, the default) or ``qh3`` (native QUIC core, ``pip install 'ripp[qh3]'``; it
+    allows a peer 100 streams whatever ``max_streams_per_connection`` says and writes no
+    qlog). Both speak the same protocol and interoperate (docs/performance.md, "QUIC
+    engines")."""
     min_media_streams: int = attrs.field(default=2, validator=_positive)
     """Lower bound of N, the media streams of a call."""
     max_media_streams: int = attrs.field(default=20, validator=_positive)

@@ -1,8 +1,11 @@
-"""The HTTP/3 binding: RIPP over aioquic's sans-IO QUIC and HTTP/3 connections.
+"""The HTTP/3 binding: RIPP over sans-IO QUIC and HTTP/3 connections.
 
-This is the only module that imports aioquic. It owns QUIC connections, demultiplexed by
-connection ID, and speaks aioquic's own contract (``receive_datagram`` /
-``datagrams_to_send`` / ``get_timer`` / ``handle_timer`` / ``next_event``):
+It owns QUIC connections, demultiplexed by connection ID, and speaks aioquic's own
+contract (``receive_datagram`` / ``datagrams_to_send`` / ``get_timer`` / ``handle_timer``
+/ ``next_event``). The connections come from a QUIC engine (:mod:`._engine`: aioquic by
+default, qh3 as an option), used through aioquic's public API only; what that API does
+not tell is asked of the engine. aioquic's packet helpers (header parsing, Retry and
+Version Negotiation) serve whichever engine runs.
 
 * :class:`RippServer` answers calls. It creates a QUIC connection on a client's first
   Initial packet (with a Retry when many handshakes are open), bounds connections and
@@ -17,18 +20,16 @@ all protocol decisions are made by :class:`~ripp_core._call.Call`. The HTTP/2 bi
 
 from __future__ import annotations
 
-import copy
 import logging
 import secrets
 from collections.abc import Callable
+from typing import Any, cast
 
 import attrs
 from aioquic.buffer import Buffer
-from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection, H3Stream, MessageError
-from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
-from aioquic.quic import events as quic_events
+from aioquic.h3.connection import H3_ALPN
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection, QuicConnectionError
+from aioquic.quic.connection import QuicConnectionError
 from aioquic.quic.packet import (
     QuicPacketType,
     encode_quic_retry,
@@ -38,7 +39,18 @@ from aioquic.quic.packet import (
 from aioquic.quic.retry import QuicRetryTokenHandler
 
 from ._auth import Authorizer, IdentityVerifier
+from ._call import Call
 from ._config import RippConfig
+from ._engine import (
+    _STREAM_ID_STEP,
+    EventKind,
+    GuardedH3,
+    H3Guard,
+    H3Like,
+    MalformedRequest,
+    QuicLike,
+    quic_engine,
+)
 from ._errors import H3_EXCESSIVE_LOAD
 from ._headers import Headers
 from ._http import (
@@ -47,6 +59,7 @@ from ._http import (
     HttpConnection,
     HttpEndpoint,
     HttpServer,
+    StreamKind,
     _host_port,
 )
 from ._http import (
@@ -55,113 +68,27 @@ from ._http import (
 
 logger = logging.getLogger("ripp.h3")
 
-#: Stream IDs of one kind (client-initiated bidirectional) are 4 apart (RFC 9000 2.1).
-_STREAM_ID_STEP = 4
-
-
-@attrs.frozen
-class MalformedRequest(H3Event):
-    """A request stream carried something aioquic refused (a malformed header field, a
-    frame larger than allowed): a stream error for that request only (RFC 9114 4.1.2)."""
-
-    stream_id: int
-    reason: str
-
-
-class _GuardedH3Connection(H3Connection):
-    """aioquic's H3Connection with the bounds RIPP promises (protocol 19.4).
-
-    * A malformed request (aioquic's ``MessageError``: a header value ending in a space, a
-      missing pseudo-header...) becomes a :class:`MalformedRequest` event for its stream,
-      instead of closing the whole connection and every call on it.
-    * A HEADERS frame announcing more than ``max_header_frame`` bytes is refused the same
-      way as soon as its length is known, instead of being buffered until it completes.
-    * The rest of an abandoned stream is discarded as it arrives.
-
-    It overrides two of aioquic's internal methods (aioquic is pinned for that reason).
-    """
-
-    def __init__(
-        self, quic: QuicConnection, *, max_header_frame: int, abandoned_memory: int
-    ) -> None:
-        super().__init__(quic)
-        self._max_header_frame = max_header_frame
-        self._abandoned_memory = abandoned_memory
-        # Abandoned request streams, oldest first; bounded so a peer cannot grow it.
-        self._abandoned: dict[int, None] = {}
-
-    def _receive_stream_data(self, event: quic_events.StreamDataReceived) -> list[H3Event]:
-        if event.stream_id in self._abandoned:
-            return []
-        return super()._receive_stream_data(event)
-
-    def _receive_request_or_push_data(
-        self, stream: H3Stream, data: bytes, stream_ended: bool
-    ) -> list[H3Event]:
-        try:
-            events = super()._receive_request_or_push_data(stream, data, stream_ended)
-        except MessageError as exc:
-            if self._is_client:
-                raise
-            return [self._abandon(stream, exc.reason_phrase)]
-        if (
-            stream.frame_type is not None
-            and stream.frame_type != FrameType.DATA
-            and stream.frame_size is not None
-            and stream.frame_size > self._max_header_frame
-        ):
-            events.append(
-                self._abandon(stream, f"a {stream.frame_size}-byte frame is too large")
-            )
-        return events
-
-    def _abandon(self, stream: H3Stream, reason: str) -> MalformedRequest:
-        stream.buffer = b""
-        stream.frame_type = stream.frame_size = None
-        self._remember_abandoned(stream.stream_id)
-        return MalformedRequest(stream.stream_id, reason)
-
-    def abandon(self, stream_id: int) -> None:
-        """Discard whatever more arrives on a request stream we have answered and will not
-        read, and drop its HTTP/3 state."""
-        self._remember_abandoned(stream_id)
-        self._stream.pop(stream_id, None)
-
-    def _remember_abandoned(self, stream_id: int) -> None:
-        # Oldest first, bounded, so that a peer cannot grow it.
-        self._abandoned[stream_id] = None
-        while len(self._abandoned) > self._abandoned_memory:
-            del self._abandoned[next(iter(self._abandoned))]
-
-    def buffered(self) -> int:
-        """Bytes of HTTP/3 frames received and not yet complete, over all streams."""
-        return sum(len(stream.buffer) for stream in self._stream.values())
-
 
 @attrs.define(eq=False, kw_only=True)
 class _Connection(HttpConnection):
-    quic: QuicConnection
-    h3: H3Connection
+    quic: QuicLike
+    h3: H3Like
+    guard: GuardedH3 | None = None  # a server's h3, when it keeps RIPP's bounds
     handshake_done: bool = False
     handshake_deadline: float | None = None
     cids: set[bytes] = attrs.Factory(set)
 
 
-def _raise_stream_limit(quic: QuicConnection, limit: int) -> None:
-    # aioquic fixes the peer's bidirectional stream allowance at 128 and offers no
-    # setting; media striping needs more, so we raise the Limit before the handshake
-    # advertises it (aioquic is pinned to versions where this attribute exists).
-    quic._local_max_streams_bidi.value = max(quic._local_max_streams_bidi.value, limit)
-
-
 class _QuicBinding(HttpEndpoint):
-    """The aioquic side shared by client and server: connections by CID, datagrams in and
+    """The QUIC side shared by client and server: connections by CID, datagrams in and
     out, QUIC timers, and the HTTP layer's primitives as HTTP/3 stream operations."""
 
     def _init_quic(self, quic_configuration: QuicConfiguration) -> None:
         self._quic_configuration = quic_configuration
         if not quic_configuration.alpn_protocols:
             quic_configuration.alpn_protocols = list(H3_ALPN)
+        self._engine = quic_engine(self.config.quic_engine, quic_configuration)
+        self._kinds = self._engine.kinds
         self._touched: set[HttpConnection] = set()  # may have something to send
         self._next_full_poll = 0.0
         self._by_cid: dict[bytes, _Connection] = {}
@@ -179,14 +106,13 @@ class _QuicBinding(HttpEndpoint):
         connection = self._connection_for_datagram(data, addr, now)
         if connection is None:
             return
-        fresh = not connection.handshake_done and connection.quic._state.name == "FIRSTFLIGHT"
+        fresh = not connection.handshake_done and self._engine.is_first_flight(connection.quic)
         connection.quic.receive_datagram(data, addr, now)
         connection.heard_at = now
         self._touched.add(connection)
-        if (
-            fresh
-            and not connection.quic._is_client
-            and connection.quic._state.name == "FIRSTFLIGHT"
+        # Only a server's connections have a guard (a client's first flight is its own).
+        if fresh and connection.guard is not None and self._engine.is_first_flight(
+            connection.quic
         ):
             # Not one packet of this "Initial" decrypted: garbage or spoofed. Forget it at
             # once rather than hold a connection slot until the handshake times out.
@@ -284,10 +210,7 @@ class _QuicBinding(HttpEndpoint):
 
     def _connection_rtt(self, connection: HttpConnection) -> float | None:
         assert isinstance(connection, _Connection)
-        recovery = connection.quic._loss  # aioquic keeps its estimator private
-        if getattr(recovery, "_rtt_initialized", False):
-            return float(recovery._rtt_smoothed)
-        return None
+        return self._engine.rtt(connection.quic)
 
     def _say_goodbye(self, connection: HttpConnection, reason: str, now: float) -> None:
         assert isinstance(connection, _Connection)
@@ -314,8 +237,8 @@ class _QuicBinding(HttpEndpoint):
         connection.cids.add(cid)
 
     def _register_cids(self, connection: _Connection) -> None:
-        for cid in connection.quic._host_cids:
-            self._register_cid(cid.cid, connection)
+        # A new connection has one host CID; the rest come as ConnectionIdIssued events.
+        self._register_cid(connection.quic.host_cid, connection)
 
     def _connection_for_datagram(
         self, data: bytes, addr: Address, now: float
@@ -348,36 +271,39 @@ class _QuicBinding(HttpEndpoint):
 
     def _process(self, connection: _Connection, now: float) -> None:
         quic = connection.quic
+        kinds = self._kinds  # the engine's event classes, by what we do with them
         while True:
             event = quic.next_event()
             if event is None:
                 break
-            if isinstance(event, quic_events.ConnectionIdIssued):
+            kind = kinds.get(type(event))
+            if kind is EventKind.CID_ISSUED:
                 self._register_cid(event.connection_id, connection)
-            elif isinstance(event, quic_events.ConnectionIdRetired):
+            elif kind is EventKind.CID_RETIRED:
                 connection.cids.discard(event.connection_id)
                 if self._by_cid.get(event.connection_id) is connection:
                     del self._by_cid[event.connection_id]
-            elif isinstance(event, quic_events.HandshakeCompleted):
+            elif kind is EventKind.HANDSHAKE_DONE:
                 connection.handshake_done = True
                 connection.handshake_deadline = None
-            elif isinstance(event, quic_events.ConnectionTerminated):
+            elif kind is EventKind.TERMINATED:
                 self._on_connection_lost(connection, event.error_code, event.reason_phrase, now)
                 continue
-            elif isinstance(event, quic_events.StreamReset):
+            elif kind is EventKind.STREAM_RESET:
                 self._on_stream_reset(connection, event.stream_id, now)
-            elif isinstance(event, quic_events.StopSendingReceived):
+            elif kind is EventKind.STOP_SENDING:
                 self._on_stop_sending(connection, event.stream_id, now)
             for h3_event in connection.h3.handle_event(event):
                 self._on_h3_event(connection, h3_event, now)
 
-    def _on_h3_event(self, connection: _Connection, event: H3Event, now: float) -> None:
-        """Map aioquic's HTTP/3 events to the HTTP layer's stream events."""
-        if isinstance(event, HeadersReceived):
+    def _on_h3_event(self, connection: _Connection, event: Any, now: float) -> None:
+        """Map the engine's HTTP/3 events to the HTTP layer's stream events."""
+        kind = self._kinds.get(type(event))
+        if kind is EventKind.HEADERS:
             self._on_headers(connection, event.stream_id, event.headers, event.stream_ended, now)
-        elif isinstance(event, DataReceived):
+        elif kind is EventKind.DATA:
             self._deliver_data(connection, event.stream_id, event.data, event.stream_ended, now)
-        elif isinstance(event, MalformedRequest):
+        elif kind is EventKind.MALFORMED:
             self._on_malformed(connection, event.stream_id, event.reason, now)
 
 
@@ -452,8 +378,8 @@ class RippServer(_QuicBinding, HttpServer):
 
     def _discard_stream(self, connection: HttpConnection, stream_id: int) -> None:
         assert isinstance(connection, _Connection)
-        if isinstance(connection.h3, _GuardedH3Connection):
-            connection.h3.abandon(stream_id)
+        if connection.guard is not None:
+            connection.guard.abandon(stream_id)
 
     def _audit_buffers(self, now: float) -> None:
         """Close connections holding more undecoded bytes than ``max_connection_buffer``
@@ -465,11 +391,9 @@ class RippServer(_QuicBinding, HttpServer):
         for connection in self._quic_connections():
             if connection.closed:
                 continue
-            held = sum(
-                len(stream.receiver._buffer) for stream in connection.quic._streams.values()
-            )
-            if isinstance(connection.h3, _GuardedH3Connection):
-                held += connection.h3.buffered()
+            held = self._engine.buffered_bytes(connection.quic)
+            if connection.guard is not None:
+                held += connection.guard.buffered()
             if held > self.config.max_connection_buffer:
                 self._limited(
                     now, "connection from %s closed: %d undecoded bytes", connection.peer[0], held
@@ -527,7 +451,7 @@ class RippServer(_QuicBinding, HttpServer):
                 self._limited(now, "invalid retry token from %s dropped", addr[0])
                 return None
             retry_scid = dcid
-        elif suspicious >= self.config.retry_threshold:
+        elif suspicious >= self.config.retry_threshold or self._engine.retry_always:
             # Stateless address validation (RFC 9000 8.1.2): no state is kept for this
             # Initial; only a client that receives at its address can come back.
             new_scid = secrets.token_bytes(self._quic_configuration.connection_id_length)
@@ -551,19 +475,22 @@ class RippServer(_QuicBinding, HttpServer):
             return None
         if not self._connection_limits(addr[0], now):
             return None
-        quic = QuicConnection(
-            configuration=self._quic_configuration,
+        quic = self._engine.server(
             original_destination_connection_id=original_dcid,
             retry_source_connection_id=retry_scid,
+            stream_limit=self.config.max_streams_per_connection,
         )
-        _raise_stream_limit(quic, self.config.max_streams_per_connection)
-        connection = _Connection(
-            quic=quic,
-            h3=_GuardedH3Connection(
-                quic,
+        h3 = self._engine.h3(
+            quic,
+            H3Guard(
                 max_header_frame=self.config.max_header_bytes,
                 abandoned_memory=self.config.abandoned_streams_remembered,
             ),
+        )
+        connection = _Connection(
+            quic=quic,
+            h3=h3,
+            guard=cast(GuardedH3, h3),
             peer=addr,
             handshake_deadline=now + self.config.handshake_timeout,
             idle_since=now,
@@ -624,27 +551,65 @@ class RippClient(_QuicBinding, HttpClient):
 
     def _credit(self, connection: HttpConnection) -> int:
         assert isinstance(connection, _Connection)
-        quic = connection.quic
         if not connection.handshake_done:
-            limit = self.config.assumed_stream_credit
-        else:
-            limit = quic._remote_max_streams_bidi
-        return limit - quic._local_next_stream_id_bidi // _STREAM_ID_STEP
+            opened = connection.quic.get_next_available_stream_id() // _STREAM_ID_STEP
+            return self.config.assumed_stream_credit - opened
+        return self._engine.stream_credit(connection.quic)
+
+    def _has_room(self, connection: HttpConnection) -> bool:
+        """May one more call share ``connection``? Besides ``max_calls_per_connection``,
+        the credit must cover the streams the calls on it are still owed (see
+        :meth:`_owed`) plus the new call's own signaling and minimum media streams."""
+        if not HttpClient._has_room(self, connection):
+            return False
+        needed = 1 + self.config.min_media_streams
+        return self._credit(connection) - self._owed(connection, None) >= needed
+
+    def _media_credit(self, connection: HttpConnection, call: Call) -> int:
+        """A call below its minimum of media streams may use all the credit; beyond it,
+        only what the other calls on the connection are not owed, so that a peer that
+        allows few streams (qh3 allows 100) does not see early calls widen their
+        striping and leave later ones without media."""
+        credit = self._credit(connection)
+        if self._opened(connection).get(call.handle, (0, 0))[1] < self.config.min_media_streams:
+            return credit
+        return credit - self._owed(connection, call.handle)
+
+    def _opened(self, connection: HttpConnection) -> dict[str, tuple[int, int]]:
+        """Per call on ``connection``: signaling and media requests open."""
+        counts = {handle: [0, 0] for handle in connection.calls}
+        for stream in connection.streams.values():
+            if stream.call is not None and stream.call.handle in counts:
+                if stream.kind is StreamKind.SIGNALING:
+                    counts[stream.call.handle][0] += 1
+                elif stream.kind is StreamKind.MEDIA:
+                    counts[stream.call.handle][1] += 1
+        return {handle: (s, m) for handle, (s, m) in counts.items()}
+
+    def _owed(self, connection: HttpConnection, besides: str | None) -> int:
+        """Streams the calls on ``connection`` (but ``besides``) have yet to open to reach
+        one signaling request and ``min_media_streams`` media requests: calls are
+        admitted before they open them."""
+        return sum(
+            max(0, 1 - signaling) + max(0, self.config.min_media_streams - media)
+            for handle, (signaling, media) in self._opened(connection).items()
+            if handle != besides
+        )
 
     def _connect(self, authority: str, address: Address, now: float) -> HttpConnection | None:
-        configuration = copy.copy(self._quic_configuration)
-        configuration.server_name = _host_port(authority)[0]
-        quic = QuicConnection(configuration=configuration)
-        _raise_stream_limit(quic, self.config.max_streams_per_connection)
+        quic = self._engine.client(
+            _host_port(authority)[0], stream_limit=self.config.max_streams_per_connection
+        )
         quic.connect(address, now)
         connection = _Connection(
-            quic=quic, h3=H3Connection(quic), peer=address, authority=authority
+            quic=quic, h3=self._engine.h3(quic, None), peer=address, authority=authority
         )
         self._register_cids(connection)
         return connection
 
 
 __all__ = [
+    "MalformedRequest",
     "QuicConnectionError",
     "RippClient",
     "RippServer",

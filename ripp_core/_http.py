@@ -1279,6 +1279,10 @@ class HttpClient(HttpEndpoint):
         """Binding: how many more request streams the peer lets us open now."""
         raise NotImplementedError
 
+    def _media_credit(self, connection: HttpConnection, call: Call) -> int:
+        """Binding: how many more media requests ``call`` may open on ``connection``."""
+        return self._credit(connection)
+
     def _has_room(self, connection: HttpConnection) -> bool:
         """Binding: may one more call share ``connection``?"""
         return len(connection.calls) < self.config.max_calls_per_connection
@@ -1312,7 +1316,7 @@ class HttpClient(HttpEndpoint):
         connection = self._connection_for(parts.netloc, call, now)
         if connection is None:
             return None
-        if kind is StreamKind.MEDIA and self._credit(connection) < 1:
+        if kind is StreamKind.MEDIA and self._media_credit(connection, call) < 1:
             return None
         stream_id = self._open_stream(connection)
         fields = self._request_headers(parts.netloc, parts.path, content_type)

@@ -1,0 +1,352 @@
+"""The qh3 engine: qh3 2.x (a native QUIC core under aioquic's API) behind the binding.
+
+Imported only when ``RippConfig.quic_engine`` is ``"qh3"`` (``pip install 'ripp[qh3]'``).
+What it reads that qh3 does not publish, and why (docs/performance.md, "QUIC engines"):
+
+* ``QuicConnection._core`` for the smoothed RTT and "has any packet decrypted": the native
+  core publishes both as properties, the Python facade does not pass them on.
+* The guarded HTTP/3 connection overrides the same two internal methods of qh3's
+  ``H3Connection`` (a port of aioquic's) as the aioquic engine's does.
+
+qh3 fixes the peer's bidirectional stream allowance at 100 (``fixed_stream_limit``): a
+client of a qh3 server sees that in its stream credit and spreads calls accordingly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from aioquic.quic.configuration import QuicConfiguration
+from cryptography.hazmat.primitives import serialization
+from qh3.h3.connection import H3Connection, H3Stream, MessageError
+from qh3.h3.events import DataReceived, H3Event, HeadersReceived
+from qh3.quic import events as quic_events
+from qh3.quic.configuration import QuicConfiguration as Qh3Configuration
+from qh3.quic.connection import QuicConnection, QuicConnectionError
+from qh3.quic.packet import QuicErrorCode
+from qh3.tls import SignatureAlgorithm
+
+from ._engine import (
+    _STREAM_ID_STEP,
+    EventKind,
+    H3Guard,
+    H3Like,
+    MalformedRequest,
+    QuicEngine,
+    QuicLike,
+)
+
+logger = logging.getLogger("ripp.h3")
+_T = TypeVar("_T")
+
+#: What a qh3 client accepts from servers: qh3's default list plus Ed25519, which qh3
+#: leaves out by default but aioquic accepts (and ripp's test PKI uses); without SHA-1.
+CLIENT_SIGNATURE_ALGORITHMS = [
+    SignatureAlgorithm.ECDSA_SECP256R1_SHA256,
+    SignatureAlgorithm.RSA_PSS_RSAE_SHA256,
+    SignatureAlgorithm.ED25519,
+    SignatureAlgorithm.RSA_PKCS1_SHA256,
+    SignatureAlgorithm.ECDSA_SECP384R1_SHA384,
+    SignatureAlgorithm.RSA_PSS_RSAE_SHA384,
+    SignatureAlgorithm.RSA_PKCS1_SHA384,
+    SignatureAlgorithm.RSA_PSS_RSAE_SHA512,
+    SignatureAlgorithm.RSA_PKCS1_SHA512,
+]
+
+#: The max_datagram_frame_size a qh3 server advertises (qh3 clients' own default); RIPP
+#: sends no DATAGRAM frames, the HTTP/3 layer drops any it gets.
+QH3_DATAGRAM_FRAME_SIZE = 65536
+
+#: qh3 2.1 advertises initial_max_streams_bidi=100 and offers no setting for it.
+QH3_STREAM_LIMIT = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Qh3MalformedRequest(H3Event):
+    """:class:`~ripp_core._engine.MalformedRequest` as a qh3 HTTP/3 event."""
+
+    stream_id: int
+    reason: str
+
+
+class _GuardedQh3Connection(H3Connection):
+    """qh3's H3Connection with :class:`~ripp_core._engine.H3Guard`'s bounds (the twin of
+    the aioquic engine's; qh3 is pinned to 2.1.x because it overrides internal methods)."""
+
+    def __init__(self, quic: QuicConnection, guard: H3Guard) -> None:
+        super().__init__(quic)
+        self.guard = guard
+        self._server = not quic.configuration.is_client
+
+    def _receive_stream_data(self, event: quic_events.StreamDataReceived) -> list[H3Event]:
+        if self.guard.is_abandoned(event.stream_id):
+            return []
+        return super()._receive_stream_data(event)
+
+    def _receive_request_or_push_data(
+        self, stream: H3Stream, data: bytes, stream_ended: bool
+    ) -> list[H3Event]:
+        try:
+            events = super()._receive_request_or_push_data(stream, data, stream_ended)
+        except MessageError as exc:
+            if not self._server:
+                raise
+            return [self._abandon(stream, exc.reason_phrase)]
+        reason = self.guard.oversized(stream.frame_type, stream.frame_size)
+        if reason is not None:
+            events.append(self._abandon(stream, reason))
+        return events
+
+    def _abandon(self, stream: H3Stream, reason: str) -> Qh3MalformedRequest:
+        stream.buffer.clear()
+        stream.frame_type = stream.frame_size = None
+        self.guard.remember(stream.stream_id)
+        return Qh3MalformedRequest(stream.stream_id, reason)
+
+    def abandon(self, stream_id: int) -> None:
+        """Discard whatever more arrives on ``stream_id`` and drop its HTTP/3 state."""
+        self.guard.remember(stream_id)
+        self._stream.pop(stream_id, None)
+
+    def buffered(self) -> int:
+        """Bytes of HTTP/3 frames received and not yet complete, over all streams."""
+        return sum(len(stream.buffer) for stream in self._stream.values())
+
+
+class _Qh3Connection(QuicConnection):
+    """qh3's QuicConnection that fails alone.
+
+    qh3 turns an error of its native core into a QuicConnectionError raised from
+    whichever call met it (``receive_datagram``, ``datagrams_to_send``, ``handle_timer``,
+    a stream write), or lets the core's RuntimeError or ValueError through (``get_timer``,
+    the core's properties, some ``poll_transmit`` failures), where aioquic closes the
+    connection and reports ``ConnectionTerminated``.
+    Raised through the binding it would stop the endpoint and every other connection, so
+    this one catches it, closes, reports the termination as an event and goes silent.
+    """
+
+    failure: QuicConnectionError | None = None
+    _reported = False  # the failure's ConnectionTerminated was handed out
+    _flushed = False  # the CONNECTION_CLOSE after a failure was collected (or could not be)
+
+    # The hot calls are written out (no closure per call): they run for every datagram.
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        """See aioquic's ``QuicConnection.receive_datagram``."""
+        if self.failure is None:
+            try:
+                super().receive_datagram(data, addr, now)
+            except Exception as exc:
+                self._failed(exc)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        """See aioquic's ``QuicConnection.datagrams_to_send``."""
+        if self.failure is None:
+            try:
+                return super().datagrams_to_send(now)
+            except Exception as exc:
+                self._failed(exc)
+        if not self._flushed:
+            self._flushed = True
+            with contextlib.suppress(Exception):  # the core may be beyond repair
+                return super().datagrams_to_send(now)
+        return []
+
+    def get_timer(self) -> float | None:
+        """See aioquic's ``QuicConnection.get_timer``."""
+        if self.failure is None:
+            try:
+                return super().get_timer()
+            except Exception as exc:
+                self._failed(exc)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """See aioquic's ``QuicConnection.handle_timer``."""
+        if self.failure is None:
+            try:
+                super().handle_timer(now)
+            except Exception as exc:
+                self._failed(exc)
+
+    def send_stream_data(self, stream_id: int, data: Any, end_stream: bool = False) -> None:
+        """See aioquic's ``QuicConnection.send_stream_data`` (dropped once failed)."""
+        if self.failure is None:
+            try:
+                super().send_stream_data(stream_id, data, end_stream)
+            except Exception as exc:
+                self._failed(exc)
+
+    def next_event(self) -> quic_events.QuicEvent | None:
+        """See aioquic's ``QuicConnection.next_event``; after a failure, one
+        ``ConnectionTerminated`` and nothing more."""
+        if self.failure is None:
+            return super().next_event()
+        if self._reported:
+            return None
+        self._reported = True
+        return quic_events.ConnectionTerminated(
+            error_code=self.failure.error_code,
+            frame_type=self.failure.frame_type,
+            reason_phrase=self.failure.reason_phrase,
+        )
+
+    def guarded(self, operation: Callable[..., _T], otherwise: _T, *args: Any) -> _T:
+        """``operation(*args)``, or ``otherwise`` once the connection has failed (now or
+        before)."""
+        if self.failure is not None:
+            return otherwise
+        try:
+            return operation(*args)
+        except Exception as exc:
+            self._failed(exc)
+        return otherwise
+
+    def _failed(self, exc: Exception) -> None:
+        # The native core also raises RuntimeError and ValueError directly (measured:
+        # ValueError("reserved stream is missing") from poll_transmit at 200 calls);
+        # whatever it is, it concerns this connection only.
+        if not isinstance(exc, QuicConnectionError):
+            reason = f"{type(exc).__name__}: {exc}"
+            exc = QuicConnectionError(QuicErrorCode.INTERNAL_ERROR, None, reason)
+        logger.warning("qh3 connection failed: %s", exc)
+        self.failure = exc
+        with contextlib.suppress(Exception):
+            # Tell the peer if the core still can; nothing more will be sent.
+            self.close(error_code=QuicErrorCode.INTERNAL_ERROR, reason_phrase=str(exc))
+
+
+def qh3_configuration(configuration: QuicConfiguration) -> Qh3Configuration:
+    """qh3's equivalent of an aioquic ``QuicConfiguration`` (TLS identity, trust anchors,
+    ALPN, timeouts, flow-control windows, key log). A qlog logger has no qh3 equivalent of
+    aioquic's class and is refused rather than silently dropped."""
+    if configuration.quic_logger is not None:
+        raise ValueError("qlog output (quic_logger) needs quic_engine='aioquic'")
+    result = Qh3Configuration(
+        alpn_protocols=list(configuration.alpn_protocols or []),
+        connection_id_length=configuration.connection_id_length,
+        idle_timeout=configuration.idle_timeout,
+        is_client=configuration.is_client,
+        # qh3 never raises its receive windows beyond these, so they bound what a peer
+        # can make us hold out of order (aioquic's do not: see buffered_bytes).
+        max_data=configuration.max_data,
+        max_stream_data=configuration.max_stream_data,
+        # qh3 annotates it as TextIO but its default is None, as in aioquic.
+        secrets_log_file=configuration.secrets_log_file,  # type: ignore[arg-type]
+        server_name=configuration.server_name,
+        cadata=configuration.cadata,
+        cafile=configuration.cafile,
+        capath=configuration.capath,
+        initial_rtt=configuration.initial_rtt,
+        max_datagram_frame_size=configuration.max_datagram_frame_size,
+        supported_versions=list(configuration.supported_versions),
+        verify_mode=configuration.verify_mode,
+    )
+    if not configuration.is_client and result.max_datagram_frame_size is None:
+        # qh3's HTTP/3 layer always sends SETTINGS_H3_DATAGRAM=1, and qh3 clients close
+        # the connection when that comes without this transport parameter.
+        result.max_datagram_frame_size = QH3_DATAGRAM_FRAME_SIZE
+    if configuration.is_client:
+        result.signature_algorithms = [int(a) for a in CLIENT_SIGNATURE_ALGORITHMS]
+    if configuration.certificate is not None:
+        pem = b"".join(
+            certificate.public_bytes(serialization.Encoding.PEM)
+            for certificate in [configuration.certificate, *configuration.certificate_chain]
+        )
+        key = configuration.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        result.load_cert_chain(pem, key)
+    return result
+
+
+class Qh3Engine(QuicEngine):
+    """qh3 2.1: QUIC in native code, HTTP/3 and TLS glue in Python."""
+
+    name = "qh3"
+    kinds: Mapping[type, EventKind] = {
+        quic_events.ConnectionIdIssued: EventKind.CID_ISSUED,
+        quic_events.ConnectionIdRetired: EventKind.CID_RETIRED,
+        quic_events.HandshakeCompleted: EventKind.HANDSHAKE_DONE,
+        quic_events.ConnectionTerminated: EventKind.TERMINATED,
+        quic_events.StreamReset: EventKind.STREAM_RESET,
+        quic_events.StopSendingReceived: EventKind.STOP_SENDING,
+        HeadersReceived: EventKind.HEADERS,
+        DataReceived: EventKind.DATA,
+        Qh3MalformedRequest: EventKind.MALFORMED,
+        MalformedRequest: EventKind.MALFORMED,
+    }
+    fixed_stream_limit = QH3_STREAM_LIMIT
+    # qh3 2.1's server fails its first flight to a client whose ClientHello fits one
+    # Initial datagram ("packet builder capacity exhausted", docs/performance.md) unless
+    # the address is validated, which a Retry does before any state exists.
+    retry_always = True
+
+    def __init__(self, configuration: QuicConfiguration) -> None:
+        self._configuration = qh3_configuration(configuration)
+
+    def client(self, server_name: str, *, stream_limit: int) -> QuicLike:
+        """See :meth:`QuicEngine.client` (``stream_limit`` cannot be honoured)."""
+        configuration = dataclasses.replace(self._configuration, server_name=server_name)
+        return _Qh3Connection(configuration=configuration)
+
+    def server(
+        self,
+        *,
+        original_destination_connection_id: bytes,
+        retry_source_connection_id: bytes | None,
+        stream_limit: int,
+    ) -> QuicLike:
+        """See :meth:`QuicEngine.server` (``stream_limit`` cannot be honoured)."""
+        return _Qh3Connection(
+            configuration=self._configuration,
+            original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
+        )
+
+    def h3(self, quic: QuicLike, guard: H3Guard | None) -> H3Like:
+        """See :meth:`QuicEngine.h3`."""
+        assert isinstance(quic, QuicConnection)
+        return H3Connection(quic) if guard is None else _GuardedQh3Connection(quic, guard)
+
+    def rtt(self, quic: QuicLike) -> float | None:
+        """See :meth:`QuicEngine.rtt`."""
+        assert isinstance(quic, _Qh3Connection)
+
+        def read() -> float | None:
+            core = quic._core  # the facade does not pass the native core's estimate on
+            return None if core is None else core.smoothed_rtt
+
+        return quic.guarded(read, None)
+
+    def stream_credit(self, quic: QuicLike) -> int:
+        """See :meth:`QuicEngine.stream_credit`."""
+        assert isinstance(quic, _Qh3Connection)
+
+        def read() -> int:
+            # max_concurrent_bidi_streams is the peer's cumulative MAX_STREAMS (it grows
+            # as streams finish): the credit is what is left of it after those we opened.
+            limit = quic.max_concurrent_bidi_streams
+            return limit - quic.get_next_available_stream_id() // _STREAM_ID_STEP
+
+        return quic.guarded(read, 0)
+
+    def buffered_bytes(self, quic: QuicLike) -> int:
+        """See :meth:`QuicEngine.buffered_bytes`: qh3's receive windows do not grow past
+        ``max_data``/``max_stream_data``, so out-of-order data is bounded by them."""
+        return 0
+
+    def is_first_flight(self, quic: QuicLike) -> bool:
+        """See :meth:`QuicEngine.is_first_flight`."""
+        assert isinstance(quic, _Qh3Connection)
+
+        def read() -> bool:
+            core = quic._core  # the facade's state stays FIRSTFLIGHT until the handshake
+            return core is None or not core.received_authenticated_packet
+
+        return quic.guarded(read, False)
