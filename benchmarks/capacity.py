@@ -21,6 +21,7 @@ point of those processes: ``python -m benchmarks.capacity server|client ...``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
@@ -30,9 +31,11 @@ import sys
 import tempfile
 import time
 from array import array
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 
@@ -65,6 +68,7 @@ from . import (
     write_pki,
 )
 from .bare_h3 import BareConnection, BareDriver, BareEndpoint, udp_socket
+from .search import KeptUpSearch, kept_up
 
 CALLS_PER_CONNECTION = 8  # RippConfig's default max_calls_per_connection
 SLOTS = 20  # calls are spread over 20 x 1 ms send slots
@@ -75,13 +79,55 @@ SAMPLE = 0.25  # CPU sampling period
 SETUP_TIMEOUT = 90.0
 _STAMP = struct.Struct("!d")
 _PAD = b"\xff" * (FRAME_BYTES - _STAMP.size)
+# The coarse criterion (kept as SATURATED: a process that has clearly fallen over); the
+# issue's finer "kept up" criterion is benchmarks.search.kept_up.
 SATURATED_DELIVERY = 95.0
 SATURATED_P99 = 1.0
+#: QUIC engines the RIPP role processes can run on. Only aioquic today; an optional engine
+#: (issue 12, qh3) adds its name here and its open_server/open_client argument in
+#: engine_options(), and the runner a Stack(engine=...).
+ENGINES = ("aioquic",)
+DEFAULT_ENGINE = "aioquic"
 
 
 def ripp_config() -> RippConfig:
     """The RIPP configuration of both processes: defaults, frames reported on arrival."""
     return RippConfig(jitter_buffer=False)
+
+
+def engine_options(engine: str) -> dict[str, Any]:
+    """Extra keyword arguments of open_server/open_client that select the QUIC engine."""
+    if engine == DEFAULT_ENGINE:
+        return {}  # the drivers' default: nothing to pass, so older trees run unchanged
+    raise ValueError(f"unknown QUIC engine {engine!r}")  # pragma: no cover (argparse)
+
+
+@attrs.frozen
+class Stack:
+    """What a capacity point runs: a label, which role processes, from which tree.
+
+    ``kind``: ``ripp`` or ``bare`` (the role processes' ``--stack``); ``root``: the source
+    tree to run them from (``None``: this one; else e.g. an earlier commit exported by
+    :func:`benchmarks.baseline.source_tree`); ``engine``: the QUIC engine of the RIPP
+    processes (only passed on when not the default, so that older trees, which have no
+    ``--engine`` option, run too).
+    """
+
+    label: str
+    kind: str
+    root: Path | None = None
+    engine: str = DEFAULT_ENGINE
+
+    def role_args(self) -> list[str]:
+        """The role processes' arguments that select this stack."""
+        args = ["--stack", self.kind]
+        if self.engine != DEFAULT_ENGINE:
+            args += ["--engine", self.engine]
+        return args
+
+
+RIPP = Stack("ripp", "ripp")
+BARE = Stack("bare", "bare")
 
 
 # ====================================================================== in the processes
@@ -326,7 +372,8 @@ async def ripp_server(args: argparse.Namespace, recorder: Recorder, out: dict[st
     connected = 0
     async with trio.open_nursery() as nursery, open_server(
         server_configuration(args.pki), host=HOST, port=0, config=ripp_config(),
-        authorizer=insecure_accept_any_bearer, identity_verifier=insecure_accept_any_identity
+        authorizer=insecure_accept_any_bearer, identity_verifier=insecure_accept_any_identity,
+        **engine_options(args.engine),
     ) as server:
         server._driver.router = LatencyRouter(recorder)  # benchmark hook (see docstring)
         print(f"PORT {server.address[1]}", flush=True)
@@ -356,15 +403,26 @@ async def ripp_server(args: argparse.Namespace, recorder: Recorder, out: dict[st
         nursery.cancel_scope.cancel()
 
 
+def _client_configuration(args: argparse.Namespace) -> Any:
+    """The client's QUIC configuration; with ``--keylog``, TLS secrets go to that file
+    (SSLKEYLOGFILE format, R22) so that a capture of the run can be decrypted
+    (:mod:`benchmarks.overhead`). The client's log covers both directions."""
+    configuration = client_configuration(args.pki)
+    if args.keylog is not None:
+        configuration.secrets_log_file = open(args.keylog, "a", buffering=1)  # noqa: SIM115
+    return configuration
+
+
 async def ripp_client(args: argparse.Namespace, recorder: Recorder, out: dict[str, Any]) -> None:
     from ripp_trio import open_client
 
     pacer = Pacer(recorder, _ripp_send, args.calls)
     async with trio.open_nursery() as nursery, open_client(
-        client_configuration(args.pki),
+        _client_configuration(args),
         calls_uris=[f"https://localhost:{args.port}/ripp/calls"],
         token=TOKEN,
         config=ripp_config(),
+        **engine_options(args.engine),
     ) as client:
         client._driver.router = LatencyRouter(recorder)  # benchmark hook (see docstring)
         nursery.start_soon(recorder.sample_cpu)
@@ -548,7 +606,7 @@ async def bare_client(args: argparse.Namespace, recorder: Recorder, out: dict[st
         elif isinstance(event, DataReceived):
             _bare_receive(recorder, call, event.data)
 
-    endpoint = BareEndpoint(client_configuration(args.pki), on_event)
+    endpoint = BareEndpoint(_client_configuration(args), on_event)
     sock = udp_socket(HOST, 0)
     driver = BareDriver(endpoint, sock)
     pacer = Pacer(recorder, _bare_send(endpoint, driver), args.calls)
@@ -589,6 +647,7 @@ def _main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.capacity")
     parser.add_argument("role", choices=["server", "client"])
     parser.add_argument("--stack", choices=["ripp", "bare"], required=True)
+    parser.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE)
     parser.add_argument("--pki", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--lifetime", type=float, default=120.0)
@@ -598,6 +657,7 @@ def _main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--profile-seconds", type=float, default=5.0)
+    parser.add_argument("--keylog", type=Path, help="client: write TLS secrets here")
     args = parser.parse_args()
     logging.getLogger("ripp").setLevel(logging.ERROR)  # calls cut at exit are expected
     recorder = Recorder()
@@ -670,34 +730,55 @@ def _lag(lag: array, t0: float, t1: float) -> dict[str, float]:
     return {"p50_ms": percentile(values, 0.5) * 1000, "p99_ms": percentile(values, 0.99) * 1000}
 
 
+def as_stack(stack: str | Stack) -> Stack:
+    """A Stack, from itself or from the name of one of this tree's (``ripp``, ``bare``)."""
+    if isinstance(stack, Stack):
+        return stack
+    return {"ripp": RIPP, "bare": BARE}[stack]
+
+
 def run_point(
-    stack: str, calls: int, duration: float, pki: Path, profile: Path | None = None
+    stack: str | Stack,
+    calls: int,
+    duration: float,
+    pki: Path,
+    profile: Path | None = None,
+    capture: Any = None,
+    keylog: Path | None = None,
 ) -> dict[str, Any]:
-    """One capacity point: spawn both processes, wait for them, compute the figures."""
+    """One capacity point: spawn both processes, wait for them, compute the figures.
+
+    ``capture``: called with the server's UDP port once it listens, it returns a context
+    manager kept open while the client runs (the overhead benchmark's packet capture);
+    ``keylog``: the client writes its TLS secrets there (this tree's role processes only).
+    """
+    spec = as_stack(stack)
     lifetime = SETUP_TIMEOUT + WARMUP + duration + 2 * GRACE + 10
     with tempfile.TemporaryDirectory(prefix="ripp-bench-") as tmp:
         server_out, client_out = Path(tmp) / "server", Path(tmp) / "client"
         extra = ["--profile", str(profile), "--profile-seconds", str(min(duration, 10.0))]
         server = spawn(
-            "benchmarks.capacity", "server", "--stack", stack, "--pki", str(pki),
+            "benchmarks.capacity", "server", *spec.role_args(), "--pki", str(pki),
             "--out", str(server_out), "--lifetime", str(lifetime + 30), "--calls", str(calls),
-            *(extra if profile else []),
+            *(extra if profile else []), root=spec.root,
         )  # fmt: skip
         try:
             port = read_line(server, "PORT ", timeout=30)
-            client = spawn(
-                "benchmarks.capacity", "client", "--stack", stack, "--pki", str(pki),
-                "--out", str(client_out), "--lifetime", str(lifetime), "--port", port,
-                "--calls", str(calls), "--duration", str(duration),
-            )  # fmt: skip
-            reap(client, timeout=lifetime + 30)
+            with capture(int(port)) if capture is not None else contextlib.nullcontext():
+                client = spawn(
+                    "benchmarks.capacity", "client", *spec.role_args(), "--pki", str(pki),
+                    "--out", str(client_out), "--lifetime", str(lifetime), "--port", port,
+                    "--calls", str(calls), "--duration", str(duration),
+                    *(["--keylog", str(keylog)] if keylog else []), root=spec.root,
+                )  # fmt: skip
+                reap(client, timeout=lifetime + 30)
         finally:
             reap(server, timeout=30)
         cmeta, csent, crecv = _load(client_out)
         smeta, ssent, srecv = _load(server_out)
     t0, t1 = cmeta.get("t0"), cmeta.get("t1")
     if t0 is None:
-        raise RuntimeError(f"{stack} client at {calls} calls did not reach the window")
+        raise RuntimeError(f"{spec.label} client at {calls} calls did not reach the window")
     seconds = t1 - t0
     connected = cmeta["calls"]
     c2s = _direction(csent, srecv, t0, t1)
@@ -716,9 +797,12 @@ def run_point(
         or not worst_p99 <= SATURATED_P99  # NaN (nothing received) counts as saturated
     )
     return {
-        "stack": stack,
+        "stack": spec.label,
         "calls": calls,
         "connected": connected,
+        "port": int(port),
+        "t0": t0,
+        "t1": t1,
         "seconds": seconds,
         "setup_seconds": cmeta.get("setup_seconds"),
         "client_cpu_ms_per_call_s": 1000 * client_cpu / per_call,
@@ -733,6 +817,12 @@ def run_point(
         # kernel's share not charged to them), in % of one core: should be near 0.
         "other_load_pct": 100 * (machine_busy - client_cpu - server_cpu) / seconds,
         "saturated": saturated,
+        "kept_up": kept_up(
+            calls,
+            connected,
+            (c2s["delivered_pct"], s2c["delivered_pct"]),
+            (c2s["p99_ms"] / 1000, s2c["p99_ms"] / 1000),
+        ),
         "dropped_by_sender": cmeta["dropped"] + smeta["dropped"],
         "client_pacer_lag": _lag(cmeta["lag"], t0, t1),
         "server_pacer_lag": _lag(smeta["lag"], t0, t1),
@@ -745,12 +835,12 @@ def run_point(
     }
 
 
-def failed_point(stack: str, calls: int, error: str) -> dict[str, Any]:
+def failed_point(stack: str | Stack, calls: int, error: str) -> dict[str, Any]:
     """A point whose processes did not produce figures: reported as saturated."""
     nan = float("nan")
     direction = {"sent": 0, "received": 0, "delivered_pct": 0.0, "p50_ms": nan, "p99_ms": nan}
     return {
-        "stack": stack,
+        "stack": as_stack(stack).label,
         "calls": calls,
         "connected": 0,
         "error": error,
@@ -764,13 +854,14 @@ def failed_point(stack: str, calls: int, error: str) -> dict[str, Any]:
         "datagrams_per_frame": nan,
         "other_load_pct": nan,
         "saturated": True,
+        "kept_up": False,
     }
 
 
 def run(
     calls: tuple[int, ...] = (10, 50, 100, 200, 400),
     duration: float = 10.0,
-    stacks: tuple[str, ...] = ("ripp", "bare"),
+    stacks: Sequence[str | Stack] = ("ripp", "bare"),
     progress: Any = None,
     disturbed: float | None = None,
 ) -> list[dict[str, Any]]:
@@ -797,11 +888,85 @@ def run(
     return results
 
 
-def _measure_point(stack: str, calls: int, duration: float, pki: Path) -> dict[str, Any]:
+def _measure_point(
+    stack: str | Stack, calls: int, duration: float, pki: Path
+) -> dict[str, Any]:
     try:
         return run_point(stack, calls, duration, pki)
     except (RuntimeError, OSError, ValueError, KeyError) as exc:
         return failed_point(stack, calls, f"{type(exc).__name__}: {exc}")
+
+
+def search(
+    stacks: Sequence[Stack],
+    start: int = 10,
+    ceiling: int = 640,
+    duration: float = 3.0,
+    resolution: float = 0.1,
+    max_points: int = 8,
+    budget: float = 1200.0,
+    retry_failures: bool = True,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """The highest kept-up load of each stack, the searches interleaved point by point.
+
+    Each stack has its own :class:`~benchmarks.search.KeptUpSearch` (doubling from
+    ``start``, then bisection to ``resolution``, at most ``max_points`` points); one point
+    of each stack is measured in turn, so that a change in the machine's load hits every
+    stack alike and their ratio stays meaningful. With ``retry_failures``, a point that
+    did not keep up is measured once more and the better outcome kept: on a shared
+    machine other work can only make a point fail, never make it pass, so a failure
+    deserves a second look and a pass does not. No new point starts after ``budget``
+    seconds (the figures then say the search was cut).
+    """
+    searches = {
+        s.label: KeptUpSearch(start=start, ceiling=ceiling, resolution=resolution,
+                              max_points=max_points)
+        for s in stacks
+    }  # fmt: skip
+    points: list[dict[str, Any]] = []
+    began = time.monotonic()
+    cut = False
+    with tempfile.TemporaryDirectory(prefix="ripp-pki-") as tmp:
+        write_pki(Path(tmp))
+        while any(not s.done for s in searches.values()):
+            for stack in stacks:
+                n = searches[stack.label].next()
+                if n is None:
+                    continue
+                if time.monotonic() - began > budget:
+                    cut = True
+                    break
+                result = _measure_point(stack, n, duration, Path(tmp))
+                if retry_failures and not result["kept_up"]:
+                    again = _measure_point(stack, n, duration, Path(tmp))
+                    again["retried"] = True
+                    if again["kept_up"] or _better(again, result):
+                        result = again
+                searches[stack.label].record(n, result["kept_up"])
+                points.append(result)
+                if progress is not None:
+                    progress(result)
+            if cut:
+                break
+    return {
+        "duration": duration,
+        "start": start,
+        "ceiling": ceiling,
+        "resolution": resolution,
+        "cut_by_budget": cut,
+        "wall": time.monotonic() - began,
+        "stacks": {
+            label: {"kept_up": s.best, "failed": s.failed, "points": s.points}
+            for label, s in searches.items()
+        },
+        "points": points,
+    }
+
+
+def _better(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether point ``a`` came closer to keeping up than ``b`` (more delivered)."""
+    return bool(a["delivered_pct"] > b["delivered_pct"])
 
 
 if __name__ == "__main__":
