@@ -372,8 +372,7 @@ async def ripp_server(args: argparse.Namespace, recorder: Recorder, out: dict[st
     connected = 0
     async with trio.open_nursery() as nursery, open_server(
         server_configuration(args.pki), host=HOST, port=0, config=ripp_config(),
-        authorizer=insecure_accept_any_bearer, identity_verifier=insecure_accept_any_identity,
-        **engine_options(args.engine),
+        **server_checks(args.auth), **engine_options(args.engine),
     ) as server:
         server._driver.router = LatencyRouter(recorder)  # benchmark hook (see docstring)
         print(f"PORT {server.address[1]}", flush=True)
@@ -401,6 +400,29 @@ async def ripp_server(args: argparse.Namespace, recorder: Recorder, out: dict[st
         profile.stop()
         out["calls"] = connected
         nursery.cancel_scope.cancel()
+
+
+def server_checks(home: Path | None) -> dict[str, Any]:
+    """The server's authorizer and identity verifier.
+
+    Capacity runs accept any bearer token and any well-formed Identity header (the
+    per-call checks run once per call, not per frame, so they do not bear on media
+    capacity). With ``home`` (``--auth``): the checks of a default ``ripp serve`` with
+    that ripp home (``RIPP_HOME``): access tokens verified against the local issuer's
+    JWKS (ES256 signature, issuer, audience, lifetime, scope) and SHAKEN PASSporTs
+    verified against the local STI-CA (x5u fetched over HTTPS and cached, signature,
+    freshness, orig/dest against From/To, TN authorization), as the set-up benchmark runs.
+    """
+    if home is None:
+        return {
+            "authorizer": insecure_accept_any_bearer,
+            "identity_verifier": insecure_accept_any_identity,
+        }
+    os.environ["RIPP_HOME"] = str(home)
+    from ripp_cli._auth_cli import server_checks as ripp_serve_checks
+
+    checks: dict[str, Any] = ripp_serve_checks(argparse.Namespace())
+    return checks
 
 
 def _client_configuration(args: argparse.Namespace) -> Any:
@@ -658,6 +680,7 @@ def _main() -> None:
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--profile-seconds", type=float, default=5.0)
     parser.add_argument("--keylog", type=Path, help="client: write TLS secrets here")
+    parser.add_argument("--auth", type=Path, help="ripp server: ripp serve's checks, this home")
     args = parser.parse_args()
     logging.getLogger("ripp").setLevel(logging.ERROR)  # calls cut at exit are expected
     recorder = Recorder()
