@@ -50,3 +50,13 @@ def source_tree(commit: str = BASELINE_COMMIT) -> Iterator[Path]:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(tmp, filter="data")
         yield Path(tmp)
+
+
+def same_code(commit: str, paths: tuple[str, ...] = ("ripp_core", "ripp_trio")) -> bool:
+    """Whether this working tree's ``paths`` are exactly ``commit``'s (then a capacity
+    ratio against ``commit`` measures only the harness's noise)."""
+    done = subprocess.run(
+        ["git", "diff", "--quiet", resolve(commit), "--", *paths],
+        cwd=ROOT, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return done.returncode == 0

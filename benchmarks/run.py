@@ -140,7 +140,13 @@ def run_capacity(quick: bool, duration: float | None, baseline: str | None) -> d
         "points": points,
         "search": search,
         "stacks": [s.label for s in stacks],
-        "baseline": {"commit": commit, "label": stacks[1].label} if commit else None,
+        "baseline": {
+            "commit": commit,
+            "label": stacks[1].label,
+            "same_ripp_code": base.same_code(commit),
+        }
+        if commit
+        else None,
     }
 
 
@@ -374,6 +380,18 @@ def _stacks(data: dict[str, Any]) -> list[str]:
     return list(data.get("stacks") or dict.fromkeys(p["stack"] for p in data["points"]))
 
 
+def _versus(medians: dict[str, dict[str, float]], stack: str, other: str | None) -> str:
+    """Server CPU per call-second of ``stack`` over ``other``'s at one load."""
+    if other is None or stack == other or other not in medians:
+        return "-"
+    # A saturated process's CPU per call is capped by its core (and by what the machine's
+    # other work leaves it), not a cost: no ratio then.
+    if medians[stack]["saturated"] or medians[other]["saturated"]:
+        return "n/a (saturated)"
+    return _ratio(medians[stack]["server_cpu_ms_per_call_s"],
+                  medians[other]["server_cpu_ms_per_call_s"])  # fmt: skip
+
+
 def render_capacity(data: dict[str, Any]) -> str:
     """The fixed-load CPU table, the kept-up search and its ratios."""
     stacks = _stacks(data)
@@ -394,20 +412,19 @@ def render_capacity(data: dict[str, Any]) -> str:
             }  # fmt: skip
             medians[stack]["kept"] = sum(bool(r["kept_up"]) for r in runs)
             medians[stack]["runs"] = len(runs)
+            medians[stack]["saturated"] = any(r["saturated"] for r in runs)
+
         for stack in stacks:
             m = medians[stack]
             cpu_rows.append(
                 [
                     str(n),
                     stack,
-                    f"{int(m['kept'])}/{int(m['runs'])}",
+                    f"{int(m['kept'])}/{int(m['runs'])}"
+                    + (" (saturated)" if m["saturated"] else ""),
                     fmt(m["server_cpu_ms_per_call_s"], 2),
-                    _ratio(m["server_cpu_ms_per_call_s"],
-                           medians.get(baseline, {}).get("server_cpu_ms_per_call_s", math.nan))
-                    if baseline and stack != baseline else "-",
-                    _ratio(m["server_cpu_ms_per_call_s"],
-                           medians.get("bare", {}).get("server_cpu_ms_per_call_s", math.nan))
-                    if stack != "bare" else "-",
+                    _versus(medians, stack, baseline),
+                    _versus(medians, stack, "bare"),
                     fmt(m["client_cpu_ms_per_call_s"], 2),
                     fmt(m["datagrams_per_frame"], 2),
                     fmt(max(0.0, m["other_load_pct"]), 0)
@@ -476,6 +493,11 @@ def render_capacity(data: dict[str, Any]) -> str:
     if baseline:
         ratios.insert(0, f"**RIPP now / {baseline}: {_ratio(ripp, base)}**")
     cut = " The search was cut by its time budget." if search.get("cut_by_budget") else ""
+    if (data.get("baseline") or {}).get("same_ripp_code"):
+        cut += (
+            f" This tree's `ripp_core` and `ripp_trio` are identical to {baseline}'s, so "
+            "that ratio shows only the harness's run-to-run noise at this machine load."
+        )
     return (
         "CPU time per call-second, in milliseconds of CPU per second of call (10 ms = 1 % of "
         f"one core), at fixed loads, median of {data.get('repeats', 1)} run(s) of "
@@ -998,6 +1020,11 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="tiny configuration, smoke test")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="measure nothing: rewrite the Markdown from the saved results (performance.json)",
+    )
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these")
     parser.add_argument("--duration", type=float, help="seconds measured per capacity point")
     parser.add_argument("--out", type=Path, help="the Markdown file to write")
@@ -1024,6 +1051,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     if results_path.exists() and not args.quick:
         results = json.loads(results_path.read_text())
+    if args.render:
+        out.write_text(render_doc(results))
+        print(f"wrote {out} from {results_path}")
+        return 0
     machine = machine_info()
     print(f"ripp benchmarks on {machine['cpu']}, {machine['cores']} cores, {machine['python']}")
     load_before = background_load()
