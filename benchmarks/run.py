@@ -90,7 +90,7 @@ def run_capacity(quick: bool, duration: float | None, baseline: str | None) -> d
     from . import baseline as base
     from . import capacity
 
-    fixed = (10,) if quick else (20, 40)
+    fixed: tuple[int, ...] = () if quick else (20, 40)  # quick: the search alone
     repeats = 1 if quick else 3
     fixed_seconds = duration or (1.5 if quick else 5.0)
     search_seconds = duration or (1.5 if quick else 3.0)
@@ -154,7 +154,9 @@ def run_overhead(quick: bool) -> dict[str, Any]:
     """Bytes and datagrams on the wire per frame, RIPP and bare H3 against RTP."""
     from . import overhead
 
-    return overhead.run(duration=2.0 if quick else 5.0, loads=(1,) if quick else (1, 8))
+    if quick:
+        return overhead.run(duration=2.0, loads=(1,), stacks=("ripp",))
+    return overhead.run(duration=5.0, loads=(1, 8))
 
 
 def run_setup(quick: bool) -> dict[str, Any]:
@@ -185,6 +187,8 @@ def run_profile(quick: bool, capacity_results: dict[str, Any] | None) -> dict[st
     highest = highest_kept_up(capacity_results)
     base = highest or 10
     loads = list(dict.fromkeys([base, max(1, base * 3 // 4), max(1, base // 2)]))
+    if quick:
+        loads = loads[:1]  # a smoke run: no second try
     seconds = 2.0 if quick else 10.0
     out: dict[str, Any] = {"highest": highest, "seconds": seconds, "tried": []}
     with tempfile.TemporaryDirectory(prefix="ripp-profile-") as tmp:
@@ -431,7 +435,7 @@ def render_capacity(data: dict[str, Any]) -> str:
                     if not math.isnan(m["other_load_pct"]) else "-",
                 ]
             )  # fmt: skip
-    cpu = table(
+    cpu = "(no fixed-load points in this run)" if not cpu_rows else table(
         [
             "calls",
             "stack",
