@@ -9,6 +9,8 @@ Frames are paced by one task per process, the calls spread over twenty 1 ms slot
 * ``ripp``: the ripp_trio driver (open_server / open_client, answer, send_audio), jitter
   buffer off so frames are reported on arrival; received frames are counted in a thin
   EventRouter subclass put on the driver (a benchmark hook, the rest is the public API).
+* ``ripp-h2``: the same over HTTP/2 (ripp_trio's TCP driver, TLS 1.3), for the wire
+  overhead comparison (:mod:`benchmarks.overhead`).
 * ``bare``: :mod:`benchmarks.bare_h3`: per call one bidirectional request; the client writes
   its frames on the request body and the server writes its frames on the response body,
   same pacing, no acks, no striping, 8 calls per QUIC connection like RippClient's pool.
@@ -128,6 +130,8 @@ class Stack:
 
 RIPP = Stack("ripp", "ripp")
 BARE = Stack("bare", "bare")
+#: RIPP over HTTP/2 on TCP with TLS 1.3 (the ripp_trio TCP driver); overhead section only.
+RIPP_H2 = Stack("ripp-h2", "ripp-h2")
 
 
 # ====================================================================== in the processes
@@ -364,16 +368,44 @@ def _ripp_send(call: Any, payload: bytes) -> None:
     call.send_audio(Codec.PCMU, FRAME, payload)
 
 
-async def ripp_server(args: argparse.Namespace, recorder: Recorder, out: dict[str, Any]) -> None:
-    from ripp_trio import open_server
+def _open_ripp_server(args: argparse.Namespace) -> Any:
+    """``open_server`` (HTTP/3), or ``open_h2_server`` over TLS for ``--stack ripp-h2``."""
+    from ripp_trio import open_h2_server, open_server, server_ssl_context
 
+    if args.stack == "ripp-h2":
+        return open_h2_server(
+            host=HOST, port=0, config=ripp_config(), **server_checks(args.auth),
+            ssl_context=server_ssl_context(str(args.pki / "cert.pem"), str(args.pki / "key.pem")),
+        )  # fmt: skip
+    return open_server(
+        server_configuration(args.pki), host=HOST, port=0, config=ripp_config(),
+        **server_checks(args.auth), **engine_options(args.engine),
+    )  # fmt: skip
+
+
+def _open_ripp_client(args: argparse.Namespace) -> Any:
+    """``open_client`` (HTTP/3), or ``open_h2_client`` over TLS for ``--stack ripp-h2``."""
+    from ripp_trio import client_ssl_context, open_client, open_h2_client
+
+    uris = [f"https://localhost:{args.port}/ripp/calls"]
+    if args.stack == "ripp-h2":
+        context = client_ssl_context(str(args.pki / "ca.pem"))
+        if args.keylog is not None:
+            context.keylog_filename = str(args.keylog)
+        return open_h2_client(
+            calls_uris=uris, token=TOKEN, config=ripp_config(), ssl_context=context
+        )
+    return open_client(
+        _client_configuration(args), calls_uris=uris, token=TOKEN, config=ripp_config(),
+        **engine_options(args.engine),
+    )  # fmt: skip
+
+
+async def ripp_server(args: argparse.Namespace, recorder: Recorder, out: dict[str, Any]) -> None:
     pacer = Pacer(recorder, _ripp_send, args.calls)
     profile = _Profile(args.profile, args.calls, args.profile_seconds)
     connected = 0
-    async with trio.open_nursery() as nursery, open_server(
-        server_configuration(args.pki), host=HOST, port=0, config=ripp_config(),
-        **server_checks(args.auth), **engine_options(args.engine),
-    ) as server:
+    async with trio.open_nursery() as nursery, _open_ripp_server(args) as server:
         server._driver.router = LatencyRouter(recorder)  # benchmark hook (see docstring)
         print(f"PORT {server.address[1]}", flush=True)
         nursery.start_soon(recorder.sample_cpu)
@@ -436,16 +468,8 @@ def _client_configuration(args: argparse.Namespace) -> Any:
 
 
 async def ripp_client(args: argparse.Namespace, recorder: Recorder, out: dict[str, Any]) -> None:
-    from ripp_trio import open_client
-
     pacer = Pacer(recorder, _ripp_send, args.calls)
-    async with trio.open_nursery() as nursery, open_client(
-        _client_configuration(args),
-        calls_uris=[f"https://localhost:{args.port}/ripp/calls"],
-        token=TOKEN,
-        config=ripp_config(),
-        **engine_options(args.engine),
-    ) as client:
+    async with trio.open_nursery() as nursery, _open_ripp_client(args) as client:
         client._driver.router = LatencyRouter(recorder)  # benchmark hook (see docstring)
         nursery.start_soon(recorder.sample_cpu)
         nursery.start_soon(pacer.run)
@@ -668,7 +692,7 @@ async def bare_client(args: argparse.Namespace, recorder: Recorder, out: dict[st
 def _main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.capacity")
     parser.add_argument("role", choices=["server", "client"])
-    parser.add_argument("--stack", choices=["ripp", "bare"], required=True)
+    parser.add_argument("--stack", choices=["ripp", "ripp-h2", "bare"], required=True)
     parser.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE)
     parser.add_argument("--pki", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
@@ -688,6 +712,8 @@ def _main() -> None:
     runner = {
         ("server", "ripp"): ripp_server,
         ("client", "ripp"): ripp_client,
+        ("server", "ripp-h2"): ripp_server,
+        ("client", "ripp-h2"): ripp_client,
         ("server", "bare"): bare_server,
         ("client", "bare"): bare_client,
     }[(args.role, args.stack)]
@@ -757,7 +783,7 @@ def as_stack(stack: str | Stack) -> Stack:
     """A Stack, from itself or from the name of one of this tree's (``ripp``, ``bare``)."""
     if isinstance(stack, Stack):
         return stack
-    return {"ripp": RIPP, "bare": BARE}[stack]
+    return {"ripp": RIPP, "bare": BARE, "ripp-h2": RIPP_H2}[stack]
 
 
 def run_point(

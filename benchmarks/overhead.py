@@ -13,6 +13,8 @@ direction, IP and UDP headers included:
   ``lo`` while the capacity window runs; the client writes its TLS secrets
   (``--keylog``) so tshark decrypts the QUIC packets and tells media from RIPP acks from
   QUIC-only packets (ACK frames and the like).
+* **RIPP over HTTP/2** (the same processes on ripp_trio's TCP driver, TLS 1.3): packets
+  and bytes counted per direction, not decoded.
 
 The per-frame byte budget splits the bytes of one direction's datagrams by what they are:
 the codec payload, RIPP's media frame header, HTTP/3's DATA frame header, RIPP acks of the
@@ -111,20 +113,24 @@ def capture(path: Path, bpf: str) -> Iterator[None]:
 
 @attrs.frozen
 class Datagram:
-    """One captured UDP/IPv4 datagram: capture time (epoch s), ports, IP total length."""
+    """One captured UDP (or TCP) IPv4 packet: capture time (epoch s), ports, IP total
+    length, IP protocol number."""
 
     time: float
     src_port: int
     dst_port: int
     ip_bytes: int
+    protocol: int = socket.IPPROTO_UDP
 
 
+_TRANSPORTS = (socket.IPPROTO_UDP, socket.IPPROTO_TCP)
 _LINK_HEADER = {1: 14, 101: 0, 113: 16, 276: 20}  # Ethernet, raw IP, Linux SLL, SLL2
 
 
 def read_pcap(data: bytes) -> Iterator[Datagram]:
-    """The UDP/IPv4 datagrams of a classic pcap file (micro- or nanosecond, either byte
-    order; Ethernet, raw IP or Linux cooked link types). Other packets are skipped."""
+    """The UDP and TCP packets over IPv4 of a classic pcap file (micro- or nanosecond,
+    either byte order; Ethernet, raw IP or Linux cooked link types). Other packets are
+    skipped."""
     if len(data) < 24:
         return
     magic = data[:4]
@@ -147,14 +153,14 @@ def read_pcap(data: bytes) -> Iterator[Datagram]:
         packet = data[offset : offset + captured]
         offset += captured
         ip = packet[skip:]
-        if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != socket.IPPROTO_UDP:
+        if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] not in _TRANSPORTS:
             continue
         header = (ip[0] & 0x0F) * 4
         if len(ip) < header + 8:
             continue
         src, dst = struct.unpack_from("!HH", ip, header)
         total = struct.unpack_from("!H", ip, 2)[0]
-        yield Datagram(seconds + fraction * scale, src, dst, total)
+        yield Datagram(seconds + fraction * scale, src, dst, total, ip[9])
 
 
 def direction_totals(
@@ -254,16 +260,22 @@ def classify(rows: Sequence[dict[str, Any]], port: int, t0: float, t1: float,
 
 # ---------------------------------------------------------------- measurements
 def measure_quic(stack: str, calls: int, duration: float, pki: Path) -> dict[str, Any]:
-    """One capacity point of ``stack`` under capture; its wire figures per direction."""
+    """One capacity point of ``stack`` under capture; its wire figures per direction.
+
+    ``ripp-h2`` (HTTP/2 over TLS over TCP) is counted, not decoded: its packets are TCP
+    segments, pure ACKs included, and their bytes include TCP headers and options and
+    the TLS record framing.
+    """
     from . import capacity
 
+    tcp = stack == "ripp-h2"
     with tempfile.TemporaryDirectory(prefix="ripp-overhead-") as tmp:
         pcap, keylog = Path(tmp) / "run.pcap", Path(tmp) / "keys.log"
         ports: list[int] = []
 
         def start(port: int) -> contextlib.AbstractContextManager[None]:
             ports.append(port)
-            return capture(pcap, f"udp port {port}")
+            return capture(pcap, f"{'tcp' if tcp else 'udp'} port {port}")
 
         point = capacity.run_point(stack, calls, duration, pki, capture=start, keylog=keylog)
         port = ports[0]
@@ -274,7 +286,9 @@ def measure_quic(stack: str, calls: int, duration: float, pki: Path) -> dict[str
         datagrams = list(read_pcap(pcap.read_bytes()))
         totals = direction_totals(datagrams, port, t0, t1)
         frames = point["connected"] * (t1 - t0) / FRAME
-        decoded = classify(decode_quic(pcap, keylog, port), port, t0, t1, frames)
+        decoded = (
+            None if tcp else classify(decode_quic(pcap, keylog, port), port, t0, t1, frames)
+        )
     call_seconds = max(point["connected"], 1) * (t1 - t0)
     result: dict[str, Any] = {
         "stack": stack,
@@ -290,7 +304,7 @@ def measure_quic(stack: str, calls: int, duration: float, pki: Path) -> dict[str
             "bytes_per_frame": count["bytes"] / max(frames, 1.0),
             "datagrams_per_s": count["datagrams"] / call_seconds,
             "kbit_per_s": count["bytes"] * 8 / call_seconds / 1000,
-            "decoded": decoded[direction],
+            "decoded": decoded[direction] if decoded else None,
         }
     return result
 
@@ -380,7 +394,7 @@ def rtp_summary(datagrams: Sequence[Datagram], caller: int) -> dict[str, Any]:
 
 
 def run(duration: float = 5.0, loads: Sequence[int] = (1, 8),
-        stacks: Sequence[str] = ("ripp", "bare")) -> dict[str, Any]:  # fmt: skip
+        stacks: Sequence[str] = ("ripp", "bare", "ripp-h2")) -> dict[str, Any]:  # fmt: skip
     """Every figure of the overhead section (RTP computed and measured, RIPP and bare)."""
     out: dict[str, Any] = {"duration": duration, "rtp_computed": rtp_computed(), "points": []}
     try:
