@@ -35,7 +35,7 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -209,10 +209,10 @@ def decode_quic(pcap: Path, keylog: Path, port: int) -> list[dict[str, Any]]:
 
 
 def classify(rows: Sequence[dict[str, Any]], port: int, t0: float, t1: float,
-             frames_per_direction: float) -> dict[str, dict[str, float]]:  # fmt: skip
+             frames: Mapping[str, float]) -> dict[str, dict[str, float]]:  # fmt: skip
     """Per direction, per frame of that direction: datagrams and bytes by kind, and the
-    byte budget (see the module docstring). ``frames_per_direction``: frames due in each
-    direction within [t0, t1)."""
+    byte budget (see the module docstring). ``frames``: per direction (``c2s``,
+    ``s2c``), the frames delivered within [t0, t1)."""
     out: dict[str, dict[str, float]] = {}
     for direction in ("c2s", "s2c"):
         d = dict.fromkeys(
@@ -238,7 +238,7 @@ def classify(rows: Sequence[dict[str, Any]], port: int, t0: float, t1: float,
             d["media_stream_bytes"] += sum(media)
             d["small_stream_bytes"] += sum(small)
             d["udp_payload"] += row["udp_payload"]
-        n = max(frames_per_direction, 1.0)
+        n = max(frames[direction], 1.0)
         per_frame = {f"{k}_per_frame": v / n for k, v in d.items()}
         payload = float(FRAME_BYTES) * d["media_frames"] / n
         ripp_header = float(RIPP_MEDIA_OVERHEAD) * d["media_frames"] / n
@@ -253,7 +253,7 @@ def classify(rows: Sequence[dict[str, Any]], port: int, t0: float, t1: float,
         per_frame["media_frames_per_media_datagram"] = (
             d["media_frames"] / d["media_datagrams"] if d["media_datagrams"] else 0.0
         )
-        per_frame["frames"] = frames_per_direction
+        per_frame["frames"] = frames[direction]
         out[direction] = per_frame
     return out
 
@@ -285,7 +285,9 @@ def measure_quic(stack: str, calls: int, duration: float, pki: Path) -> dict[str
         t0, t1 = point["t0"] + offset, point["t1"] + offset
         datagrams = list(read_pcap(pcap.read_bytes()))
         totals = direction_totals(datagrams, port, t0, t1)
-        frames = point["connected"] * (t1 - t0) / FRAME
+        # Per frame delivered (not due): an overloaded sender skips frames, and bytes per
+        # frame due would then flatter it; early re-send copies count as overhead.
+        frames = {d: float(point[d]["received"]) for d in ("c2s", "s2c")}
         decoded = (
             None if tcp else classify(decode_quic(pcap, keylog, port), port, t0, t1, frames)
         )
@@ -300,8 +302,9 @@ def measure_quic(stack: str, calls: int, duration: float, pki: Path) -> dict[str
     for direction in ("c2s", "s2c"):
         count = totals[direction]
         result[direction] = {
-            "datagrams_per_frame": count["datagrams"] / max(frames, 1.0),
-            "bytes_per_frame": count["bytes"] / max(frames, 1.0),
+            "frames_delivered": frames[direction],
+            "datagrams_per_frame": count["datagrams"] / max(frames[direction], 1.0),
+            "bytes_per_frame": count["bytes"] / max(frames[direction], 1.0),
             "datagrams_per_s": count["datagrams"] / call_seconds,
             "kbit_per_s": count["bytes"] * 8 / call_seconds / 1000,
             "decoded": decoded[direction] if decoded else None,

@@ -541,11 +541,12 @@ _BUDGET = (
 def render_overhead(data: dict[str, Any]) -> str:
     """Wire cost per direction against RTP, and the per-frame byte budget."""
     rtp = data["rtp_computed"]
-    rows = [["RTP/UDP G.711 20 ms (computed)", "-", "1.00", "-", fmt(rtp["bytes_per_frame"], 0),
-             fmt(rtp["datagrams_per_s"], 0), fmt(rtp["kbit_per_s"], 1), "1.00x"]]  # fmt: skip
+    rows = [["RTP/UDP G.711 20 ms (computed)", "-", "-", "1.00", "-",
+             fmt(rtp["bytes_per_frame"], 0), fmt(rtp["datagrams_per_s"], 0),
+             fmt(rtp["kbit_per_s"], 1), "1.00x"]]  # fmt: skip
     measured = data.get("rtp_measured", {})
     if "error" in measured:
-        rows.append(["sipp RTP (measured)", "-", "-", "-", "-", "-", measured["error"], "-"])
+        rows.append(["sipp RTP (measured)", "-", "-", "-", "-", "-", "-", measured["error"], "-"])
     else:
         for direction in ("c2s", "s2c"):
             m = measured[direction]
@@ -553,6 +554,7 @@ def render_overhead(data: dict[str, Any]) -> str:
                 [
                     f"sipp RTP G.711 {fmt(m.get('frame_ms'), 0)} ms (measured)",
                     "caller→echo" if direction == "c2s" else "echo→caller",
+                    "-",
                     "1.00",
                     "-",
                     fmt(m["bytes_per_datagram"], 0),
@@ -563,7 +565,7 @@ def render_overhead(data: dict[str, Any]) -> str:
             )
     for p in data["points"]:
         if "error" in p:
-            rows.append([f"{p['stack']} {p['calls']} call(s)", "-", "-", "-", "-", "-",
+            rows.append([f"{p['stack']} {p['calls']} call(s)", "-", "-", "-", "-", "-", "-",
                          p["error"][:60], "-"])  # fmt: skip
             continue
         for direction in ("c2s", "s2c"):
@@ -574,6 +576,7 @@ def render_overhead(data: dict[str, Any]) -> str:
                     f"{_OVERHEAD_NAMES.get(p['stack'], p['stack'])}, {p['calls']} call(s) "
                     "on one connection",
                     "c→s" if direction == "c2s" else "s→c",
+                    f"{fmt(p['delivered_pct'], 1)}" + ("" if p["kept_up"] else " (not kept up)"),
                     fmt(d["datagrams_per_frame"], 2),
                     f"{fmt(dec['media_datagrams_per_frame'], 2)} / "
                     f"{fmt(dec['ack_datagrams_per_frame'], 2)} / "
@@ -587,7 +590,7 @@ def render_overhead(data: dict[str, Any]) -> str:
                 ]
             )
     wire = table(
-        ["stack", "direction", "datagrams per frame",
+        ["stack", "direction", "delivered % (worse direction)", "datagrams per frame",
          "of which media / RIPP-ack-only / QUIC-only", "bytes per frame",
          "datagrams per call-s", "kbit/s per call", "bytes vs RTP"],
         rows,
@@ -628,8 +631,9 @@ def render_overhead(data: dict[str, Any]) -> str:
         + "\n\nMedia frames per media-carrying datagram: "
         + packing
         + ".\n\nPer-frame byte budget (bytes of one direction's datagrams per media "
-        "frame of that direction; a datagram in the c→s column also carries the RIPP "
-        "acks of s→c frames and the QUIC ACKs of s→c packets):\n\n"
+        "frame delivered in that direction; a datagram in the c→s column also carries "
+        "the RIPP acks of s→c frames and the QUIC ACKs of s→c packets; a payload above "
+        "160 bytes per frame means early re-send copies, §11.7):\n\n"
         + budget
     )
 
@@ -889,7 +893,9 @@ def render_doc(results: dict[str, Any]) -> str:
             "",
             _stamp(results, "overhead", len(machines) > 1),
             "The objection to carrying media over HTTP/3 with per-frame acks is its cost "
-            "against RTP. Per direction, bytes counted at the IP layer (IPv4 + UDP headers "
+            "against RTP. Per direction and per media frame delivered in that direction "
+            "(not per frame due: a starved sender skips frames, which would flatter it), "
+            "bytes counted at the IP layer (IPv4 + UDP headers "
             "included, loopback's dummy Ethernet header not). *RTP computed*: 160 bytes of "
             "G.711 + 12 RTP + 8 UDP + 20 IPv4 = 200 bytes, 50 per second, 80 kbit/s (no "
             "RTCP). *sipp RTP*: `sipp -sn uac_pcap` against `sipp -sn uas -rtp_echo` on "

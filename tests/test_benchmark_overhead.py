@@ -56,27 +56,35 @@ def _pcap(records: list[tuple[int, int, bytes]], endian: str, nano: bool, link: 
     endian=st.sampled_from(["<", ">"]),
     nano=st.booleans(),
     link=st.sampled_from([1, 101, 113, 276]),
-    tcp_between=st.booleans(),
+    other_between=st.booleans(),
 )
 def test_read_pcap_returns_the_udp_datagrams_written(
     datagrams: list[tuple[int, int, int, int, int]],
     endian: str,
     nano: bool,
     link: int,
-    tcp_between: bool,
+    other_between: bool,
 ) -> None:
     records = []
     for seconds, micros, src, dst, size in datagrams:
         fraction = micros * 1000 if nano else micros
         records.append((seconds, fraction, _ipv4_udp(src, dst, size)))
-        if tcp_between:  # not UDP: skipped
-            records.append((seconds, fraction, _ipv4_udp(src, dst, size, protocol=6)))
+        if other_between:  # ICMP: neither UDP nor TCP, skipped
+            records.append((seconds, fraction, _ipv4_udp(src, dst, size, protocol=1)))
     got = list(read_pcap(_pcap(records, endian, nano, link)))
-    assert [(d.src_port, d.dst_port, d.ip_bytes) for d in got] == [
-        (src, dst, 28 + size) for _, _, src, dst, size in datagrams
+    assert [(d.src_port, d.dst_port, d.ip_bytes, d.protocol) for d in got] == [
+        (src, dst, 28 + size, 17) for _, _, src, dst, size in datagrams
     ]
     for d, (seconds, micros, *_) in zip(got, datagrams, strict=True):
         assert d.time == pytest.approx(seconds + micros / 1e6, abs=1e-6)
+
+
+def test_read_pcap_returns_tcp_segments_too() -> None:
+    # RIPP over HTTP/2 is counted from the same capture reader.
+    got = list(read_pcap(_pcap([(1, 0, _ipv4_udp(443, 5000, 100, protocol=6))], "<", False, 1)))
+    assert [(d.src_port, d.dst_port, d.ip_bytes, d.protocol) for d in got] == [
+        (443, 5000, 128, 6)
+    ]
 
 
 def test_read_pcap_refuses_what_is_not_pcap() -> None:
@@ -127,7 +135,7 @@ def test_byte_budget_adds_up_to_the_bytes_captured(
         }
         for from_server, streams, other in rows
     ]
-    out = classify(decoded, port, 0.0, 2.0, float(frames))
+    out = classify(decoded, port, 0.0, 2.0, {"c2s": float(frames), "s2c": float(frames)})
     for direction, mine in (("c2s", False), ("s2c", True)):
         these = [r for r in decoded if (r["src_port"] == port) == mine]
         total = sum(r["ip_bytes"] for r in these)
