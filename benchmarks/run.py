@@ -633,7 +633,11 @@ def render_overhead(data: dict[str, Any]) -> str:
         + ".\n\nPer-frame byte budget (bytes of one direction's datagrams per media "
         "frame delivered in that direction; a datagram in the c→s column also carries "
         "the RIPP acks of s→c frames and the QUIC ACKs of s→c packets; a payload above "
-        "160 bytes per frame means early re-send copies, §11.7):\n\n"
+        "160 bytes per frame means early re-send copies, §11.7). The rows are told apart "
+        "by STREAM data length (100 bytes or more: a media frame); when frames are packed, "
+        "aioquic may split one across two packets and a short piece then counts as acks, "
+        "and under overload capture and delivery windows shift apart, so the split "
+        "between rows is approximate there; the totals are exact:\n\n"
         + budget
     )
 
