@@ -884,7 +884,8 @@ def render_doc(results: dict[str, Any]) -> str:
             "sent (kernel counter, so other programs' UDP counts too) over media frames due "
             "in both directions. On a loaded machine the 20 ms p99 limit fails first, so "
             "the kept-up loads are only meaningful measured quiet; the CPU ratios at fixed "
-            "loads hold up better under load.",
+            "loads hold up better under moderate load, as long as no point saturates (a "
+            "starved process's CPU per call is capped by what it was given, not a cost).",
             "",
             render_capacity(data),
             "",
