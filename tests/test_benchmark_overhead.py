@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -124,7 +125,7 @@ def test_byte_budget_adds_up_to_the_bytes_captured(
     rows: list[tuple[bool, list[int], int]], frames: int
 ) -> None:
     port = 4433
-    decoded = [
+    decoded: list[dict[str, Any]] = [
         {
             "time": 1.0,
             "src_port": port if from_server else 5000,
