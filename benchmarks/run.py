@@ -1,7 +1,8 @@
 """Run the benchmarks and write ``docs/performance.md``.
 
-    python -m benchmarks.run                 # everything (5 to 10 minutes on 2 cores)
-    python -m benchmarks.run --quick         # smoke run (about 1 minute), doc to /tmp
+    python -m benchmarks.run                 # everything (about 20 minutes on 2 cores)
+    python -m benchmarks.run --quick         # smoke run (2 to 3 minutes), doc to /tmp
+    python -m benchmarks.run --render        # rewrite the doc from performance.json
     python -m benchmarks.run --only soak     # the hostile-load soak (5 minutes; 20 s quick)
     python -m benchmarks.run --only capacity # one benchmark; other sections keep the
                                              # figures of their last run
