@@ -962,8 +962,9 @@ def render_doc(results: dict[str, Any]) -> str:
             "",
             _stamp(results, "profile", len(machines) > 1),
             "pyinstrument (1 ms sampling) on the server process at the highest "
-            f"load RIPP kept up with in the capacity search ({data.get('highest') or 'none'}"
-            " calls; 10 if none)"
+            "load RIPP kept up with in the capacity search ("
+            + (f"{data['highest']} calls" if data.get("highest") else "none found: 10 calls")
+            + ")"
             + _profile_fallback(data)
             + f", over {data['seconds']:g} s of steady media, and on the bare H3 server at "
             f"the same load ({data['calls']} calls). The profiler "
