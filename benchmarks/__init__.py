@@ -112,14 +112,27 @@ def client_configuration(directory: Path) -> QuicConfiguration:
 
 
 # ---------------------------------------------------------------- processes
-def spawn(module: str, *args: str) -> subprocess.Popen[str]:
-    """Start ``python -m module args`` with pipes on stdin and stdout."""
+def spawn(module: str, *args: str, root: Path | None = None) -> subprocess.Popen[str]:
+    """Start ``python -m module args`` with pipes on stdin and stdout.
+
+    ``root``: the source tree to run (default: this one). Another tree (e.g. an earlier
+    commit, :mod:`benchmarks.baseline`) runs with the same interpreter and dependencies
+    but its own ``ripp_core``/``ripp_trio``/``benchmarks``: it is the working directory
+    and first on ``PYTHONPATH``, ahead of this tree's editable install.
+    """
+    env = None
+    if root is not None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(root), env.get("PYTHONPATH", "")) if p
+        )
     return subprocess.Popen(
         [sys.executable, "-m", module, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        cwd=str(Path(__file__).resolve().parent.parent),
+        cwd=str(root or Path(__file__).resolve().parent.parent),
+        env=env,
     )
 
 

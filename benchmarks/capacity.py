@@ -9,6 +9,8 @@ Frames are paced by one task per process, the calls spread over twenty 1 ms slot
 * ``ripp``: the ripp_trio driver (open_server / open_client, answer, send_audio), jitter
   buffer off so frames are reported on arrival; received frames are counted in a thin
   EventRouter subclass put on the driver (a benchmark hook, the rest is the public API).
+* ``ripp-h2``: the same over HTTP/2 (ripp_trio's TCP driver, TLS 1.3), for the wire
+  overhead comparison (:mod:`benchmarks.overhead`).
 * ``bare``: :mod:`benchmarks.bare_h3`: per call one bidirectional request; the client writes
   its frames on the request body and the server writes its frames on the response body,
   same pacing, no acks, no striping, 8 calls per QUIC connection like RippClient's pool.
@@ -21,6 +23,7 @@ point of those processes: ``python -m benchmarks.capacity server|client ...``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
@@ -30,9 +33,11 @@ import sys
 import tempfile
 import time
 from array import array
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 
@@ -65,6 +70,7 @@ from . import (
     write_pki,
 )
 from .bare_h3 import BareConnection, BareDriver, BareEndpoint, udp_socket
+from .search import KeptUpSearch, kept_up
 
 CALLS_PER_CONNECTION = 8  # RippConfig's default max_calls_per_connection
 SLOTS = 20  # calls are spread over 20 x 1 ms send slots
@@ -75,17 +81,54 @@ SAMPLE = 0.25  # CPU sampling period
 SETUP_TIMEOUT = 90.0
 _STAMP = struct.Struct("!d")
 _PAD = b"\xff" * (FRAME_BYTES - _STAMP.size)
+# The coarse criterion (kept as SATURATED: a process that has clearly fallen over); the
+# issue's finer "kept up" criterion is benchmarks.search.kept_up.
 SATURATED_DELIVERY = 95.0
 SATURATED_P99 = 1.0
+#: QUIC engines the RIPP role processes can run on (RippConfig.quic_engine): aioquic, and
+#: the optional native qh3 engine (``ripp[qh3]``).
+ENGINES = ("aioquic", "qh3")
+DEFAULT_ENGINE = "aioquic"
 
 
-#: RIPP stacks by QUIC engine: ``ripp-qh3`` is RIPP on qh3 (RippConfig.quic_engine).
-RIPP_ENGINES = {"ripp": "aioquic", "ripp-qh3": "qh3"}
+def ripp_config(engine: str = DEFAULT_ENGINE) -> RippConfig:
+    """The RIPP configuration of both processes: defaults, frames reported on arrival, on
+    the given QUIC engine."""
+    if engine == DEFAULT_ENGINE:
+        return RippConfig(jitter_buffer=False)
+    return RippConfig(jitter_buffer=False, quic_engine=engine)
 
 
-def ripp_config(stack: str = "ripp") -> RippConfig:
-    """The RIPP configuration of both processes: defaults, frames reported on arrival."""
-    return RippConfig(jitter_buffer=False, quic_engine=RIPP_ENGINES[stack])
+@attrs.frozen
+class Stack:
+    """What a capacity point runs: a label, which role processes, from which tree.
+
+    ``kind``: ``ripp`` or ``bare`` (the role processes' ``--stack``); ``root``: the source
+    tree to run them from (``None``: this one; else e.g. an earlier commit exported by
+    :func:`benchmarks.baseline.source_tree`); ``engine``: the QUIC engine of the RIPP
+    processes (only passed on when not the default, so that older trees, which have no
+    ``--engine`` option, run too).
+    """
+
+    label: str
+    kind: str
+    root: Path | None = None
+    engine: str = DEFAULT_ENGINE
+
+    def role_args(self) -> list[str]:
+        """The role processes' arguments that select this stack."""
+        args = ["--stack", self.kind]
+        if self.engine != DEFAULT_ENGINE:
+            args += ["--engine", self.engine]
+        return args
+
+
+RIPP = Stack("ripp", "ripp")
+#: RIPP on the optional qh3 QUIC engine (RippConfig.quic_engine="qh3").
+RIPP_QH3 = Stack("ripp-qh3", "ripp", engine="qh3")
+BARE = Stack("bare", "bare")
+#: RIPP over HTTP/2 on TCP with TLS 1.3 (the ripp_trio TCP driver); overhead section only.
+RIPP_H2 = Stack("ripp-h2", "ripp-h2")
 
 
 # ====================================================================== in the processes
@@ -322,16 +365,44 @@ def _ripp_send(call: Any, payload: bytes) -> None:
     call.send_audio(Codec.PCMU, FRAME, payload)
 
 
-async def ripp_server(args: argparse.Namespace, recorder: Recorder, out: dict[str, Any]) -> None:
-    from ripp_trio import open_server
+def _open_ripp_server(args: argparse.Namespace) -> Any:
+    """``open_server`` (HTTP/3), or ``open_h2_server`` over TLS for ``--stack ripp-h2``."""
+    from ripp_trio import open_h2_server, open_server, server_ssl_context
 
+    if args.stack == "ripp-h2":
+        return open_h2_server(
+            host=HOST, port=0, config=ripp_config(), **server_checks(args.auth),
+            ssl_context=server_ssl_context(str(args.pki / "cert.pem"), str(args.pki / "key.pem")),
+        )  # fmt: skip
+    return open_server(
+        server_configuration(args.pki), host=HOST, port=0, config=ripp_config(args.engine),
+        **server_checks(args.auth),
+    )  # fmt: skip
+
+
+def _open_ripp_client(args: argparse.Namespace) -> Any:
+    """``open_client`` (HTTP/3), or ``open_h2_client`` over TLS for ``--stack ripp-h2``."""
+    from ripp_trio import client_ssl_context, open_client, open_h2_client
+
+    uris = [f"https://localhost:{args.port}/ripp/calls"]
+    if args.stack == "ripp-h2":
+        context = client_ssl_context(str(args.pki / "ca.pem"))
+        if args.keylog is not None:
+            context.keylog_filename = str(args.keylog)
+        return open_h2_client(
+            calls_uris=uris, token=TOKEN, config=ripp_config(), ssl_context=context
+        )
+    return open_client(
+        _client_configuration(args), calls_uris=uris, token=TOKEN,
+        config=ripp_config(args.engine),
+    )  # fmt: skip
+
+
+async def ripp_server(args: argparse.Namespace, recorder: Recorder, out: dict[str, Any]) -> None:
     pacer = Pacer(recorder, _ripp_send, args.calls)
     profile = _Profile(args.profile, args.calls, args.profile_seconds)
     connected = 0
-    async with trio.open_nursery() as nursery, open_server(
-        server_configuration(args.pki), host=HOST, port=0, config=ripp_config(args.stack),
-        authorizer=insecure_accept_any_bearer, identity_verifier=insecure_accept_any_identity
-    ) as server:
+    async with trio.open_nursery() as nursery, _open_ripp_server(args) as server:
         server._driver.router = LatencyRouter(recorder)  # benchmark hook (see docstring)
         print(f"PORT {server.address[1]}", flush=True)
         nursery.start_soon(recorder.sample_cpu)
@@ -360,16 +431,42 @@ async def ripp_server(args: argparse.Namespace, recorder: Recorder, out: dict[st
         nursery.cancel_scope.cancel()
 
 
-async def ripp_client(args: argparse.Namespace, recorder: Recorder, out: dict[str, Any]) -> None:
-    from ripp_trio import open_client
+def server_checks(home: Path | None) -> dict[str, Any]:
+    """The server's authorizer and identity verifier.
 
+    Capacity runs accept any bearer token and any well-formed Identity header (the
+    per-call checks run once per call, not per frame, so they do not bear on media
+    capacity). With ``home`` (``--auth``): the checks of a default ``ripp serve`` with
+    that ripp home (``RIPP_HOME``): access tokens verified against the local issuer's
+    JWKS (ES256 signature, issuer, audience, lifetime, scope) and SHAKEN PASSporTs
+    verified against the local STI-CA (x5u fetched over HTTPS and cached, signature,
+    freshness, orig/dest against From/To, TN authorization), as the set-up benchmark runs.
+    """
+    if home is None:
+        return {
+            "authorizer": insecure_accept_any_bearer,
+            "identity_verifier": insecure_accept_any_identity,
+        }
+    os.environ["RIPP_HOME"] = str(home)
+    from ripp_cli._auth_cli import server_checks as ripp_serve_checks
+
+    checks: dict[str, Any] = ripp_serve_checks(argparse.Namespace())
+    return checks
+
+
+def _client_configuration(args: argparse.Namespace) -> Any:
+    """The client's QUIC configuration; with ``--keylog``, TLS secrets go to that file
+    (SSLKEYLOGFILE format, R22) so that a capture of the run can be decrypted
+    (:mod:`benchmarks.overhead`). The client's log covers both directions."""
+    configuration = client_configuration(args.pki)
+    if args.keylog is not None:
+        configuration.secrets_log_file = open(args.keylog, "a", buffering=1)  # noqa: SIM115
+    return configuration
+
+
+async def ripp_client(args: argparse.Namespace, recorder: Recorder, out: dict[str, Any]) -> None:
     pacer = Pacer(recorder, _ripp_send, args.calls)
-    async with trio.open_nursery() as nursery, open_client(
-        client_configuration(args.pki),
-        calls_uris=[f"https://localhost:{args.port}/ripp/calls"],
-        token=TOKEN,
-        config=ripp_config(args.stack),
-    ) as client:
+    async with trio.open_nursery() as nursery, _open_ripp_client(args) as client:
         client._driver.router = LatencyRouter(recorder)  # benchmark hook (see docstring)
         nursery.start_soon(recorder.sample_cpu)
         nursery.start_soon(pacer.run)
@@ -552,7 +649,7 @@ async def bare_client(args: argparse.Namespace, recorder: Recorder, out: dict[st
         elif isinstance(event, DataReceived):
             _bare_receive(recorder, call, event.data)
 
-    endpoint = BareEndpoint(client_configuration(args.pki), on_event)
+    endpoint = BareEndpoint(_client_configuration(args), on_event)
     sock = udp_socket(HOST, 0)
     driver = BareDriver(endpoint, sock)
     pacer = Pacer(recorder, _bare_send(endpoint, driver), args.calls)
@@ -592,7 +689,8 @@ async def bare_client(args: argparse.Namespace, recorder: Recorder, out: dict[st
 def _main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.capacity")
     parser.add_argument("role", choices=["server", "client"])
-    parser.add_argument("--stack", choices=[*RIPP_ENGINES, "bare"], required=True)
+    parser.add_argument("--stack", choices=["ripp", "ripp-h2", "bare"], required=True)
+    parser.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE)
     parser.add_argument("--pki", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--lifetime", type=float, default=120.0)
@@ -602,6 +700,8 @@ def _main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--profile-seconds", type=float, default=5.0)
+    parser.add_argument("--keylog", type=Path, help="client: write TLS secrets here")
+    parser.add_argument("--auth", type=Path, help="ripp server: ripp serve's checks, this home")
     args = parser.parse_args()
     logging.getLogger("ripp").setLevel(logging.ERROR)  # calls cut at exit are expected
     recorder = Recorder()
@@ -609,8 +709,8 @@ def _main() -> None:
     runner = {
         ("server", "ripp"): ripp_server,
         ("client", "ripp"): ripp_client,
-        ("server", "ripp-qh3"): ripp_server,
-        ("client", "ripp-qh3"): ripp_client,
+        ("server", "ripp-h2"): ripp_server,
+        ("client", "ripp-h2"): ripp_client,
         ("server", "bare"): bare_server,
         ("client", "bare"): bare_client,
     }[(args.role, args.stack)]
@@ -676,34 +776,55 @@ def _lag(lag: array, t0: float, t1: float) -> dict[str, float]:
     return {"p50_ms": percentile(values, 0.5) * 1000, "p99_ms": percentile(values, 0.99) * 1000}
 
 
+def as_stack(stack: str | Stack) -> Stack:
+    """A Stack, from itself or from the name of one of this tree's (``ripp``, ``bare``)."""
+    if isinstance(stack, Stack):
+        return stack
+    return {"ripp": RIPP, "bare": BARE, "ripp-h2": RIPP_H2}[stack]
+
+
 def run_point(
-    stack: str, calls: int, duration: float, pki: Path, profile: Path | None = None
+    stack: str | Stack,
+    calls: int,
+    duration: float,
+    pki: Path,
+    profile: Path | None = None,
+    capture: Any = None,
+    keylog: Path | None = None,
 ) -> dict[str, Any]:
-    """One capacity point: spawn both processes, wait for them, compute the figures."""
+    """One capacity point: spawn both processes, wait for them, compute the figures.
+
+    ``capture``: called with the server's UDP port once it listens, it returns a context
+    manager kept open while the client runs (the overhead benchmark's packet capture);
+    ``keylog``: the client writes its TLS secrets there (this tree's role processes only).
+    """
+    spec = as_stack(stack)
     lifetime = SETUP_TIMEOUT + WARMUP + duration + 2 * GRACE + 10
     with tempfile.TemporaryDirectory(prefix="ripp-bench-") as tmp:
         server_out, client_out = Path(tmp) / "server", Path(tmp) / "client"
         extra = ["--profile", str(profile), "--profile-seconds", str(min(duration, 10.0))]
         server = spawn(
-            "benchmarks.capacity", "server", "--stack", stack, "--pki", str(pki),
+            "benchmarks.capacity", "server", *spec.role_args(), "--pki", str(pki),
             "--out", str(server_out), "--lifetime", str(lifetime + 30), "--calls", str(calls),
-            *(extra if profile else []),
+            *(extra if profile else []), root=spec.root,
         )  # fmt: skip
         try:
             port = read_line(server, "PORT ", timeout=30)
-            client = spawn(
-                "benchmarks.capacity", "client", "--stack", stack, "--pki", str(pki),
-                "--out", str(client_out), "--lifetime", str(lifetime), "--port", port,
-                "--calls", str(calls), "--duration", str(duration),
-            )  # fmt: skip
-            reap(client, timeout=lifetime + 30)
+            with capture(int(port)) if capture is not None else contextlib.nullcontext():
+                client = spawn(
+                    "benchmarks.capacity", "client", *spec.role_args(), "--pki", str(pki),
+                    "--out", str(client_out), "--lifetime", str(lifetime), "--port", port,
+                    "--calls", str(calls), "--duration", str(duration),
+                    *(["--keylog", str(keylog)] if keylog else []), root=spec.root,
+                )  # fmt: skip
+                reap(client, timeout=lifetime + 30)
         finally:
             reap(server, timeout=30)
         cmeta, csent, crecv = _load(client_out)
         smeta, ssent, srecv = _load(server_out)
     t0, t1 = cmeta.get("t0"), cmeta.get("t1")
     if t0 is None:
-        raise RuntimeError(f"{stack} client at {calls} calls did not reach the window")
+        raise RuntimeError(f"{spec.label} client at {calls} calls did not reach the window")
     seconds = t1 - t0
     connected = cmeta["calls"]
     c2s = _direction(csent, srecv, t0, t1)
@@ -722,9 +843,12 @@ def run_point(
         or not worst_p99 <= SATURATED_P99  # NaN (nothing received) counts as saturated
     )
     return {
-        "stack": stack,
+        "stack": spec.label,
         "calls": calls,
         "connected": connected,
+        "port": int(port),
+        "t0": t0,
+        "t1": t1,
         "seconds": seconds,
         "setup_seconds": cmeta.get("setup_seconds"),
         "client_cpu_ms_per_call_s": 1000 * client_cpu / per_call,
@@ -739,6 +863,12 @@ def run_point(
         # kernel's share not charged to them), in % of one core: should be near 0.
         "other_load_pct": 100 * (machine_busy - client_cpu - server_cpu) / seconds,
         "saturated": saturated,
+        "kept_up": kept_up(
+            calls,
+            connected,
+            (c2s["delivered_pct"], s2c["delivered_pct"]),
+            (c2s["p99_ms"] / 1000, s2c["p99_ms"] / 1000),
+        ),
         "dropped_by_sender": cmeta["dropped"] + smeta["dropped"],
         "client_pacer_lag": _lag(cmeta["lag"], t0, t1),
         "server_pacer_lag": _lag(smeta["lag"], t0, t1),
@@ -751,12 +881,12 @@ def run_point(
     }
 
 
-def failed_point(stack: str, calls: int, error: str) -> dict[str, Any]:
+def failed_point(stack: str | Stack, calls: int, error: str) -> dict[str, Any]:
     """A point whose processes did not produce figures: reported as saturated."""
     nan = float("nan")
     direction = {"sent": 0, "received": 0, "delivered_pct": 0.0, "p50_ms": nan, "p99_ms": nan}
     return {
-        "stack": stack,
+        "stack": as_stack(stack).label,
         "calls": calls,
         "connected": 0,
         "error": error,
@@ -770,13 +900,14 @@ def failed_point(stack: str, calls: int, error: str) -> dict[str, Any]:
         "datagrams_per_frame": nan,
         "other_load_pct": nan,
         "saturated": True,
+        "kept_up": False,
     }
 
 
 def run(
     calls: tuple[int, ...] = (10, 50, 100, 200, 400),
     duration: float = 10.0,
-    stacks: tuple[str, ...] = ("ripp", "bare"),
+    stacks: Sequence[str | Stack] = ("ripp", "bare"),
     progress: Any = None,
     disturbed: float | None = None,
 ) -> list[dict[str, Any]]:
@@ -803,11 +934,85 @@ def run(
     return results
 
 
-def _measure_point(stack: str, calls: int, duration: float, pki: Path) -> dict[str, Any]:
+def _measure_point(
+    stack: str | Stack, calls: int, duration: float, pki: Path
+) -> dict[str, Any]:
     try:
         return run_point(stack, calls, duration, pki)
     except (RuntimeError, OSError, ValueError, KeyError) as exc:
         return failed_point(stack, calls, f"{type(exc).__name__}: {exc}")
+
+
+def search(
+    stacks: Sequence[Stack],
+    start: int = 10,
+    ceiling: int = 640,
+    duration: float = 3.0,
+    resolution: float = 0.1,
+    max_points: int = 8,
+    budget: float = 1200.0,
+    retry_failures: bool = True,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """The highest kept-up load of each stack, the searches interleaved point by point.
+
+    Each stack has its own :class:`~benchmarks.search.KeptUpSearch` (doubling from
+    ``start``, then bisection to ``resolution``, at most ``max_points`` points); one point
+    of each stack is measured in turn, so that a change in the machine's load hits every
+    stack alike and their ratio stays meaningful. With ``retry_failures``, a point that
+    did not keep up is measured once more and the better outcome kept: on a shared
+    machine other work can only make a point fail, never make it pass, so a failure
+    deserves a second look and a pass does not. No new point starts after ``budget``
+    seconds (the figures then say the search was cut).
+    """
+    searches = {
+        s.label: KeptUpSearch(start=start, ceiling=ceiling, resolution=resolution,
+                              max_points=max_points)
+        for s in stacks
+    }  # fmt: skip
+    points: list[dict[str, Any]] = []
+    began = time.monotonic()
+    cut = False
+    with tempfile.TemporaryDirectory(prefix="ripp-pki-") as tmp:
+        write_pki(Path(tmp))
+        while any(not s.done for s in searches.values()):
+            for stack in stacks:
+                n = searches[stack.label].next()
+                if n is None:
+                    continue
+                if time.monotonic() - began > budget:
+                    cut = True
+                    break
+                result = _measure_point(stack, n, duration, Path(tmp))
+                if retry_failures and not result["kept_up"]:
+                    again = _measure_point(stack, n, duration, Path(tmp))
+                    again["retried"] = True
+                    if again["kept_up"] or _better(again, result):
+                        result = again
+                searches[stack.label].record(n, result["kept_up"])
+                points.append(result)
+                if progress is not None:
+                    progress(result)
+            if cut:
+                break
+    return {
+        "duration": duration,
+        "start": start,
+        "ceiling": ceiling,
+        "resolution": resolution,
+        "cut_by_budget": cut,
+        "wall": time.monotonic() - began,
+        "stacks": {
+            label: {"kept_up": s.best, "failed": s.failed, "points": s.points}
+            for label, s in searches.items()
+        },
+        "points": points,
+    }
+
+
+def _better(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether point ``a`` came closer to keeping up than ``b`` (more delivered)."""
+    return bool(a["delivered_pct"] > b["delivered_pct"])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ open connection, timed from send to response headers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import tempfile
@@ -89,20 +90,35 @@ async def _worker(
 
 
 async def ripp_setup(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    with contextlib.ExitStack() as stack:
+        token, identity = TOKEN, lambda to, from_: IDENTITY
+        if args.auth is not None:
+            # What `ripp call` presents to a default `ripp serve`: a token of the local
+            # issuer, and a PASSporT signed per call by the local STI certificate, whose
+            # x5u this process serves over HTTPS on loopback (ripp_cli.local).
+            from ripp_cli.local import local_caller
+
+            caller = stack.enter_context(local_caller(directory=args.auth))
+            token, identity = caller.token, caller.identity
+        await _ripp_setup(args, out, token, identity)
+
+
+async def _ripp_setup(
+    args: argparse.Namespace, out: dict[str, Any], token: str, identity: Callable[[str, str], str]
+) -> None:
     from ripp_trio import open_client
 
     async with open_client(
         client_configuration(args.pki),
         calls_uris=[f"https://localhost:{args.port}/ripp/calls"],
-        token=TOKEN,
+        token=token,
         config=ripp_config(),
     ) as client:
 
         async def one(n: int) -> float:
+            to, from_ = f"<tel:+1212{n:07d}>", "<tel:+14085550100>;tag=b"
             began = time.monotonic()
-            call = await client.place_call(
-                to=f"<tel:+1212{n:07d}>", from_="<tel:+14085550100>;tag=b", identity=IDENTITY
-            )
+            call = await client.place_call(to=to, from_=from_, identity=identity(to, from_))
             await call.wait_state(CallState.CONNECTED)
             latency = time.monotonic() - began
             await call.terminate()
@@ -155,6 +171,7 @@ def _main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--lifetime", type=float, default=300.0)
+    parser.add_argument("--auth", type=Path, help="ripp: authenticate as ripp call does")
     args = parser.parse_args()
     logging.getLogger("ripp").setLevel(logging.ERROR)
     out: dict[str, Any] = {"stack": args.stack}
@@ -169,21 +186,30 @@ def _main() -> None:
         args.out.write_text(json.dumps(out))
 
 
-def run_stack(stack: str, calls: int, pki: Path) -> dict[str, Any]:
-    """Set-up figures of one stack: per parallelism, rate, latency and CPU per call."""
+def run_stack(
+    stack: str, calls: int, pki: Path, auth: Path | None = None, label: str | None = None
+) -> dict[str, Any]:
+    """Set-up figures of one stack: per parallelism, rate, latency and CPU per call.
+
+    ``auth`` (RIPP only): a ripp home (``RIPP_HOME``) with the local issuer and STI-CA;
+    the server then runs ``ripp serve``'s default checks and the client presents what
+    ``ripp call`` does (see :func:`benchmarks.capacity.server_checks`).
+    """
     lifetime = 300.0
+    checks = ["--auth", str(auth)] if auth is not None else []
     with tempfile.TemporaryDirectory(prefix="ripp-setup-") as tmp:
         server_out, client_out = Path(tmp) / "server", Path(tmp) / "client.json"
         server = spawn(
             "benchmarks.capacity", "server", "--stack", stack, "--pki", str(pki),
             "--out", str(server_out), "--lifetime", str(lifetime + 30), "--mode", "setup",
+            *checks,
         )  # fmt: skip
         try:
             port = read_line(server, "PORT ", timeout=30)
             client = spawn(
                 "benchmarks.setup", "--stack", stack, "--pki", str(pki), "--out",
                 str(client_out), "--port", port, "--calls", str(calls),
-                "--lifetime", str(lifetime),
+                "--lifetime", str(lifetime), *checks,
             )  # fmt: skip
             reap(client, timeout=lifetime + 30)
         finally:
@@ -209,17 +235,47 @@ def run_stack(stack: str, calls: int, pki: Path) -> dict[str, Any]:
             / max(elapsed, 1e-9),
         }
     return {
-        "stack": stack,
+        "stack": label or stack,
+        "authenticated": auth is not None,
         "connections": result.get("connections"),
         "streams": result.get("streams"),
         "rows": rows,
     }
 
 
-def run(calls: int = 500, stacks: tuple[str, ...] = ("ripp", "bare")) -> list[dict[str, Any]]:
+#: The set-up stacks: RIPP with ``ripp serve``'s default checks (label ``ripp``), RIPP
+#: accepting any token and Identity (``ripp-noauth``, the capacity runs' setting, so the
+#: checks' cost shows), and the bare H3 baseline (no checks at all).
+STACKS = ("ripp", "ripp-noauth", "bare")
+
+
+def run(calls: int = 500, stacks: tuple[str, ...] = STACKS) -> list[dict[str, Any]]:
+    """Set-up figures of each stack, one after the other, against fresh processes."""
     with tempfile.TemporaryDirectory(prefix="ripp-pki-") as tmp:
         write_pki(Path(tmp))
-        return [run_stack(stack, calls, Path(tmp)) for stack in stacks]
+        home = Path(tmp) / "ripp-home"
+        _local_credentials(home)
+        results = []
+        for label in stacks:
+            if label == "ripp":
+                results.append(run_stack("ripp", calls, Path(tmp), auth=home, label=label))
+            elif label == "ripp-noauth":
+                results.append(run_stack("ripp", calls, Path(tmp), label=label))
+            else:
+                results.append(run_stack(label, calls, Path(tmp)))
+        return results
+
+
+def _local_credentials(home: Path) -> None:
+    """The local TLS PKI, token issuer and STI-CA of a ripp home, made before the two
+    processes start (so that they do not both make them)."""
+    from ripp_cli._certs import ensure_local_pki
+    from ripp_cli._issuer import ensure_local_issuer
+    from ripp_cli._sti import ensure_local_sti
+
+    ensure_local_pki(home)
+    ensure_local_issuer(home)
+    ensure_local_sti(home)
 
 
 if __name__ == "__main__":
