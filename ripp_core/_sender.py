@@ -145,6 +145,10 @@ class MediaSender:
         self._early_resends_cancelled = 0
         # Lateness (§11.8): the peer's reported hold (ACK Delay) and our own timer lateness.
         self._peer_hold = 0.0
+        # Until when the peer may be holding our ACKs for frames of its own (§9.2): it
+        # holds only while it sends media, so only then is a held ACK worth waiting for.
+        self._peer_media_until: float | None = None
+        self._last_new_sent: float | None = None  # when the newest new frame went out
         self._local_lateness = 0.0
         self._raw_min: float | None = None  # smallest RTT sample before hold correction
 
@@ -374,6 +378,7 @@ class MediaSender:
             self._transmit(channel, frame, now, queued.first_sent)
             self._frames_sent += 1
             self._bytes_sent += len(frame.payload)
+            self._last_new_sent = now
             # Credit for early re-sends grows with new media only, which bounds them.
             self._resend_credit = min(
                 float(self._config.early_resend_burst),
@@ -401,12 +406,18 @@ class MediaSender:
         # is a confused or hostile peer, and must not stall early re-sends for good.
         hold = min(ack.ack_delay_us / _MICROSECONDS, raw)
         self._peer_hold += config.lateness_gain * (hold - self._peer_hold)
+        # Up to media_ack_delay the hold is the peer's measured wait for its own next frame
+        # (§9.2), taken off always: with a steady two-way call every ACK waits about as
+        # long, so no raw sample would show the path alone. Beyond it, the hold is an
+        # estimate (the peer's lateness, §11.8), and as RFC 9002 section 5.3 does with
+        # QUIC's ack_delay it is taken off only where that leaves at least the smallest
+        # sample so far: an RTT below the path's would be worse than none.
+        riding = min(hold, config.media_ack_delay)
+        raw -= riding
+        extra = hold - riding
         self._raw_min = raw if self._raw_min is None else min(self._raw_min, raw)
-        # As RFC 9002 section 5.3 does with QUIC's ack_delay: subtract the reported hold
-        # only where that leaves at least the smallest raw sample, since the peer reports
-        # an estimate (its lateness), and an RTT below the path's would be worse than none.
-        sample = raw - hold if raw - hold >= self._raw_min else raw
-        late = max(self._peer_hold, self._local_lateness) >= config.lateness_hold
+        sample = raw - extra if raw - extra >= self._raw_min else raw
+        late = max(self.peer_lateness, self._local_lateness) >= config.lateness_hold
         minimum = self._rtt.minimum
         repaired = False
         if minimum is not None and not late:
@@ -531,6 +542,33 @@ class MediaSender:
         """Moving average of the hold time the peer reports in its ACK Delay (seconds)."""
         return self._peer_hold
 
+    def note_peer_media(self, now: float, duration: float) -> None:
+        """A new MEDIA frame of ``duration`` seconds came from the peer at ``now``.
+
+        The peer may hold our ACKs for its next frame (§9.2) while it sends media: for
+        transmissions until its next frame is due plus ``media_ack_delay``, an ACK is
+        allowed that much longer before it counts as overdue (§11.7)."""
+        self._peer_media_until = now + duration + self._config.media_ack_delay
+
+    def next_send_expected(self) -> float | None:
+        """When this sender's next new frame is expected, from its cadence: the last new
+        frame's send time plus the frame interval; None before any was sent."""
+        if self._last_new_sent is None:
+            return None
+        return self._last_new_sent + self._frame_interval
+
+    @property
+    def peer_lateness(self) -> float:
+        """How far the peer's average reported hold exceeds ``media_ack_delay`` (seconds):
+        its lateness, as far as ACKs that may ride with its media let us see it (§11.8)."""
+        return max(0.0, self._peer_hold - self._config.media_ack_delay)
+
+    @property
+    def ride_hold(self) -> float:
+        """The part of the peer's average hold that may be ACKs waiting for its media, not
+        lateness (seconds): streams stay busy that much longer than the path RTT (§11.2)."""
+        return min(self._peer_hold, self._config.media_ack_delay)
+
     @property
     def local_lateness(self) -> float:
         """This process's lateness as last given to :meth:`note_lateness` (seconds)."""
@@ -606,14 +644,31 @@ class MediaSender:
             or path.variance is None
             # While either end runs late, an overdue ack is more likely lateness than loss,
             # and copies would only add work to a process already behind (§11.8).
-            or max(self._peer_hold, self._local_lateness) >= config.lateness_hold
+            or max(self.peer_lateness, self._local_lateness) >= config.lateness_hold
         ):
             return None
         margin = max(
             config.early_resend_rttvar_factor * path.variance, config.early_resend_min_margin
         )
+        # The peer may hold the ACK up to media_ack_delay for its own next frame (§9.2),
+        # unless an ACK of a later transmission came back already: a receiver sends every
+        # ACK it holds together, so this one was not merely held.
+        later_acked = (
+            self._last_ack_sent_at is not None and self._last_ack_sent_at > flight.last_sent
+        )
+        peer_holds = (
+            self._peer_media_until is not None and flight.last_sent <= self._peer_media_until
+        )
+        ride = config.media_ack_delay if peer_holds and not later_acked else 0.0
         # Either end running late delays the ack without any loss: not a reason to re-send.
-        due = flight.last_sent + path.smoothed + margin + self._peer_hold + self._local_lateness
+        due = (
+            flight.last_sent
+            + path.smoothed
+            + margin
+            + ride
+            + self.peer_lateness
+            + self._local_lateness
+        )
         sent_at = due if now is None else max(due, now)
         if sent_at + path.smoothed / 2 > flight.first_sent + config.early_resend_budget:
             return None  # a copy sent then would arrive too late to be played
