@@ -150,7 +150,7 @@ class MediaSender:
         self._peer_media_until: float | None = None
         self._last_new_sent: float | None = None  # when the newest new frame went out
         self._local_lateness = 0.0
-        self._raw_min: float | None = None  # smallest RTT sample before hold correction
+        self._raw_min: float | None = None  # smallest RTT sample less its riding hold only
 
     @classmethod
     def from_state(cls, config: RippConfig, state: SenderState, now: float) -> MediaSender:
@@ -412,11 +412,16 @@ class MediaSender:
         # estimate (the peer's lateness, §11.8), and as RFC 9002 section 5.3 does with
         # QUIC's ack_delay it is taken off only where that leaves at least the smallest
         # sample so far: an RTT below the path's would be worse than none.
-        riding = min(hold, config.media_ack_delay)
-        raw -= riding
-        extra = hold - riding
-        self._raw_min = raw if self._raw_min is None else min(self._raw_min, raw)
-        sample = raw - extra if raw - extra >= self._raw_min else raw
+        if self._raw_min is None:
+            # The first sample is never corrected: nothing yet shows what the path can do.
+            self._raw_min = raw
+            sample = raw
+        else:
+            riding = raw - min(hold, config.media_ack_delay)
+            self._raw_min = min(self._raw_min, riding)
+            # Ack Delay counts whole microseconds: compare to that resolution.
+            fits = raw - hold >= self._raw_min - 1 / _MICROSECONDS
+            sample = raw - hold if fits else riding
         late = max(self.peer_lateness, self._local_lateness) >= config.lateness_hold
         minimum = self._rtt.minimum
         repaired = False
