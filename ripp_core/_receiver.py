@@ -91,7 +91,7 @@ class AckHolder:
         budget = max(0.0, self._delay - max(0.0, lateness))
         self._held.append(_Held(channel, sequence, now, now + budget))
         rides = next_send is not None and next_send <= now + budget
-        if eliciting or not rides or len(self._held) >= self._max_pending:
+        if eliciting or not rides or budget <= 0.0 or len(self._held) >= self._max_pending:
             return True
         self.held_total += 1
         return False

@@ -1,0 +1,306 @@
+"""ACKs riding with media (protocol §9.2): the holder's rule, the sender's allowance for
+it, a property model under repair delays, reordering and duplicates, and whole calls.
+
+The property test drives a :class:`MediaSender` on one side and a :class:`MediaReceiver`
+with an :class:`AckHolder` on the other through a small discrete-event model: each
+transmission arrives after the path delay, or much later (QUIC repaired a lost packet),
+or twice; the receiving side sends media of its own every 20 ms from a drawn phase, and
+its held ACKs leave with that media, at their deadline, or at once when the frame
+elicits one. Whatever the draws, every frame received is acknowledged exactly once per
+arrival, no ACK is held beyond ``media_ack_delay``, RTT samples of frames that needed no
+repair equal the path RTT (the hold is not counted), and a frame held up by repair gets
+its early copy within the allowance the spec gives.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ripp_core import RippConfig
+from ripp_core._codecs import Codec
+from ripp_core._frames import AckFrame, MediaFrame
+from ripp_core._receiver import AckHolder, MediaReceiver
+from ripp_core._sender import MediaSender
+
+FRAME = 0.02
+PCMU = bytes(160)
+CONFIG = RippConfig()
+D = CONFIG.media_ack_delay
+
+
+def pcmu(sender: MediaSender, now: float) -> MediaFrame:
+    return sender.enqueue(Codec.PCMU, 40, PCMU, now)
+
+
+# --- the holder ---------------------------------------------------------------------------
+
+
+def test_an_ack_waits_for_the_next_own_frame_within_the_bound() -> None:
+    holder = AckHolder(CONFIG)
+    # our next frame is due in 12 ms: the ACK waits (at most D)
+    assert not holder.hold(1, 7, 1.0, eliciting=False, lateness=0.0, next_send=1.012)
+    assert holder.pending == 1
+    assert holder.next_deadline() == pytest.approx(1.0 + D)
+    assert not holder.due(1.0 + D - 1e-6)
+    [ack] = holder.take(1.012)
+    assert (ack.channel, ack.sequence, ack.held) == (1, 7, pytest.approx(0.012))
+    assert holder.pending == 0 and holder.next_deadline() is None
+
+
+def test_lateness_counts_against_the_bound() -> None:
+    holder = AckHolder(CONFIG)
+    holder.hold(1, 7, 1.0, eliciting=False, lateness=0.015, next_send=1.004)
+    assert holder.next_deadline() == pytest.approx(1.0 + D - 0.015)
+    # at or beyond the bound, nothing waits
+    assert holder.hold(2, 8, 1.001, eliciting=False, lateness=D, next_send=1.004)
+
+
+@pytest.mark.parametrize(
+    ("eliciting", "next_send", "why"),
+    [
+        (True, 1.005, "gap, reordering, duplicate or re-send"),
+        (False, None, "the call sends no media"),
+        (False, 1.0 + D + 0.001, "our next frame is not due within the bound"),
+    ],
+)
+def test_acks_that_go_at_once(eliciting: bool, next_send: float | None, why: str) -> None:
+    holder = AckHolder(CONFIG)
+    assert holder.hold(1, 7, 1.0, eliciting=eliciting, lateness=0.0, next_send=next_send), why
+
+
+def test_enough_pending_flushes_all_and_zero_delay_never_holds() -> None:
+    holder = AckHolder(CONFIG)
+    assert not holder.hold(1, 7, 1.0, eliciting=False, lateness=0.0, next_send=1.01)
+    assert holder.hold(2, 8, 1.001, eliciting=False, lateness=0.0, next_send=1.01)
+    assert [a.sequence for a in holder.take(1.001)] == [7, 8]
+    at_once = AckHolder(RippConfig(media_ack_delay=0.0))
+    assert at_once.hold(1, 7, 1.0, eliciting=False, lateness=0.0, next_send=1.0)
+
+
+def test_a_discarded_channel_loses_its_held_ack_only() -> None:
+    holder = AckHolder(RippConfig(media_ack_max_pending=5))
+    holder.hold(1, 7, 1.0, eliciting=False, lateness=0.0, next_send=1.01)
+    holder.hold(2, 8, 1.0, eliciting=False, lateness=0.0, next_send=1.01)
+    holder.discard(1)
+    assert [a.channel for a in holder.take(1.01)] == [2]
+
+
+def test_receiver_tells_in_order_frames_from_the_rest() -> None:
+    receiver = MediaReceiver(CONFIG)
+    sender = MediaSender(CONFIG)
+    frames = [pcmu(sender, 0.0) for _ in range(4)]
+    assert receiver.in_order(frames[0])
+    receiver.on_frame(frames[0], 0.0)
+    assert receiver.in_order(frames[1])
+    assert not receiver.in_order(frames[2])  # a gap
+    receiver.on_frame(frames[2], 0.0)
+    assert not receiver.in_order(frames[1])  # older than the highest
+    assert not receiver.in_order(frames[2])  # a repeat
+
+
+# --- the sender's side ---------------------------------------------------------------------
+
+
+def _primed(config: RippConfig) -> tuple[MediaSender, float]:
+    """A sender with 4 channels, a 10 ms path RTT measured and a peer that sends media."""
+    sender = MediaSender(config)
+    for channel in range(4):
+        sender.add_channel(channel, 0.0)
+    now = 0.0
+    for _ in range(30):
+        frame = pcmu(sender, now)
+        [(channel, _)] = sender.poll(now)
+        sender.note_peer_media(now, FRAME)
+        sender.on_ack(channel, AckFrame(frame.sequence, 8_000), now + 0.018)
+        now += FRAME
+    return sender, now
+
+
+def test_a_riding_hold_is_neither_rtt_nor_lateness() -> None:
+    sender, _ = _primed(CONFIG)
+    # every sample but the first (never corrected, §9.5) is the path's 10 ms
+    assert sender.rtt.latest == pytest.approx(0.010)
+    assert sender.rtt.minimum == pytest.approx(0.010)
+    assert sender.rtt.smoothed == pytest.approx(0.010, abs=0.0005)
+    assert sender.path_rtt.smoothed == pytest.approx(0.010, abs=0.0005)
+    assert sender.peer_hold == pytest.approx(0.008, rel=0.05)
+    assert sender.peer_lateness == 0.0
+    assert sender.ride_hold == pytest.approx(0.008, rel=0.05)
+
+
+def test_the_overdue_time_allows_the_peers_hold_only_while_it_sends_media() -> None:
+    sender, now = _primed(CONFIG)
+    pcmu(sender, now)
+    sender.poll(now)
+    sender.note_peer_media(now, FRAME)
+    riding = sender.next_deadline()
+    margin = CONFIG.early_resend_min_margin
+    assert riding == pytest.approx(now + 0.010 + margin + D, abs=1e-3)
+    # a peer that has stopped sending holds nothing back: the ACK is overdue sooner
+    silent, later = _primed(CONFIG)
+    later += 1.0
+    pcmu(silent, later)
+    silent.poll(later)
+    assert silent.next_deadline() == pytest.approx(later + 0.010 + margin, abs=1e-3)
+
+
+def test_an_ack_of_a_later_frame_waives_the_allowance() -> None:
+    sender, now = _primed(CONFIG)
+    first = pcmu(sender, now)
+    [(ch1, _)] = sender.poll(now)
+    sender.note_peer_media(now, FRAME)
+    second = pcmu(sender, now + FRAME)
+    [(ch2, _)] = sender.poll(now + FRAME)
+    # the later frame's ACK comes back while the first's does not: the first was not
+    # merely held (a receiver sends every held ACK together), so a copy goes now
+    arrival = now + FRAME + 0.011
+    sender.on_ack(ch2, AckFrame(second.sequence, 0), arrival)
+    copies = sender.poll(arrival)
+    assert [(frame.sequence, ch != ch1) for ch, frame in copies] == [(first.sequence, True)]
+
+
+# --- property model -----------------------------------------------------------------------
+
+
+@st.composite
+def scenarios(draw: Any) -> dict[str, Any]:
+    frames = draw(st.integers(20, 120))
+    return {
+        "frames": frames,
+        "one_way": draw(st.sampled_from([0.0005, 0.005, 0.02, 0.05])),
+        "phase": draw(st.floats(0.0, FRAME, exclude_max=True)),
+        "peer_sends": draw(st.booleans()),
+        # per transmission: 0 = on time, 1 = repaired (late), 2 = duplicated, 3 = reordered
+        "fate": draw(st.lists(st.sampled_from([0] * 8 + [1, 2, 3]), min_size=frames * 3)),
+        "ack_fate": draw(st.lists(st.sampled_from([0] * 8 + [1]), min_size=frames * 3)),
+    }
+
+
+REPAIR = 0.12  # extra delay of a transmission whose packet QUIC had to repair
+REORDER = 0.007
+
+
+@settings(max_examples=40, deadline=None)
+@given(scenarios())
+def test_held_acks_under_repair_reordering_and_duplicates(s: dict[str, Any]) -> None:
+    config = RippConfig()
+    sender = MediaSender(config)
+    receiver = MediaReceiver(config)
+    holder = AckHolder(config)
+    for channel in range(12):
+        sender.add_channel(channel, 0.0)
+    one_way = s["one_way"]
+    fates = iter(s["fate"])
+    ack_fates = iter(s["ack_fate"])
+    counter = itertools.count()
+    queue: list[tuple[float, int, str, Any]] = []
+    arrivals = 0
+    acked: list[tuple[int, float]] = []  # (sequence, held) of every ACK that left
+    transmissions: dict[int, list[float]] = {}  # sequence -> send times
+    lost: set[int] = set()  # sequences whose first transmission was repaired
+    slow: set[int] = set()  # sequences with any transmission or ACK off the path's time
+    clean_samples: list[float] = []
+    first_sample: float | None = None  # never corrected (§9.5): not checked
+
+    def at(time: float, kind: str, data: Any) -> None:
+        heapq.heappush(queue, (time, next(counter), kind, data))
+
+    def transmit(now: float) -> None:
+        for channel, frame in sender.poll(now):
+            first = frame.sequence not in transmissions
+            transmissions.setdefault(frame.sequence, []).append(now)
+            fate = next(fates, 0)
+            delay = one_way + (REPAIR if fate == 1 else REORDER if fate == 3 else 0.0)
+            if fate == 1 and first:
+                lost.add(frame.sequence)
+            if fate in (1, 3):
+                slow.add(frame.sequence)
+            at(now + delay, "frame", (channel, frame))
+            if fate == 2:
+                at(now + delay + 0.001, "frame", (channel, frame))
+
+    def flush(now: float) -> None:
+        for held in holder.take(now):
+            acked.append((held.sequence, held.held))
+            delay = one_way + (REPAIR if next(ack_fates, 0) else 0.0)
+            if delay > one_way:
+                slow.add(held.sequence)
+            at(now + delay, "ack", (held.channel, held.sequence, round(held.held * 1e6)))
+
+    for index in range(s["frames"]):
+        at(index * FRAME, "new", None)
+        if s["peer_sends"]:
+            at(s["phase"] + index * FRAME, "own", None)
+    own_next = s["phase"] if s["peer_sends"] else None
+    while queue:
+        now, _, kind, data = heapq.heappop(queue)
+        if kind == "new":
+            pcmu(sender, now)
+            transmit(now)
+        elif kind == "own":  # the receiving side sends a frame of its own: ACKs ride
+            flush(now)
+            own_next = now + FRAME
+            at(now + one_way, "peer_media", None)
+        elif kind == "peer_media":
+            sender.note_peer_media(now, FRAME)
+        elif kind == "frame":
+            channel, frame = data
+            arrivals += 1
+            in_order = receiver.in_order(frame)
+            new = receiver.on_frame(frame, now)
+            eliciting = not (in_order and new) or frame.resent
+            if holder.hold(
+                channel, frame.sequence, now, eliciting=eliciting, lateness=0.0,
+                next_send=own_next if own_next is not None and own_next > now else None,
+            ):  # fmt: skip
+                flush(now)
+            deadline = holder.next_deadline()
+            if deadline is not None:
+                at(deadline, "deadline", None)
+        elif kind == "deadline":
+            if holder.due(now):
+                flush(now)
+        elif kind == "ack":
+            channel, sequence, held_us = data
+            sample = sender.on_ack(channel, AckFrame(sequence, held_us), now)
+            if sample is not None and sequence not in slow:
+                clean_samples.append(sample)
+            if sample is not None and first_sample is None:
+                first_sample = sample
+            transmit(now)
+        deadline = sender.next_deadline()
+        if deadline is not None and deadline > now:
+            at(deadline, "resend", None)
+        if kind == "resend":
+            transmit(now)
+    # No ACK lost for good: one per arrival, and nothing left in the holder.
+    assert holder.pending == 0
+    assert len(acked) == arrivals
+    # Never held beyond the bound.
+    assert all(held <= D + 1e-9 for _, held in acked)
+    # RTT unbiased by the hold: a frame that needed no repair gives the path RTT.
+    for sample in clean_samples[1:] if clean_samples[:1] == [first_sample] else clean_samples:
+        assert sample == pytest.approx(2 * one_way, abs=2e-6)
+    # Early re-send still fires, no later than the spec's allowance: path RTT, margin and
+    # the peer's riding hold (§11.7 step 2). Checked for the first lost frame sent after
+    # 1 s with no copy in the 16 frames before it, so that its credit is full.
+    path = sender.path_rtt
+    assert path.smoothed is not None and path.variance is not None
+    assert path.smoothed == pytest.approx(2 * one_way, abs=0.002)
+    margin = max(path.variance * config.early_resend_rttvar_factor, config.early_resend_min_margin)
+    bound = path.smoothed + margin + D + 0.002  # the estimates still settle a little
+    copies = sorted(t for times in transmissions.values() for t in times[1:])
+    for sequence in sorted(lost, key=lambda seq: transmissions[seq][0]):
+        sent = transmissions[sequence][0]
+        if sent < 1.0 or any(sent - 16 * FRAME <= t < sent for t in copies):
+            continue
+        times = transmissions[sequence]
+        assert len(times) > 1, f"lost frame {sequence} got no early copy"
+        assert times[1] - sent <= bound
+        break
