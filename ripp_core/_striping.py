@@ -5,11 +5,13 @@ needs enough streams that one is almost always free when the next frame is due.
 
 With frame interval ``T``, round-trip time ``R`` and packet loss probability ``p``:
 
-* an acked frame holds its stream for one RTT, so ``base = ceil(R/T) + 1`` streams carry
-  a loss-free call (``ceil(R/T)`` frames in flight plus the one being sent);
+* an acked frame holds its stream for one RTT plus the time ``h`` the peer holds the ack
+  to let it ride with its own media (protocol §9.2), so ``base = ceil((R+h)/T) + 1``
+  streams carry a loss-free call (``ceil((R+h)/T)`` frames in flight plus the one being
+  sent);
 * a frame whose packet or whose ack's packet is lost (probability ``q = 1-(1-p)^2``) holds
   its stream for a further QUIC probe timeout, ``PTO = 3R + 25 ms`` (QUIC's initial PTO);
-* while one such frame waits, ``n = ceil((R + PTO)/T)`` other frames are sent, and the
+* while one such frame waits, ``n = ceil((R + h + PTO)/T)`` other frames are sent, and the
   number of them that are also lost is ``Binomial(n, q)``;
 * so we add ``k`` streams, the smallest ``k`` with ``P[Binomial(n, q) > k] < quantile``
   (``1e-3``): at most one frame in a thousand finds every stream busy.
@@ -19,7 +21,8 @@ With frame interval ``T``, round-trip time ``R`` and packet loss probability ``p
 Local lateness is not path delay (protocol §11.8): a process that runs behind acks late and
 handles acks late, which looks like a longer RTT and busier streams, and more streams only
 make an overloaded process slower. So the adaptation does not grow ``N`` while this process
-(:class:`LatenessMeter`) or the peer (its reported ACK hold) is behind.
+(:class:`LatenessMeter`) or the peer (its reported ACK hold beyond the riding bound) is
+behind.
 """
 
 from __future__ import annotations
