@@ -755,7 +755,7 @@ class Call:
                 now,
                 eliciting=eliciting,
                 lateness=self.lateness.value,
-                next_send=self.sender.next_send_expected(),
+                next_send=self.sender.next_send_expected(now),
             ):
                 self._flush_acks(now)
         if not new:

@@ -555,12 +555,15 @@ class MediaSender:
         allowed that much longer before it counts as overdue (§11.7)."""
         self._peer_media_until = now + duration + self._config.media_ack_delay
 
-    def next_send_expected(self) -> float | None:
+    def next_send_expected(self, now: float) -> float | None:
         """When this sender's next new frame is expected, from its cadence: the last new
-        frame's send time plus the frame interval; None before any was sent."""
-        if self._last_new_sent is None:
+        frame's send time plus the frame interval. None before any was sent, and when
+        none went out for two frame intervals (one late frame is tolerated): the call
+        has stopped sending."""
+        last = self._last_new_sent
+        if last is None or now - last > 2 * self._frame_interval:
             return None
-        return self._last_new_sent + self._frame_interval
+        return last + self._frame_interval
 
     @property
     def peer_lateness(self) -> float:
