@@ -55,8 +55,8 @@ class AckHolder:
     receiver's lateness (a late process already made the frame wait that long, §11.8),
     and only when the call's own next frame is expected within that time (a call that
     only receives has nothing for its ACKs to ride with; a frame already overdue is
-    expected at once). All held ACKs leave together as
-    soon as any of these holds (protocol §9.2):
+    expected at once). All held ACKs leave together as soon as any of these holds
+    (protocol §9.2):
 
     * the call sends anything (the ACKs go first, in the same ``datagrams_to_send``);
     * the oldest hold reaches its deadline;
