@@ -71,6 +71,7 @@ class _Flight:
     carriers: int = 0  # channels holding a transmission of it without an ack
     copies: int = 0  # early re-sends so far
     acked: bool = False  # some transmission was acknowledged: the frame is delivered
+    resent: bool = False  # carries RESENT: the receiver acks it at once (§9.2)
     blocked: bool = False  # a copy fell due but found no free channel or no credit
 
 
@@ -621,6 +622,7 @@ class MediaSender:
             flight = self._flights[frame.sequence] = _Flight(first_sent=first, last_sent=now)
         flight.last_sent = now
         flight.carriers += 1
+        flight.resent = flight.resent or frame.resent
 
     def _drop_carrier(self, sequence: int) -> _Flight | None:
         """One channel no longer carries ``sequence``. Returns the frame's flight if the
@@ -659,15 +661,17 @@ class MediaSender:
             config.early_resend_rttvar_factor * path.variance, config.early_resend_min_margin
         )
         # The peer may hold the ACK up to media_ack_delay for its own next frame (§9.2),
-        # unless an ACK of a later transmission came back already: a receiver sends every
-        # ACK it holds together, so this one was not merely held.
+        # unless an ACK of a later transmission came back already (a receiver sends every
+        # ACK it holds together, so this one was not merely held), or the transmission is
+        # one a receiver acks at once: a copy (later frames arrived before it) or RESENT.
         later_acked = (
             self._last_ack_sent_at is not None and self._last_ack_sent_at > flight.last_sent
         )
         peer_holds = (
             self._peer_media_until is not None and flight.last_sent <= self._peer_media_until
         )
-        ride = config.media_ack_delay if peer_holds and not later_acked else 0.0
+        acked_at_once = flight.copies > 0 or flight.resent
+        ride = config.media_ack_delay if peer_holds and not (later_acked or acked_at_once) else 0.0
         # Either end running late delays the ack without any loss: not a reason to re-send.
         due = (
             flight.last_sent

@@ -302,7 +302,8 @@ def test_held_acks_under_repair_reordering_and_duplicates(s: dict[str, Any]) -> 
     # 1 s with no copy in the 16 frames before it, so that its credit is full.
     path = sender.path_rtt
     assert path.smoothed is not None and path.variance is not None
-    assert path.smoothed == pytest.approx(2 * one_way, abs=0.002)
+    if s["frames"] >= 60:  # the first, uncorrected sample (§9.5) has decayed by then
+        assert path.smoothed == pytest.approx(2 * one_way, abs=0.002)
     margin = max(path.variance * config.early_resend_rttvar_factor, config.early_resend_min_margin)
     bound = path.smoothed + margin + D + 0.002  # the estimates still settle a little
     copies = sorted(t for times in transmissions.values() for t in times[1:])
@@ -387,11 +388,10 @@ def test_an_ack_and_a_frame_of_the_call_leave_in_one_datagram() -> None:
     assert len(sent[0][0]) > 160 + 11 + 7
 
 
-def test_marks_and_early_resend_with_riding_acks_under_loss() -> None:
-    """5 % loss both ways, 20 ms one-way, two-way: every frame arrives, copies repair
-    lost ones, and the mark behind the audio still fires."""
-    config = RippConfig(jitter_buffer=False)
-    trunk = Trunk(seed=4, impairment=Impairment(delay=0.02, loss=0.05), config=config)
+def _lossy_two_way(ack_delay: float, seed: int) -> tuple[Trunk, str]:
+    """5 % loss both ways, 20 ms one-way, 200 frames each way, a mark after the last."""
+    config = RippConfig(jitter_buffer=False, media_ack_delay=ack_delay)
+    trunk = Trunk(seed=seed, impairment=Impairment(delay=0.02, loss=0.05), config=config)
     handle = trunk.connect()
     start = trunk.net.now + 0.01
     trunk.stream_media(handle, start=start, count=200)
@@ -400,6 +400,20 @@ def test_marks_and_early_resend_with_riding_acks_under_loss() -> None:
         start + 200 * FRAME, lambda: trunk.rclient.mark(handle, "end", trunk.net.now)
     )
     trunk.net.run_for(200 * FRAME + 1.0)
+    return trunk, handle
+
+
+def _p99(trunk: Trunk, handle: str) -> float:
+    latencies = sorted(trunk.c2s[handle].latencies().values())
+    return latencies[int(0.99 * len(latencies))]
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_marks_and_early_resend_with_riding_acks_under_loss(seed: int) -> None:
+    """Two-way under loss: every frame arrives, copies repair lost ones, the mark behind
+    the audio still fires, and the tail is later than with ACKs at once by no more than
+    the riding allowance (§11.7 step 2)."""
+    trunk, handle = _lossy_two_way(D, seed)
     assert len(trunk.c2s[handle].received) == 200
     assert len(trunk.s2c[handle].received) == 200
     call = trunk.rclient.calls[handle]
@@ -407,10 +421,9 @@ def test_marks_and_early_resend_with_riding_acks_under_loss() -> None:
     assert call.acks.held_total > 50
     marks = [e for e in trunk.client.of(MarkReached) if e.call == handle]
     assert [m.name for m in marks] == ["end"]
-    # repaired frames are not late by the hold: p99 one-way stays below two path RTTs
-    # plus the riding allowance and a frame
-    latencies = sorted(trunk.c2s[handle].latencies().values())
-    assert latencies[int(0.99 * len(latencies))] < 4 * 0.02 + D + FRAME
+    at_once, handle0 = _lossy_two_way(0.0, seed)
+    # (the first copy waits up to min(D, T) longer: the ACK it misses might be held)
+    assert _p99(trunk, handle) <= _p99(at_once, handle0) + D + 0.005
 
 
 def test_a_peer_that_holds_acks_too_long_only_costs_its_own_call(
