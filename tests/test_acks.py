@@ -175,6 +175,23 @@ def test_an_ack_of_a_later_frame_waives_the_allowance() -> None:
     assert [(frame.sequence, ch != ch1) for ch, frame in copies] == [(first.sequence, True)]
 
 
+def test_a_copy_gets_no_riding_allowance() -> None:
+    # A copy arrives after later frames, so the receiver acks it at once (§9.2): its ACK
+    # is overdue after the path RTT and margin alone, not the riding allowance again.
+    sender, now = _primed(CONFIG)
+    pcmu(sender, now)
+    [(first, _)] = sender.poll(now)
+    sender.note_peer_media(now, FRAME)
+    due = sender.next_deadline()
+    assert due is not None
+    [(copy_channel, _)] = sender.poll(due)
+    assert copy_channel != first
+    sender.note_peer_media(due, FRAME)
+    second = sender.next_deadline()
+    margin = CONFIG.early_resend_min_margin
+    assert second == pytest.approx(due + 0.010 + margin, abs=1e-3)
+
+
 # --- property model -----------------------------------------------------------------------
 
 
