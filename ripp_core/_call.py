@@ -80,7 +80,7 @@ from ._messages import (
 )
 from ._migration import PhaseInput, next_phase
 from ._pacer import PacedFrame, PacedMark, Pacer
-from ._receiver import MediaReceiver, ReceiverWindow
+from ._receiver import AckHolder, MediaReceiver, ReceiverWindow
 from ._sender import MediaSender, SenderState
 from ._state import CallState, CallStateMachine, Role
 from ._stats import CallStats
@@ -186,6 +186,7 @@ class Call:
         else:
             self.sender = MediaSender(config)
         self.receiver = MediaReceiver(config)
+        self.acks = AckHolder(config)
         self.jitter = JitterBuffer(config) if config.jitter_buffer else None
         self.liveness = LivenessMonitor(config)
         self.streams = StreamCountController(config, now)
@@ -274,8 +275,20 @@ class Call:
             self._emit(CallStateChanged(self.handle, self.state, previous))
 
     def _send(self, channel: int, data: bytes, now: float) -> None:
+        if self.acks.pending:
+            # Held ACKs ride with whatever the call sends: queued before it, they leave in
+            # the same datagrams_to_send, most often in the same packet (§9.2).
+            self._flush_acks(now)
         self._last_sent = now
         self._transport.send(channel, data, now)
+
+    def _flush_acks(self, now: float) -> None:
+        """Send every held ACK, each reporting its hold plus our lateness (§9.2, §11.8)."""
+        lateness = self.lateness.value
+        for ack in self.acks.take(now):
+            hold_us = round((ack.held + lateness) * _MICROSECONDS)
+            self._transport.send(ack.channel, encode_ack(AckFrame(ack.sequence, hold_us)), now)
+        self._last_sent = now
 
     def _send_message(self, message: Message, now: float) -> None:
         if self.signaling is not None and self.signaling not in self._closing:
@@ -303,12 +316,15 @@ class Call:
     def _end_channel(self, channel: int, now: float) -> None:
         """End our side of ``channel``; keep reading until the peer ends too."""
         if channel in self._decoders and channel not in self._closing:
+            if self.acks.pending:
+                self._flush_acks(now)  # an ACK cannot follow the end of our body (§9.2)
             self._closing.add(channel)
             if channel in self.media_channels:
                 self.sender.retire_channel(channel)
             self._transport.end(channel, now)
 
     def _forget_channel(self, channel: int, now: float) -> None:
+        self.acks.discard(channel)
         self._decoders.pop(channel, None)
         self._deaf.discard(channel)
         self._closing.discard(channel)
@@ -630,11 +646,15 @@ class Call:
 
     def _wanted_streams(self, now: float) -> int:
         rtt = self.sender.rtt.smoothed or self._transport.path_rtt(self) or self.config.initial_rtt
+        # A stream stays busy for the RTT plus the time the peer holds its ACK for its own
+        # next frame (§9.2): half the bound on average, when the two sides' frames fall
+        # at independent times.
         return streams_for(
             self.config,
             rtt,
             self.sender.frame_interval,
             self.config.assumed_loss,
+            self.config.media_ack_delay / 2,
         )
 
     def _open_media(self, count: int, now: float) -> None:
@@ -658,7 +678,8 @@ class Call:
             busy_fraction=self.sender.busy_fraction,
             open_streams=len(live),
             peer_wanted=self._peer_wanted,
-            lateness=max(self.lateness.value, self.sender.peer_hold),
+            lateness=max(self.lateness.value, self.sender.peer_lateness),
+            hold=self.sender.ride_hold,
         )
         if wanted > len(live):
             self._open_media(wanted, now)
@@ -725,12 +746,24 @@ class Call:
             self._on_peer_end(channel, now)
 
     def _on_media(self, channel: int, frame: MediaFrame, now: float) -> None:
+        in_order = self.receiver.in_order(frame)
+        new = self.receiver.on_frame(frame, now)
         if channel not in self._closing:
-            # ACK Delay reports our lateness: the frame likely waited that long for us (§11.8).
-            hold_us = round(self.lateness.value * _MICROSECONDS)
-            self._send(channel, encode_ack(AckFrame(frame.sequence, hold_us)), now)
-        if not self.receiver.on_frame(frame, now):
+            # The ACK may wait for our next outgoing frame unless the sender needs it to
+            # repair something: a gap, reordering, a duplicate or a re-send (§9.2, §11.7).
+            eliciting = not (in_order and new) or frame.resent
+            if self.acks.hold(
+                channel,
+                frame.sequence,
+                now,
+                eliciting=eliciting,
+                lateness=self.lateness.value,
+                next_send=self.sender.next_send_expected(now),
+            ):
+                self._flush_acks(now)
+        if not new:
             return
+        self.sender.note_peer_media(now, frame.duration)
         if frame.codec is Codec.TELEPHONE_EVENT:
             self._on_telephone_event(frame)
         if self.jitter is not None:
@@ -840,6 +873,7 @@ class Call:
         """The peer sent STOP_SENDING on ``channel``: write nothing more on it."""
         if channel in self._decoders:
             self._closing.add(channel)
+            self.acks.discard(channel)
 
     def on_reset(self, channel: int, now: float) -> None:
         """The peer reset one of the call's channels (or its connection died)."""
@@ -945,10 +979,15 @@ class Call:
         # Lateness is measured against these only: the sender's re-send deadlines already
         # allow for lateness, and measuring against them would talk the estimate down.
         self._reported_deadline = fixed
-        sender = self.sender.next_deadline()
-        if sender is None:
+        # Held ACKs likewise: most leave early with outgoing media, so their deadline would
+        # read as lateness when the next input came after it.
+        others = [
+            d for d in (self.sender.next_deadline(), self.acks.next_deadline()) if d is not None
+        ]
+        if not others:
             return fixed
-        return sender if fixed is None else min(fixed, sender)
+        soonest = min(others)
+        return soonest if fixed is None else min(fixed, soonest)
 
     def _note_lateness(self, now: float) -> None:
         """Sample how far this process is behind (§11.8): an input that finds the deadline
@@ -975,6 +1014,8 @@ class Call:
                 self._drop_all_channels(now, reset=True)
             return
         self._note_lateness(now)
+        if self.acks.due(now):
+            self._flush_acks(now)
         if self.jitter is not None:
             self._drain_jitter(now)
         # Paced frames go to the sender even while it is paused by a migration: the

@@ -170,6 +170,14 @@ class RippConfig:
     lateness_hold: float = attrs.field(default=0.01, validator=_positive)
     """While this process's lateness or the peer's reported hold is at least this, the
     stream count does not grow (local lateness is not path delay, §11.8)."""
+    media_ack_delay: float = attrs.field(default=0.02, validator=_non_negative)
+    """Longest time a receiver holds a media ACK so that it leaves in the same packet as
+    the call's next outgoing frame (protocol §9.2); its own lateness counts against it.
+    0 acks every frame at once. A sender assumes its peer holds ACKs this long at most
+    when it judges an ACK overdue (§11.7) or the peer late (§11.8). Keep it at most one
+    frame time: longer holds keep the peer's streams busy longer (§11.2)."""
+    media_ack_max_pending: int = attrs.field(default=2, validator=_positive)
+    """Held ACKs of one call that make the receiver send them all at once."""
 
     # --- failure detection and migration ---------------------------------------------
     ack_timeout: float = attrs.field(default=1.0, validator=_positive)

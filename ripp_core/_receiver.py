@@ -3,7 +3,9 @@
 Frames arrive over many streams, so out of order, and a frame re-sent after a stream
 reset or a migration may arrive twice. The receiver tells new frames from duplicates and
 keeps the statistics a gateway needs for RTCP receiver reports. It does not build acks:
-the caller acks every frame (new or duplicate) on the stream it came on.
+the caller acks every frame (new or duplicate) on the stream it came on, through an
+:class:`AckHolder` that lets the acks of frames that arrived in order wait, bounded, for
+the call's next outgoing frame, so that both leave in one packet (protocol §9.2).
 """
 
 from __future__ import annotations
@@ -23,6 +25,105 @@ class ReceiverWindow:
     """Extended highest sequence number received; None before any frame."""
     recent: frozenset[int]
     """Extended sequence numbers received within the window below ``highest``."""
+
+
+@attrs.frozen
+class AckDue:
+    """One ACK to send now: the frame ``sequence`` that came on ``channel``, held
+    ``held`` seconds since its receipt."""
+
+    channel: int
+    sequence: int
+    held: float
+
+
+@attrs.frozen
+class _Held:
+    channel: int
+    sequence: int
+    received_at: float
+    deadline: float
+
+
+class AckHolder:
+    """The ACKs of one call's receive direction that wait to ride with outgoing data.
+
+    Each arriving MEDIA frame is acknowledged on its own stream (§9.2). Sending that ACK
+    at once costs a packet of its own (and a QUIC ACK of that packet from the peer);
+    in a two-way call the receiver sends a frame of its own within one frame time anyway.
+    So an ACK may wait, from the frame's receipt, at most ``media_ack_delay`` less the
+    receiver's lateness (a late process already made the frame wait that long, §11.8),
+    and only when the call's own next frame is expected within that time (a call that
+    only receives has nothing for its ACKs to ride with; a frame already overdue is
+    expected at once). All held ACKs leave together as soon as any of these holds
+    (protocol §9.2):
+
+    * the call sends anything (the ACKs go first, in the same ``datagrams_to_send``);
+    * the oldest hold reaches its deadline;
+    * an ACK-eliciting frame arrives: one after a gap, one older than the highest
+      received, a duplicate, or one flagged RESENT. These drive the sender's repairs
+      (§11.7) and must not wait;
+    * ``media_ack_max_pending`` ACKs are held.
+
+    The holder does no I/O: :meth:`hold` says whether to flush, :meth:`take` hands over
+    what to send, :meth:`next_deadline` is the time the caller must come back.
+    """
+
+    def __init__(self, config: RippConfig) -> None:
+        self._delay = config.media_ack_delay
+        self._max_pending = config.media_ack_max_pending
+        self._held: list[_Held] = []
+        self.held_total = 0  # ACKs that waited (were not sent on receipt)
+        self.flushed_by_deadline = 0  # flushes caused by a hold reaching its deadline
+
+    def hold(
+        self,
+        channel: int,
+        sequence: int,
+        now: float,
+        *,
+        eliciting: bool,
+        lateness: float,
+        next_send: float | None,
+    ) -> bool:
+        """Record the ACK for ``sequence`` on ``channel``; True if every held ACK must be
+        sent now: ``eliciting``, enough pending, no hold allowed, or our own next frame
+        (expected at ``next_send``, None if we send none) not due within the hold."""
+        budget = max(0.0, self._delay - max(0.0, lateness))
+        self._held.append(_Held(channel, sequence, now, now + budget))
+        rides = next_send is not None and next_send <= now + budget
+        if eliciting or not rides or budget <= 0.0 or len(self._held) >= self._max_pending:
+            return True
+        self.held_total += 1
+        return False
+
+    @property
+    def pending(self) -> int:
+        """ACKs held now."""
+        return len(self._held)
+
+    def next_deadline(self) -> float | None:
+        """When the oldest held ACK must leave; None when none is held."""
+        return min((h.deadline for h in self._held), default=None)
+
+    def due(self, now: float) -> bool:
+        """True when some held ACK has reached its deadline."""
+        deadline = self.next_deadline()
+        return deadline is not None and deadline <= now
+
+    def take(self, now: float) -> list[AckDue]:
+        """Every held ACK, oldest first, with how long it was held; the holder is then
+        empty."""
+        if self.due(now):
+            self.flushed_by_deadline += 1
+        taken = [AckDue(h.channel, h.sequence, max(0.0, now - h.received_at)) for h in self._held]
+        self._held = []
+        return taken
+
+    def discard(self, channel: int) -> None:
+        """Forget the ACKs held for ``channel``: our side of it can carry nothing more
+        (the sender re-sends what they would have acknowledged, §11.6)."""
+        self._held = [h for h in self._held if h.channel != channel]
 
 
 class MediaReceiver:
@@ -68,6 +169,13 @@ class MediaReceiver:
         self._bytes = 0
         self._duplicates = 0
         self._jitter = InterarrivalJitter()
+
+    def in_order(self, frame: MediaFrame) -> bool:
+        """True when ``frame`` is the one after the highest received (or the first): its
+        ACK may wait (:class:`AckHolder`). A gap, an older frame or a repeat is not."""
+        if self._top is None:
+            return True
+        return unwrap_sequence(frame.sequence, self._top) == self._top + 1
 
     def on_frame(self, frame: MediaFrame, now: float) -> bool:
         """Account for one arriving frame; True if it is new, False for a duplicate."""

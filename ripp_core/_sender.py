@@ -71,6 +71,7 @@ class _Flight:
     carriers: int = 0  # channels holding a transmission of it without an ack
     copies: int = 0  # early re-sends so far
     acked: bool = False  # some transmission was acknowledged: the frame is delivered
+    resent: bool = False  # carries RESENT: the receiver acks it at once (§9.2)
     blocked: bool = False  # a copy fell due but found no free channel or no credit
 
 
@@ -145,8 +146,12 @@ class MediaSender:
         self._early_resends_cancelled = 0
         # Lateness (§11.8): the peer's reported hold (ACK Delay) and our own timer lateness.
         self._peer_hold = 0.0
+        # Until when the peer may be holding our ACKs for frames of its own (§9.2): it
+        # holds only while it sends media, so only then is a held ACK worth waiting for.
+        self._peer_media_until: float | None = None
+        self._last_new_sent: float | None = None  # when the newest new frame went out
         self._local_lateness = 0.0
-        self._raw_min: float | None = None  # smallest RTT sample before hold correction
+        self._raw_min: float | None = None  # smallest RTT sample less its riding hold only
 
     @classmethod
     def from_state(cls, config: RippConfig, state: SenderState, now: float) -> MediaSender:
@@ -374,6 +379,7 @@ class MediaSender:
             self._transmit(channel, frame, now, queued.first_sent)
             self._frames_sent += 1
             self._bytes_sent += len(frame.payload)
+            self._last_new_sent = now
             # Credit for early re-sends grows with new media only, which bounds them.
             self._resend_credit = min(
                 float(self._config.early_resend_burst),
@@ -401,12 +407,23 @@ class MediaSender:
         # is a confused or hostile peer, and must not stall early re-sends for good.
         hold = min(ack.ack_delay_us / _MICROSECONDS, raw)
         self._peer_hold += config.lateness_gain * (hold - self._peer_hold)
-        self._raw_min = raw if self._raw_min is None else min(self._raw_min, raw)
-        # As RFC 9002 section 5.3 does with QUIC's ack_delay: subtract the reported hold
-        # only where that leaves at least the smallest raw sample, since the peer reports
-        # an estimate (its lateness), and an RTT below the path's would be worse than none.
-        sample = raw - hold if raw - hold >= self._raw_min else raw
-        late = max(self._peer_hold, self._local_lateness) >= config.lateness_hold
+        # Up to media_ack_delay the hold is the peer's measured wait for its own next frame
+        # (§9.2), taken off always: with a steady two-way call every ACK waits about as
+        # long, so no raw sample would show the path alone. Beyond it, the hold is an
+        # estimate (the peer's lateness, §11.8), and as RFC 9002 section 5.3 does with
+        # QUIC's ack_delay it is taken off only where that leaves at least the smallest
+        # sample so far: an RTT below the path's would be worse than none.
+        if self._raw_min is None:
+            # The first sample is never corrected: nothing yet shows what the path can do.
+            self._raw_min = raw
+            sample = raw
+        else:
+            riding = raw - min(hold, config.media_ack_delay)
+            self._raw_min = min(self._raw_min, riding)
+            # Ack Delay counts whole microseconds: compare to that resolution.
+            fits = raw - hold >= self._raw_min - 1 / _MICROSECONDS
+            sample = raw - hold if fits else riding
+        late = max(self.peer_lateness, self._local_lateness) >= config.lateness_hold
         minimum = self._rtt.minimum
         repaired = False
         if minimum is not None and not late:
@@ -531,6 +548,36 @@ class MediaSender:
         """Moving average of the hold time the peer reports in its ACK Delay (seconds)."""
         return self._peer_hold
 
+    def note_peer_media(self, now: float, duration: float) -> None:
+        """A new MEDIA frame of ``duration`` seconds came from the peer at ``now``.
+
+        The peer may hold our ACKs for its next frame (§9.2) while it sends media: for
+        transmissions until its next frame is due plus ``media_ack_delay``, an ACK is
+        allowed that much longer before it counts as overdue (§11.7)."""
+        self._peer_media_until = now + duration + self._config.media_ack_delay
+
+    def next_send_expected(self, now: float) -> float | None:
+        """When this sender's next new frame is expected, from its cadence: the last new
+        frame's send time plus the frame interval. None before any was sent, and when
+        none went out for two frame intervals (one late frame is tolerated): the call
+        has stopped sending."""
+        last = self._last_new_sent
+        if last is None or now - last > 2 * self._frame_interval:
+            return None
+        return last + self._frame_interval
+
+    @property
+    def peer_lateness(self) -> float:
+        """How far the peer's average reported hold exceeds ``media_ack_delay`` (seconds):
+        its lateness, as far as ACKs that may ride with its media let us see it (§11.8)."""
+        return max(0.0, self._peer_hold - self._config.media_ack_delay)
+
+    @property
+    def ride_hold(self) -> float:
+        """The part of the peer's average hold that may be ACKs waiting for its media, not
+        lateness (seconds): streams stay busy that much longer than the path RTT (§11.2)."""
+        return min(self._peer_hold, self._config.media_ack_delay)
+
     @property
     def local_lateness(self) -> float:
         """This process's lateness as last given to :meth:`note_lateness` (seconds)."""
@@ -575,6 +622,7 @@ class MediaSender:
             flight = self._flights[frame.sequence] = _Flight(first_sent=first, last_sent=now)
         flight.last_sent = now
         flight.carriers += 1
+        flight.resent = flight.resent or frame.resent
 
     def _drop_carrier(self, sequence: int) -> _Flight | None:
         """One channel no longer carries ``sequence``. Returns the frame's flight if the
@@ -606,14 +654,33 @@ class MediaSender:
             or path.variance is None
             # While either end runs late, an overdue ack is more likely lateness than loss,
             # and copies would only add work to a process already behind (§11.8).
-            or max(self._peer_hold, self._local_lateness) >= config.lateness_hold
+            or max(self.peer_lateness, self._local_lateness) >= config.lateness_hold
         ):
             return None
         margin = max(
             config.early_resend_rttvar_factor * path.variance, config.early_resend_min_margin
         )
+        # The peer may hold the ACK up to media_ack_delay for its own next frame (§9.2),
+        # unless an ACK of a later transmission came back already (a receiver sends every
+        # ACK it holds together, so this one was not merely held), or the transmission is
+        # one a receiver acks at once: a copy (later frames arrived before it) or RESENT.
+        later_acked = (
+            self._last_ack_sent_at is not None and self._last_ack_sent_at > flight.last_sent
+        )
+        peer_holds = (
+            self._peer_media_until is not None and flight.last_sent <= self._peer_media_until
+        )
+        acked_at_once = flight.copies > 0 or flight.resent
+        ride = config.media_ack_delay if peer_holds and not (later_acked or acked_at_once) else 0.0
         # Either end running late delays the ack without any loss: not a reason to re-send.
-        due = flight.last_sent + path.smoothed + margin + self._peer_hold + self._local_lateness
+        due = (
+            flight.last_sent
+            + path.smoothed
+            + margin
+            + ride
+            + self.peer_lateness
+            + self._local_lateness
+        )
         sent_at = due if now is None else max(due, now)
         if sent_at + path.smoothed / 2 > flight.first_sent + config.early_resend_budget:
             return None  # a copy sent then would arrive too late to be played

@@ -5,11 +5,13 @@ needs enough streams that one is almost always free when the next frame is due.
 
 With frame interval ``T``, round-trip time ``R`` and packet loss probability ``p``:
 
-* an acked frame holds its stream for one RTT, so ``base = ceil(R/T) + 1`` streams carry
-  a loss-free call (``ceil(R/T)`` frames in flight plus the one being sent);
+* an acked frame holds its stream for one RTT plus the time ``h`` the peer holds the ack
+  to let it ride with its own media (protocol §9.2), so ``base = ceil((R+h)/T) + 1``
+  streams carry a loss-free call (``ceil((R+h)/T)`` frames in flight plus the one being
+  sent);
 * a frame whose packet or whose ack's packet is lost (probability ``q = 1-(1-p)^2``) holds
   its stream for a further QUIC probe timeout, ``PTO = 3R + 25 ms`` (QUIC's initial PTO);
-* while one such frame waits, ``n = ceil((R + PTO)/T)`` other frames are sent, and the
+* while one such frame waits, ``n = ceil((R + h + PTO)/T)`` other frames are sent, and the
   number of them that are also lost is ``Binomial(n, q)``;
 * so we add ``k`` streams, the smallest ``k`` with ``P[Binomial(n, q) > k] < quantile``
   (``1e-3``): at most one frame in a thousand finds every stream busy.
@@ -19,7 +21,8 @@ With frame interval ``T``, round-trip time ``R`` and packet loss probability ``p
 Local lateness is not path delay (protocol §11.8): a process that runs behind acks late and
 handles acks late, which looks like a longer RTT and busier streams, and more streams only
 make an overloaded process slower. So the adaptation does not grow ``N`` while this process
-(:class:`LatenessMeter`) or the peer (its reported ACK hold) is behind.
+(:class:`LatenessMeter`) or the peer (its reported ACK hold beyond the riding bound) is
+behind.
 """
 
 from __future__ import annotations
@@ -84,23 +87,30 @@ def required_streams(
     pto_rtt_factor: float = 3.0,
     pto_extra: float = 0.025,
     quantile: float = 1e-3,
+    hold: float = 0.0,
 ) -> int:
     """Media streams needed for ``rtt`` (s), ``frame_interval`` (s) and packet ``loss``.
 
-    Returns the unclamped ``N = ceil(R/T) + 1 + k`` of the module docstring; see
+    ``hold`` (s) is how long the peer holds an ACK for its own next frame (protocol
+    §9.2): a stream stays busy for ``rtt + hold``, while QUIC's repair time (PTO) depends
+    on the path RTT alone.
+
+    Returns the unclamped ``N = ceil((R+h)/T) + 1 + k`` of the module docstring; see
     :func:`streams_for` for the value bounded by the configuration. Raises ``ValueError``
     for a negative RTT, a non-positive frame interval or a loss outside ``[0, 1]``.
     """
     if rtt < 0:
         raise ValueError(f"rtt must be >= 0, got {rtt!r}")
+    if hold < 0:
+        raise ValueError(f"hold must be >= 0, got {hold!r}")
     if frame_interval <= 0:
         raise ValueError(f"frame_interval must be > 0, got {frame_interval!r}")
     if not 0.0 <= loss <= 1.0:
         raise ValueError(f"loss must be in [0, 1], got {loss!r}")
     q = 1.0 - (1.0 - loss) ** 2
     pto = pto_rtt_factor * rtt + pto_extra
-    base = _ceil(rtt / frame_interval) + 1
-    n = _ceil((rtt + pto) / frame_interval)
+    base = _ceil((rtt + hold) / frame_interval) + 1
+    n = _ceil((rtt + hold + pto) / frame_interval)
     return base + _binomial_quantile(n, q, quantile)
 
 
@@ -108,7 +118,9 @@ def _clamp_streams(config: RippConfig, count: int) -> int:
     return max(config.min_media_streams, min(config.max_media_streams, count))
 
 
-def streams_for(config: RippConfig, rtt: float, frame_interval: float, loss: float) -> int:
+def streams_for(
+    config: RippConfig, rtt: float, frame_interval: float, loss: float, hold: float = 0.0
+) -> int:
     """:func:`required_streams` with the configured PTO and quantile, clamped to
     ``[min_media_streams, max_media_streams]``."""
     return _clamp_streams(
@@ -120,6 +132,7 @@ def streams_for(config: RippConfig, rtt: float, frame_interval: float, loss: flo
             pto_rtt_factor=config.pto_rtt_factor,
             pto_extra=config.pto_extra,
             quantile=config.stream_target_quantile,
+            hold=hold,
         ),
     )
 
@@ -247,15 +260,18 @@ class StreamCountController:
         open_streams: int,
         peer_wanted: int = 0,
         lateness: float = 0.0,
+        hold: float = 0.0,
     ) -> int:
         """Return the number of media streams that should be open at ``now``.
 
         ``lateness`` is the larger of this process's timer lateness and the peer's reported
-        ACK hold (seconds)."""
+        ACK hold beyond ``media_ack_delay`` (seconds); ``hold`` the part of the peer's
+        average ACK hold that is waiting for its own media (§9.2), which keeps streams busy.
+        """
         config = self._config
         measured_rtt = rtt if rtt is not None else config.initial_rtt
         measured_loss = loss if loss else config.assumed_loss
-        target = streams_for(config, measured_rtt, frame_interval, measured_loss)
+        target = streams_for(config, measured_rtt, frame_interval, measured_loss, hold)
         if peer_wanted > 0:
             target = max(target, _clamp_streams(config, peer_wanted))
         self._target = target

@@ -32,6 +32,7 @@ MAY_BE_ZERO = {
     "dtmf_gap",
     "dtmf_volume",
     "early_resend_reserve",
+    "media_ack_delay",
 }
 SIZES = [
     "max_frame_size",

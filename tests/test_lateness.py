@@ -136,9 +136,16 @@ def _call_with_busy_server(config: RippConfig, period: float) -> tuple[Trunk, st
     return trunk, handle, initial, most
 
 
-def test_a_late_server_reports_its_lateness_and_the_client_does_not_add_streams() -> None:
+@pytest.mark.parametrize("ack_delay", [0.0, RippConfig().media_ack_delay])
+def test_a_late_server_reports_its_lateness_and_the_client_does_not_add_streams(
+    ack_delay: float,
+) -> None:
+    """With ACKs sent at once and with ACKs riding on media (§9.2): a server that runs
+    later than ``media_ack_delay`` holds nothing back for riding, so its Ack Delay is its
+    lateness, and the client sees it beyond the riding bound."""
     period = 0.05  # the server's loop comes round every 50 ms: up to 50 ms late
-    trunk, handle, initial, most = _call_with_busy_server(RippConfig(), period)
+    config = RippConfig(media_ack_delay=ack_delay)
+    trunk, handle, initial, most = _call_with_busy_server(config, period)
     client_call = trunk.rclient.calls[handle]
     server_call = trunk.rserver("a").calls[trunk.server_calls[handle][1]]
     # The server measured its own lateness and reported it as ACK Delay...
@@ -158,14 +165,17 @@ def test_a_late_server_reports_its_lateness_and_the_client_does_not_add_streams(
 
 def test_without_the_growth_hold_the_same_call_adds_streams() -> None:
     """The comparison point: with ``lateness_hold`` out of reach, the long RTT samples the
-    server's lateness causes read as repaired losses and the client grows N."""
-    config = RippConfig(lateness_hold=100.0)
+    server's lateness causes read as repaired losses and the client grows N. ACKs go at
+    once here, so that all of Ack Delay is lateness (riding ACKs take up to
+    ``media_ack_delay`` of it off every sample, which hides part of it even without the
+    rule)."""
+    config = RippConfig(lateness_hold=100.0, media_ack_delay=0.0)
     trunk, handle, initial, most = _call_with_busy_server(config, 0.05)
     assert most > initial
     # the server's lateness read as loss repaired by QUIC
     assert trunk.rclient.calls[handle].sender.loss_estimate > 0.2
     # and a server that keeps up leaves N alone either way
-    trunk, handle, initial, most = _call_with_busy_server(RippConfig(), 0.001)
+    trunk, handle, initial, most = _call_with_busy_server(RippConfig(media_ack_delay=0.0), 0.001)
     assert most == initial
     server_call = trunk.rserver("a").calls[trunk.server_calls[handle][1]]
     assert server_call.lateness.value < RippConfig().lateness_hold
@@ -231,4 +241,5 @@ def test_lateness_is_seen_to_fall_without_playout_or_pacing_timers() -> None:
     # 12 probes at gain 1/8 in 3 s: about a fifth of the busy value, below the hold
     assert server_call.lateness.value < config.lateness_hold / 2
     client_call = trunk.rclient.calls[handle]
-    assert client_call.sender.peer_hold < config.lateness_hold
+    # (the peer's average hold itself includes ACKs riding with its media, up to 20 ms)
+    assert client_call.sender.peer_lateness < config.lateness_hold

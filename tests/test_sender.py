@@ -108,8 +108,9 @@ def test_ack_rtt_sample_and_stale_acks() -> None:
 
 def test_ack_delay_is_not_subtracted_below_the_smallest_raw_sample() -> None:
     # RFC 9002 section 5.3: the hold is an estimate; subtracting it must not make a sample
-    # smaller than the smallest raw one (the first sample is never corrected).
-    sender = MediaSender(CONFIG)
+    # smaller than the smallest raw one (the first sample is never corrected). With ACKs
+    # sent at once (media_ack_delay 0) all of Ack Delay is such an estimate (lateness).
+    sender = MediaSender(RippConfig(media_ack_delay=0.0))
     sender.add_channel(1, 0.0)
     frame = opus(sender, 0.0)
     sender.poll(0.0)
@@ -120,6 +121,26 @@ def test_ack_delay_is_not_subtracted_below_the_smallest_raw_sample() -> None:
     frame = opus(sender, 2.0)
     sender.poll(2.0)
     assert ack(sender, 1, frame, 2.04, delay_us=25_000) == pytest.approx(0.015)
+
+
+def test_a_hold_within_media_ack_delay_is_always_taken_off() -> None:
+    # Up to media_ack_delay the hold is the peer's measured wait for its own next frame
+    # (§9.2): a steady two-way call holds every ACK about as long, so the guard above
+    # would never let it off. Only the part beyond it is guarded.
+    config = RippConfig(media_ack_delay=0.02)
+    sender = MediaSender(config)
+    sender.add_channel(1, 0.0)
+    samples = []
+    for index, (raw, hold_us) in enumerate([(0.03, 0), (0.028, 18_000), (0.029, 19_000)]):
+        frame = opus(sender, float(index))
+        sender.poll(float(index))
+        samples.append(ack(sender, 1, frame, index + raw, delay_us=hold_us))
+    assert samples == pytest.approx([0.03, 0.01, 0.01])
+    # 30 ms of hold: the 10 ms beyond the bound is lateness, and taking it off too would go
+    # below the smallest sample (10 ms), so only the 20 ms riding part comes off.
+    frame = opus(sender, 5.0)
+    sender.poll(5.0)
+    assert ack(sender, 1, frame, 5.035, delay_us=30_000) == pytest.approx(0.015)
 
 
 def test_rtt_smoothing_follows_rfc6298() -> None:
