@@ -80,8 +80,11 @@ SATURATED_P99 = 1.0
 
 
 def ripp_config() -> RippConfig:
-    """The RIPP configuration of both processes: defaults, frames reported on arrival."""
-    return RippConfig(jitter_buffer=False)
+    """The RIPP configuration of both processes: defaults, frames reported on arrival;
+    ``RIPP_BENCH_SETTINGS`` (``NAME=VALUE,...``, as ``ripp serve --set``) overrides some,
+    so that a setting's effect can be measured A/B in one run."""
+    settings = [s for s in os.environ.get("RIPP_BENCH_SETTINGS", "").split(",") if s]
+    return RippConfig(jitter_buffer=False).with_settings(settings)
 
 
 # ====================================================================== in the processes

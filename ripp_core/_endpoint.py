@@ -111,7 +111,11 @@ class EndpointCore:
             handle, lambda c: c.send_media(codec, duration, payload, now, marker=marker), now
         )
         assert isinstance(frame, MediaFrame)
+        self._media_written(handle, duration, now)
         return frame
+
+    def _media_written(self, handle: str, duration: float, now: float) -> None:
+        """Binding hook: a call wrote a media frame of ``duration`` (send slots, 11.9)."""
 
     def play(
         self,

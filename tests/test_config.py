@@ -32,6 +32,9 @@ MAY_BE_ZERO = {
     "dtmf_gap",
     "dtmf_volume",
     "early_resend_reserve",
+    "send_batch_window",
+    "udp_receive_buffer",
+    "udp_send_buffer",
 }
 SIZES = [
     "max_frame_size",
