@@ -21,6 +21,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -146,12 +147,16 @@ def run(pki: TestPki, calls: int, seconds: float, settings: list[str]) -> dict[s
     payload = b"\xff" * FRAME_BYTES
     start = net.now + 0.01
     frames = round((1.0 + seconds) / FRAME)
+
+    def sender(side: _Timed, handle: str, at: float) -> Callable[[], None]:
+        return lambda: side.send(handle, payload, at)
+
     for index, (mine, theirs) in enumerate(zip(connected, answered, strict=True)):
         offset = (index % SLOTS) * FRAME / SLOTS
         for k in range(frames):
             at = start + offset + k * FRAME
-            net.schedule(at, lambda h=mine, t=at: c.send(h, payload, t))
-            net.schedule(at, lambda h=theirs, t=at: s.send(h, payload, t))
+            net.schedule(at, sender(c, mine, at))
+            net.schedule(at, sender(s, theirs, at))
     net.run_for(1.0 + 0.01)  # warm-up: media streams open, rhythms learnt
     c0, s0, d0, r0 = c.cpu, s.cpu, c.datagrams + s.datagrams, received[0]
     net.run_for(seconds)
@@ -179,8 +184,10 @@ def stream_walk(pki: TestPki, streams: int, rounds: int = 2000) -> dict[str, flo
     streams (each has carried one frame, as idle media streams have), plus the same for
     a call that builds nothing (a flush with nothing to send)."""
     client = QuicConnection(configuration=client_quic_configuration(pki))
-    server_config = server_quic_configuration(pki)
-    server = QuicConnection(configuration=server_config)
+    server = QuicConnection(
+        configuration=server_quic_configuration(pki),
+        original_destination_connection_id=client._original_destination_connection_id,
+    )
     # Enough credit for the streams (aioquic's default allowance is 128).
     server._local_max_streams_bidi.value = max(server._local_max_streams_bidi.value, streams + 8)
     now = 0.0
