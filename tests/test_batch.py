@@ -207,25 +207,3 @@ def test_calls_far_apart_in_the_cycle_are_not_delayed() -> None:
     _, plain = _run_calls(0.0, offsets)
     _, batched = _run_calls(W, offsets)
     assert sorted(batched) == pytest.approx(sorted(plain))
-
-
-def test_cached_quic_timers_match_aioquic_after_every_step() -> None:
-    """The binding keeps each connection's aioquic timer and recomputes it only after a
-    change (receive, send, timer, close): after every step of two media calls, with loss
-    so that loss-recovery timers are armed too, the kept value is aioquic's own."""
-    config = RippConfig(jitter_buffer=False)
-    trunk = Trunk(config=config, impairment=Impairment(delay=0.01, loss=0.05))
-    handles = [trunk.connect() for _ in range(2)]
-    start = trunk.net.now + 0.01
-    for n, handle in enumerate(handles):
-        trunk.stream_media(handle, start=start + n * 0.0005, count=40)
-        trunk.stream_media(handle, start=start + 0.003, count=40, from_server=True)
-    endpoints = [trunk.rclient, trunk.rserver()]
-    steps = 0
-    while trunk.net.now < start + 1.0 and trunk.net.step():
-        steps += 1
-        for endpoint in endpoints:
-            for connection in endpoint._quic_connections():  # type: ignore[attr-defined]
-                if not connection.timer_stale:
-                    assert connection.timer == connection.quic.get_timer()
-    assert steps > 500
