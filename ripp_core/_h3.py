@@ -147,19 +147,6 @@ class _Connection(HttpConnection):
     handshake_done: bool = False
     handshake_deadline: float | None = None
     cids: set[bytes] = attrs.Factory(set)
-    # aioquic's get_timer() walks its packet spaces and loss state, and an endpoint's
-    # timer is asked for after every input: over every connection, that grew with the
-    # connection count. Its value changes only when the connection receives, sends,
-    # handles a timer or closes, so it is kept here and recomputed only then.
-    timer: float | None = None
-    timer_stale: bool = True
-
-    def quic_timer(self) -> float | None:
-        """aioquic's timer for this connection, recomputed only after a change."""
-        if self.timer_stale:
-            self.timer = self.quic.get_timer()  # also arms aioquic's own loss timer
-            self.timer_stale = False
-        return self.timer
 
 
 def _raise_stream_limit(quic: QuicConnection, limit: int) -> None:
@@ -198,7 +185,6 @@ class _QuicBinding(HttpEndpoint):
             return
         fresh = not connection.handshake_done and connection.quic._state.name == "FIRSTFLIGHT"
         connection.quic.receive_datagram(data, addr, now)
-        connection.timer_stale = True
         connection.heard_at = now
         self._touched.add(connection)
         if (
@@ -237,7 +223,6 @@ class _QuicBinding(HttpEndpoint):
         for connection in candidates:
             self._slots.release(connection)
             datagrams.extend(connection.quic.datagrams_to_send(now))
-            connection.timer_stale = True
             if connection.closed:
                 self._drop_connection(connection)
         if self._stateless:
@@ -263,7 +248,7 @@ class _QuicBinding(HttpEndpoint):
         timer: float | None = self._slots.next_deadline()
         for connection in self._quic_connections():
             idle = self._idle_deadline(connection)
-            quic_at = connection.quic_timer()
+            quic_at = connection.quic.get_timer()
             hold = self._slots.deadline_of(connection)
             if quic_at is not None and hold is not None:
                 # A held connection is not asked for datagrams before its batch ends: an
@@ -289,10 +274,9 @@ class _QuicBinding(HttpEndpoint):
                             connection.peer, self.config.idle_connection_timeout)
                 self._close_connection(connection, now, "idle")
                 continue
-            at = connection.quic_timer()
+            at = connection.quic.get_timer()
             if at is not None and at <= now:
                 connection.quic.handle_timer(now)
-                connection.timer_stale = True
                 self._touched.add(connection)
                 self._process(connection, now)
 
@@ -340,7 +324,6 @@ class _QuicBinding(HttpEndpoint):
         # nothing but CONNECTION_CLOSE, and the peer would see a lost call.
         self._goodbyes.extend(connection.quic.datagrams_to_send(now))
         connection.quic.close(error_code=0, reason_phrase=reason)
-        connection.timer_stale = True
         self._touched.add(connection)
 
     def _close_connection(self, connection: HttpConnection, now: float, reason: str) -> None:
@@ -350,7 +333,6 @@ class _QuicBinding(HttpEndpoint):
         if not connection.closed:
             connection.quic.close(error_code=0, reason_phrase=reason)
             self._goodbyes.extend(connection.quic.datagrams_to_send(now))
-            connection.timer_stale = True
             self._process(connection, now)
         connection.closed = True
         self._drop_connection(connection)
@@ -525,7 +507,6 @@ class RippServer(_QuicBinding, HttpServer):
                 connection.quic.close(
                     error_code=H3_EXCESSIVE_LOAD, reason_phrase="too much undecoded data"
                 )
-                connection.timer_stale = True
                 self._touched.add(connection)
                 self._process(connection, now)
 
