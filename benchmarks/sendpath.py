@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import struct
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from ripp_core import (
     CallState,
     CallStateChanged,
     Codec,
+    MediaReceived,
     RippClient,
     RippConfig,
     RippServer,
@@ -47,12 +49,13 @@ from ripp_core.testing import (
     server_quic_configuration,
 )
 
-from . import FRAME, FRAME_BYTES, IDENTITY, TOKEN
+from . import FRAME, FRAME_BYTES, IDENTITY, TOKEN, percentile
 
 SERVER = ("127.0.0.1", 4433)  # labels on the virtual network; nothing is bound
 CLIENT = ("127.0.0.1", 50000)
 SLOTS = 20  # calls spread over 20 x 1 ms send slots, like benchmarks.capacity
 ONE_WAY = 0.0001
+_STAMP = struct.Struct("!d")  # the virtual time a frame was sent, in its payload
 
 
 class _Timed:
@@ -101,7 +104,8 @@ class _Timed:
     def send(self, handle: str, payload: bytes, now: float) -> None:
         t = time.perf_counter()
         if handle in self.endpoint.calls:
-            self.endpoint.send_media(handle, Codec.PCMU, FRAME, payload, now)
+            stamped = _STAMP.pack(now) + payload[_STAMP.size :]  # one-way latency
+            self.endpoint.send_media(handle, Codec.PCMU, FRAME, stamped, now)
         self.cpu += time.perf_counter() - t
 
 
@@ -125,19 +129,24 @@ def run(pki: TestPki, calls: int, seconds: float, settings: list[str]) -> dict[s
     connected: list[str] = []
     answered: list[str] = []
     received = [0]
+    latencies: list[float] = []
+
+    def arrived(event: MediaReceived) -> None:
+        received[0] += 1
+        latencies.append(net.now - _STAMP.unpack_from(event.frame.payload)[0])
 
     def on_server(event: object) -> None:
         if isinstance(event, CallStateChanged) and event.state is CallState.PENDING:
             server.answer(event.call, net.now)
             answered.append(event.call)
-        elif type(event).__name__ == "MediaReceived":
-            received[0] += 1
+        elif isinstance(event, MediaReceived):
+            arrived(event)
 
     def on_client(event: object) -> None:
         if isinstance(event, CallStateChanged) and event.state is CallState.CONNECTED:
             connected.append(event.call)
-        elif type(event).__name__ == "MediaReceived":
-            received[0] += 1
+        elif isinstance(event, MediaReceived):
+            arrived(event)
 
     s, c = _Timed(server, on_server), _Timed(client, on_client)
     net.add(SERVER, s)
@@ -164,6 +173,7 @@ def run(pki: TestPki, calls: int, seconds: float, settings: list[str]) -> dict[s
             net.schedule(at, sender(s, theirs, at))
     net.run_for(1.0 + 0.01)  # warm-up: media streams open, rhythms learnt
     c0, s0, d0, r0 = c.cpu, s.cpu, c.datagrams + s.datagrams, received[0]
+    del latencies[:]
     cpu0 = time.process_time()
     net.run_for(seconds)
     cpu = time.process_time() - cpu0  # both endpoints and the network simulation
@@ -179,6 +189,9 @@ def run(pki: TestPki, calls: int, seconds: float, settings: list[str]) -> dict[s
         "server_cpu_ms_per_call_s": 1000 * cpu * (1 - client_share) / call_seconds,
         "datagrams_per_frame": (c.datagrams + s.datagrams - d0) / frames_due,
         "delivered_pct": 100 * (received[0] - r0) / frames_due,
+        "latency_p50_ms": 1000 * percentile(sorted(latencies), 0.5),
+        "latency_p99_ms": 1000 * percentile(sorted(latencies), 0.99),
+        "latency_max_ms": 1000 * max(latencies, default=float("nan")),
         "media_streams": sum(len(call.media_channels) for call in client.calls.values()),
     }
     return out
@@ -241,6 +254,38 @@ def stream_walk(pki: TestPki, streams: int, rounds: int = 2000) -> dict[str, flo
     return {"streams": streams, "packet_us": 1e6 * busy / rounds, "empty_us": 1e6 * idle / rounds}
 
 
+def buffer_stall(receive_buffer: int, calls: int, stall: float) -> dict[str, float]:
+    """Datagrams a UDP socket loses while its process does not read for ``stall`` seconds
+    (a scheduling gap, a GC pause) as ``calls`` two-way calls' traffic arrives: two
+    220-byte datagrams per frame per call (a frame and its ACK's packet), at the rate of
+    20 ms frames, sent on loopback. ``receive_buffer`` 0 keeps the OS default. The count
+    is the kernel's, independent of CPU load: datagrams sent minus datagrams read."""
+    import socket
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if receive_buffer:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    count = round(2 * calls * stall / FRAME)
+    data = b"x" * 220
+    for _ in range(count):  # all of it arrives while nobody reads
+        tx.sendto(data, rx.getsockname())
+    read = 0
+    while True:
+        try:
+            rx.recv(2048)
+        except BlockingIOError:
+            break
+        read += 1
+    granted = rx.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    rx.close()
+    tx.close()
+    return {"receive_buffer": granted, "calls": calls, "stall_ms": 1000 * stall,
+            "sent": count, "lost": count - read}  # fmt: skip
+
+
 def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--calls", default="20,40")
@@ -251,11 +296,18 @@ def _main() -> None:
         help="NAME=SETTING[,SETTING...] (RippConfig settings; empty: defaults)",
     )  # fmt: skip
     parser.add_argument("--walk", default="", help="stream counts for the walk, e.g. 1,64,256")
+    parser.add_argument("--stall", action="store_true", help="socket buffer vs a read stall")
     args = parser.parse_args()
     _measure(args)
 
 
 def _measure(args: argparse.Namespace) -> None:
+    if args.stall:
+        for size in (0, 4 * 1024 * 1024):
+            for calls in (50, 100, 200):
+                for stall in (0.05, 0.2):
+                    print(json.dumps(buffer_stall(size, calls, stall)), flush=True)
+        return
     pki = make_test_pki(["localhost"], not_before=datetime.now(UTC) - timedelta(days=1))
     if args.walk:
         for n in (int(x) for x in args.walk.split(",")):
