@@ -207,3 +207,26 @@ def test_calls_far_apart_in_the_cycle_are_not_delayed() -> None:
     _, plain = _run_calls(0.0, offsets)
     _, batched = _run_calls(W, offsets)
     assert sorted(batched) == pytest.approx(sorted(plain))
+
+
+def test_sendpath_benchmark_measures_the_batching() -> None:
+    """benchmarks/sendpath.py, small: 3 two-way calls in consecutive 1 ms slots, batching
+    on and off; its figures say what the rule promises (fewer datagrams, every frame,
+    no frame later than the window plus the path)."""
+    from datetime import UTC, datetime, timedelta
+
+    from benchmarks import sendpath
+    from ripp_core.testing import make_test_pki
+
+    pki = make_test_pki(["localhost"], not_before=datetime.now(UTC) - timedelta(days=1))
+    off = sendpath.run(pki, 3, 0.5, ["send_batch_window=0"])
+    on = sendpath.run(pki, 3, 0.5, [])
+    for result in (off, on):
+        assert result["delivered_pct"] == pytest.approx(100.0, abs=1.0)
+    assert on["datagrams_per_frame"] < 0.8 * off["datagrams_per_frame"]
+    assert off["latency_max_ms"] < 0.2
+    assert on["latency_max_ms"] <= 1000 * (W + sendpath.ONE_WAY) + 0.01
+    walk = sendpath.stream_walk(pki, 4, rounds=20)
+    assert walk["packet_us"] > 0 and walk["empty_us"] > 0
+    stall = sendpath.buffer_stall(4 * 1024 * 1024, 10, 0.05)
+    assert stall["lost"] == 0 and stall["sent"] == 50
