@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from ._call import Call
-from ._codecs import Codec
+from ._codecs import DURATION_UNIT, Codec
 from ._config import RippConfig
 from ._errors import NoSuchCall, RippError
 from ._events import Event, ProtocolViolation
@@ -189,6 +189,9 @@ class EndpointCore:
             if call is not None:
                 call.handle_timer(now)
                 self._dirty[handle] = None
+                units = call.take_paced_release()
+                if units is not None:  # a paced frame left: it counts for send slots
+                    self._media_written(handle, units * DURATION_UNIT, now)
 
     def _settle(self, now: float) -> None:
         """Re-arm the timers of calls touched since last time; forget finished calls."""
