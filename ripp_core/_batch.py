@@ -42,7 +42,8 @@ class _Rhythm(Generic[K]):
 
 @attrs.define
 class _Batch:
-    """A held connection: when its first frame was written, and who is still expected."""
+    """A held connection: when its batch ends (its first frame + the window), which calls
+    it still waits for, and which have written in it."""
 
     deadline: float
     expected: set[str]
