@@ -93,10 +93,12 @@ DEFAULT_ENGINE = "aioquic"
 
 def ripp_config(engine: str = DEFAULT_ENGINE) -> RippConfig:
     """The RIPP configuration of both processes: defaults, frames reported on arrival, on
-    the given QUIC engine."""
-    if engine == DEFAULT_ENGINE:
-        return RippConfig(jitter_buffer=False)
-    return RippConfig(jitter_buffer=False, quic_engine=engine)
+    the given QUIC engine; ``RIPP_BENCH_SETTINGS`` (``NAME=VALUE,...``, as ``ripp serve
+    --set``) overrides some, so that a setting's effect can be measured A/B in one run."""
+    settings = [s for s in os.environ.get("RIPP_BENCH_SETTINGS", "").split(",") if s]
+    if engine != DEFAULT_ENGINE:
+        settings.append(f"quic_engine={engine}")
+    return RippConfig(jitter_buffer=False).with_settings(settings)
 
 
 @attrs.frozen

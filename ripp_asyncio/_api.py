@@ -79,7 +79,7 @@ async def open_server(
         identity_verifier=None if deferred else identity_verifier,  # type: ignore[arg-type]
         deferred_checks=deferred,
     )
-    driver = Driver(endpoint, open_udp_socket(host, port))
+    driver = Driver(endpoint, open_udp_socket(host, port, endpoint.config))
     checks: set[asyncio.Task[None]] = set()
 
     def spawn(event: ChecksRequested) -> None:
@@ -114,6 +114,6 @@ async def open_client(
     endpoint = RippClient(
         quic_configuration, calls_uris=calls_uris, token=token, config=config, resolver=resolver
     )
-    driver = Driver(endpoint, open_udp_socket(host, 0))
+    driver = Driver(endpoint, open_udp_socket(host, 0, endpoint.config))
     async with _running(driver):
         yield Client(driver, endpoint)

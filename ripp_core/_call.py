@@ -203,6 +203,9 @@ class Call:
         self._outbox: deque[Message] = deque()
         self._marks: deque[tuple[str, int, int]] = deque()  # name, last seq, dropped base
         self.pacer = Pacer()
+        # Units of the last paced frame released by a timer, until the endpoint reads it
+        # (send slots, protocol 11.9, align paced frames like those sent directly).
+        self._paced_units: int | None = None
         self._arrivals: dict[int, float] = {}  # sequence -> arrival, frames in the jitter buffer
         # Recent telephone-event End frames and event starts, by sequence number, to tell a
         # repeated End (RTP style) from a new digit whatever order the frames arrive in.
@@ -491,7 +494,14 @@ class Call:
                 self.sender.enqueue(
                     item.codec, item.duration_units, item.payload, now, marker=item.marker
                 )
+                self._paced_units = item.duration_units
         self._pump(now)
+
+    def take_paced_release(self) -> int | None:
+        """The duration (wire units) of the last paced frame released since the previous
+        call, or None: the endpoint's send slots learn paced calls' rhythm from it."""
+        units, self._paced_units = self._paced_units, None
+        return units
 
     def move(self, uri: str | None, now: float) -> None:
         """Send Move (R9). Server: ``uri`` is where the client goes next. Client: None."""

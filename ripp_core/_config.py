@@ -200,6 +200,18 @@ class RippConfig:
     full_poll_interval: float = attrs.field(default=0.05, validator=_positive)
     """Endpoints ask only recently touched connections for datagrams, and every
     connection at least this often (a safety net; aioquic's own timers drive the rest)."""
+    send_batch_window: float = attrs.field(default=0.002, validator=_non_negative)
+    """Longest a media frame is held so that frames of other calls on the same connection,
+    predicted from their rhythm to fall due within this window, leave in the same QUIC
+    packets (one stream walk, one encryption, one ``sendto`` instead of several). A lone
+    call is never held; 0 turns batching off (protocol 11.9)."""
+    udp_receive_buffer: int = attrs.field(default=4 * 1024 * 1024, validator=_non_negative)
+    """SO_RCVBUF the drivers ask for on their UDP socket (bytes; 0: the OS default). The
+    Linux default (208 KiB) overflowed from 50 two-way calls up; the kernel caps the
+    request at ``net.core.rmem_max``, and the driver logs once if it did."""
+    udp_send_buffer: int = attrs.field(default=1024 * 1024, validator=_non_negative)
+    """SO_SNDBUF the drivers ask for on their UDP socket (bytes; 0: the OS default),
+    capped by ``net.core.wmem_max``."""
     handshake_timeout: float = attrs.field(default=5.0, validator=_positive)
     """A server drops a QUIC connection whose handshake has not completed by then."""
     close_linger: float = attrs.field(default=2.0, validator=_positive)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from ._call import Call
-from ._codecs import Codec
+from ._codecs import DURATION_UNIT, Codec
 from ._config import RippConfig
 from ._errors import NoSuchCall, RippError
 from ._events import Event, ProtocolViolation
@@ -111,7 +111,11 @@ class EndpointCore:
             handle, lambda c: c.send_media(codec, duration, payload, now, marker=marker), now
         )
         assert isinstance(frame, MediaFrame)
+        self._media_written(handle, duration, now)
         return frame
+
+    def _media_written(self, handle: str, duration: float, now: float) -> None:
+        """Binding hook: a call wrote a media frame of ``duration`` (send slots, 11.9)."""
 
     def play(
         self,
@@ -185,6 +189,9 @@ class EndpointCore:
             if call is not None:
                 call.handle_timer(now)
                 self._dirty[handle] = None
+                units = call.take_paced_release()
+                if units is not None:  # a paced frame left: it counts for send slots
+                    self._media_written(handle, units * DURATION_UNIT, now)
 
     def _settle(self, now: float) -> None:
         """Re-arm the timers of calls touched since last time; forget finished calls."""

@@ -39,6 +39,7 @@ from aioquic.quic.packet import (
 from aioquic.quic.retry import QuicRetryTokenHandler
 
 from ._auth import Authorizer, IdentityVerifier
+from ._batch import SendSlots
 from ._call import Call
 from ._config import RippConfig
 from ._engine import (
@@ -90,6 +91,8 @@ class _QuicBinding(HttpEndpoint):
         self._engine = quic_engine(self.config.quic_engine, quic_configuration)
         self._kinds = self._engine.kinds
         self._touched: set[HttpConnection] = set()  # may have something to send
+        # Connections held back so that media of their calls leaves in one batch (11.9).
+        self._slots: SendSlots[HttpConnection] = SendSlots(self.config.send_batch_window)
         self._next_full_poll = 0.0
         self._by_cid: dict[bytes, _Connection] = {}
         self._goodbyes: list[tuple[bytes, Address]] = []
@@ -131,13 +134,19 @@ class _QuicBinding(HttpEndpoint):
         a server's time. Every ``full_poll_interval`` all are asked anyway, as a safety net.
         """
         datagrams, self._goodbyes = self._goodbyes, []
+        # A connection held for a send slot (11.9) is not asked until its batch is over:
+        # everything written on it meanwhile leaves in the same packets.
+        held = self._slots.holding(now)
         if now >= self._next_full_poll:
             self._next_full_poll = now + self.config.full_poll_interval
-            candidates = self._quic_connections()
+            candidates = [c for c in self._quic_connections() if c not in held]
         else:
-            candidates = [c for c in self._quic_connections() if c in self._touched]
-        self._touched.clear()
+            candidates = [
+                c for c in self._quic_connections() if c in self._touched and c not in held
+            ]
+        self._touched = {c for c in self._touched if c in held}
         for connection in candidates:
+            self._slots.release(connection)
             datagrams.extend(connection.quic.datagrams_to_send(now))
             if connection.closed:
                 self._drop_connection(connection)
@@ -146,12 +155,31 @@ class _QuicBinding(HttpEndpoint):
             self._stateless.clear()
         return datagrams
 
+    def _media_written(self, handle: str, duration: float, now: float) -> None:
+        connection = self._slots.group_of(handle)
+        if connection is None or handle not in connection.calls or connection.closed:
+            connection = next(
+                (c for c in self._connections if handle in c.calls and not c.closed), None
+            )
+        if connection is not None:
+            self._slots.media(connection, handle, duration, now)
+
+    def _forget_call(self, call: Call, now: float | None = None) -> None:
+        self._slots.forget_call(call.handle)
+        super()._forget_call(call, now)
+
     def _quic_timer(self) -> float | None:
-        """The earliest QUIC, handshake or idle deadline of any connection."""
-        timer: float | None = None
+        """The earliest QUIC, handshake, idle or send-slot deadline of any connection."""
+        timer: float | None = self._slots.next_deadline()
         for connection in self._quic_connections():
             idle = self._idle_deadline(connection)
-            for at in (connection.quic.get_timer(), connection.handshake_deadline, idle):
+            quic_at = connection.quic.get_timer()
+            hold = self._slots.deadline_of(connection)
+            if quic_at is not None and hold is not None:
+                # A held connection is not asked for datagrams before its batch ends: an
+                # ACK falling due meanwhile would otherwise wake us in a loop until then.
+                quic_at = max(quic_at, hold)
+            for at in (quic_at, connection.handshake_deadline, idle):
                 if at is not None and (timer is None or at < timer):
                     timer = at
         return timer
@@ -263,6 +291,7 @@ class _QuicBinding(HttpEndpoint):
 
     def _drop_connection(self, connection: _Connection) -> None:
         self._remove_connection(connection)
+        self._slots.forget_group(connection)
         self._touched.discard(connection)
         for cid in connection.cids:
             if self._by_cid.get(cid) is connection:

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import trio
 
-from ripp_core import EventRouter, RippClient, RippServer
+from ripp_core import EventRouter, RippClient, RippConfig, RippServer
 from ripp_core._events import ChecksRequested
 
 logger = logging.getLogger("ripp.trio")
@@ -182,10 +182,36 @@ class Driver:
                 self._wake(handle)
 
 
-def open_udp_socket(host: str, port: int) -> socket.socket:
-    """A bound, non-blocking UDP socket (IPv4 or IPv6 by the host's form)."""
+def open_udp_socket(host: str, port: int, config: RippConfig | None = None) -> socket.socket:
+    """A bound, non-blocking UDP socket (IPv4 or IPv6 by the host's form), its buffers
+    sized from ``config`` (``udp_receive_buffer`` / ``udp_send_buffer``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setblocking(False)
+    config = config or RippConfig()
+    size_buffer(sock, socket.SO_RCVBUF, config.udp_receive_buffer, "net.core.rmem_max")
+    size_buffer(sock, socket.SO_SNDBUF, config.udp_send_buffer, "net.core.wmem_max")
     sock.bind((host, port))
     return sock
+
+
+_capped_logged: set[int] = set()
+
+
+def size_buffer(sock: socket.socket, option: int, wanted: int, sysctl: str) -> int:
+    """Ask for a socket buffer of ``wanted`` bytes (0: leave the OS default); returns the
+    size granted. A kernel cap is logged once per process: the default (208 KiB on Linux)
+    overflows under load, so an operator should raise ``sysctl`` rather than lose packets
+    unknowingly; it is not an error, the endpoint works with what it got."""
+    if wanted > 0:
+        sock.setsockopt(socket.SOL_SOCKET, option, wanted)
+    granted = sock.getsockopt(socket.SOL_SOCKET, option)
+    # Linux reports twice the size asked for (it counts its bookkeeping); the request was
+    # capped when even that falls short of what we asked.
+    if wanted > 0 and granted < wanted and option not in _capped_logged:
+        _capped_logged.add(option)
+        logger.warning(
+            "UDP %s buffer: asked for %d bytes, the kernel granted %d (raise %s)",
+            "receive" if option == socket.SO_RCVBUF else "send", wanted, granted, sysctl,
+        )
+    return granted

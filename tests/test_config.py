@@ -33,6 +33,9 @@ MAY_BE_ZERO = {
     "dtmf_volume",
     "early_resend_reserve",
     "media_ack_delay",
+    "send_batch_window",
+    "udp_receive_buffer",
+    "udp_send_buffer",
 }
 SIZES = [
     "max_frame_size",
