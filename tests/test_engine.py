@@ -455,7 +455,8 @@ def test_engines_benchmark_smoke() -> None:
     results = {r["engine"]: r for r in engines.run(calls=(4,), seconds=1.0, repeat=1)}
     for row in results.values():
         assert row["delivered_pct"] == 100.0, row
-        assert 1.0 <= row["datagrams_per_frame"] <= 5.0, row
+        # under 1 with send slots and riding ACKs: frames of several calls share datagrams
+        assert 0.25 <= row["datagrams_per_frame"] <= 5.0, row
     assert (
         results["qh3"]["server_cpu_ms_per_call_s"]
         < 0.9 * results["aioquic"]["server_cpu_ms_per_call_s"]
