@@ -319,7 +319,11 @@ def test_held_acks_under_repair_reordering_and_duplicates(s: dict[str, Any]) -> 
     # 1 s with no copy in the 16 frames before it, so that its credit is full.
     path = sender.path_rtt
     assert path.smoothed is not None and path.variance is not None
-    if s["frames"] >= 60:  # the first, uncorrected sample (§9.5) has decayed by then
+    # The first, uncorrected sample (§9.5) has decayed after 60 frames. A frame delayed by
+    # reordering or an ACK delayed by repair is a true path sample, not a clean one, so the
+    # estimate is only checked when the last 30 frames all went at the path's own pace.
+    recent = sorted(transmissions)[-30:]
+    if s["frames"] >= 60 and not slow.intersection(recent):
         assert path.smoothed == pytest.approx(2 * one_way, abs=0.002)
     margin = max(path.variance * config.early_resend_rttvar_factor, config.early_resend_min_margin)
     bound = path.smoothed + margin + D + 0.002  # the estimates still settle a little
