@@ -143,7 +143,7 @@ def run_capacity(quick: bool, duration: float | None, baseline: str | None) -> d
         "stacks": [s.label for s in stacks],
         "baseline": {
             "commit": commit,
-            "label": stacks[1].label,
+            "label": next(s.label for s in stacks if s.root is not None),
             "same_ripp_code": base.same_code(commit),
         }
         if commit
@@ -891,7 +891,9 @@ def render_doc(results: dict[str, Any]) -> str:
             "connected and 1 s of warm-up. *ripp*: this tree's `ripp_trio` driver "
             "(`open_server`/`open_client`, `answer`, `send_audio`), default `RippConfig` "
             "but the jitter buffer off (frames reported on arrival), the server accepting any "
-            "token and Identity (per-call checks do not bear on media capacity)"
+            "token and Identity (per-call checks do not bear on media capacity); "
+            "*ripp-qh3*: the same on the optional qh3 QUIC engine "
+            "(`RippConfig.quic_engine`, protocol §17)"
             + (
                 f"; *{data['baseline']['label']}*: the same role processes run from an "
                 f"export of commit {data['baseline']['commit'][:12]} (`--baseline`), its "
