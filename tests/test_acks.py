@@ -477,9 +477,12 @@ def test_a_peer_that_holds_acks_too_long_only_costs_its_own_call(
         payload=lambda _: (Codec.PCMU, FRAME, bytes(160)),
         from_server=True,
     )
-    rogue.net.run_for(frames * FRAME + 0.5)
+    rogue.net.run_for(frames * FRAME + 2.0)
     good, good_handle = _two_way(RippConfig(jitter_buffer=False), frames=frames)
-    assert len(rogue.c2s[rogue_handle].received) == frames
+    # The rogue's own call may lose a few frames to its held ACKs (its streams stay busy and
+    # the client gives up frames older than send_queue_max_delay); it still flows. How many
+    # depends on the order of same-instant events, which varies with PYTHONHASHSEED.
+    assert len(rogue.c2s[rogue_handle].received) >= 0.9 * frames
     assert len(good.c2s[good_handle].received) == frames
     assert len(good.s2c[good_handle].received) == frames
     victim_call = rogue.rclient.calls[rogue_handle]
