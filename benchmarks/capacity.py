@@ -41,6 +41,7 @@ import attrs
 import trio
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 
+from ripp_cli._heap import freeze_startup_heap
 from ripp_core import (
     CallState,
     Codec,
@@ -717,6 +718,12 @@ def _main() -> None:
         ("client", "bare"): bare_client,
     }[(args.role, args.stack)]
 
+    # What `ripp serve` does once started (ripp_cli/_heap.py), for every stack of this tree
+    # alike; RIPP_BENCH_GC_FREEZE=0 leaves it out, to measure what it is worth.
+    out["gc_frozen"] = (
+        freeze_startup_heap() if os.environ.get("RIPP_BENCH_GC_FREEZE", "1") != "0" else 0
+    )
+
     async def main() -> None:
         with trio.move_on_after(args.lifetime + 5):
             await runner(args, recorder, out)
@@ -749,9 +756,7 @@ def _cpu_between(samples: list[list[float]], t0: float, t1: float, column: int =
 def _direction(sent: array, received: array, t0: float, t1: float) -> dict[str, float]:
     due = [t for t in sent if t0 <= t < t1]
     latencies = sorted(
-        received[i + 1] - received[i]
-        for i in range(0, len(received), 2)
-        if t0 <= received[i] < t1
+        received[i + 1] - received[i] for i in range(0, len(received), 2) if t0 <= received[i] < t1
     )
     return {
         "sent": len(due),
@@ -936,9 +941,7 @@ def run(
     return results
 
 
-def _measure_point(
-    stack: str | Stack, calls: int, duration: float, pki: Path
-) -> dict[str, Any]:
+def _measure_point(stack: str | Stack, calls: int, duration: float, pki: Path) -> dict[str, Any]:
     try:
         return run_point(stack, calls, duration, pki)
     except (RuntimeError, OSError, ValueError, KeyError) as exc:

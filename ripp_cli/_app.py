@@ -40,6 +40,7 @@ from ripp_core.testing import Impairment
 
 from . import _auth_cli, _certs, _gateway, _ops
 from ._eventlog import setup_logging
+from ._heap import freeze_startup_heap
 from ._relay_thread import RelayThread
 from ._runtime import Runtime, runtime
 
@@ -411,6 +412,8 @@ async def _serve(rt: Runtime, args: argparse.Namespace, store: Any) -> int:
                 f"ripp serve ({rt.name}): https://localhost:{server.address[1]}"
                 f"{RippConfig().calls_path}  CA {pki.ca_cert_path}",
             )
+            # Started: keep the collector's full passes off start-up objects (_heap.py).
+            freeze_startup_heap()
 
             async def handle(call: Any) -> None:
                 incoming = call.incoming
