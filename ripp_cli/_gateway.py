@@ -18,6 +18,7 @@ from ripp_core import RippConfig
 
 from . import _auth_cli, _certs
 from ._runtime import TrioRuntime
+from ._heap import freeze_startup_heap
 
 
 def add_arguments(subcommands: Any) -> None:
@@ -100,6 +101,7 @@ async def _serve(args: argparse.Namespace) -> int:  # runs until cancelled (Ctrl
                 line += (f"; ripp https://localhost:{gateway.ripp_address[1]}"
                          f"{RippConfig().calls_path} -> {args.trunk}  CA {pki.ca_cert_path}")
             print(line, flush=True)
+            freeze_startup_heap()  # started: as ripp serve does (_heap.py)
             await trio.sleep_forever()
 
 
