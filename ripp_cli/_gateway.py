@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 from ripp_core import RippConfig
 
 from . import _auth_cli, _certs
-from ._runtime import TrioRuntime
 from ._heap import freeze_startup_heap
+from ._runtime import TrioRuntime
 
 
 def add_arguments(subcommands: Any) -> None:
