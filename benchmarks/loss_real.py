@@ -43,12 +43,9 @@ TAIL = 1.0  # seconds after the last frame for stragglers and the jitter buffer 
 
 
 def _sender_cost(call: Any) -> tuple[int, float]:
-    """Early copies and their bytes per byte of new frames, from the call's core sender
-    (a benchmark reaches into the core; the driver API does not expose these counters)."""
-    core = call._endpoint.calls[call.handle]
-    sender = core.sender
-    sent = max(1, sender.stats(0.0).bytes_sent)
-    return sender.frames_early_resent, sender.bytes_early_resent / sent
+    """Early copies and their bytes per byte of new frames (the call's ``SenderStats``)."""
+    stats = call.stats().sender
+    return stats.frames_early_resent, stats.bytes_early_resent / max(1, stats.bytes_sent)
 
 
 async def _one(

@@ -143,6 +143,8 @@ class MediaSender:
         self._last_poll: float | None = None
         self._frames_early_resent = 0
         self._bytes_early_resent = 0
+        self._frames_waited = 0  # new frames that found every stream busy (§11.2)
+        self._stream_wait_max = 0.0
         self._early_resends_cancelled = 0
         # Lateness (§11.8): the peer's reported hold (ACK Delay) and our own timer lateness.
         self._peer_hold = 0.0
@@ -376,6 +378,11 @@ class MediaSender:
         while free and self._queue:
             channel, queued = free.pop(0), self._queue.pop(0)
             frame = queued.frame
+            waited = now - queued.eligible_at
+            if waited > 0 and not frame.resent:
+                # It found no free stream when it became sendable (§11.2's quantile).
+                self._frames_waited += 1
+                self._stream_wait_max = max(self._stream_wait_max, waited)
             self._transmit(channel, frame, now, queued.first_sent)
             self._frames_sent += 1
             self._bytes_sent += len(frame.payload)
@@ -606,6 +613,10 @@ class MediaSender:
             streams_busy=busy,
             streams_max_busy=max(self._max_busy, busy),
             congestion_signals=congestion_signals,
+            frames_early_resent=self._frames_early_resent,
+            bytes_early_resent=self._bytes_early_resent,
+            frames_waited=self._frames_waited,
+            stream_wait_max=self._stream_wait_max,
         )
 
     # --- internals -----------------------------------------------------------------------

@@ -53,6 +53,16 @@ class SenderStats:
     """Most streams ever busy at once."""
     congestion_signals: int
     """Times the busy fraction reached the congestion threshold."""
+    frames_early_resent: int = 0
+    """Early copies sent: frames put on a second stream because their ack was overdue
+    (protocol §11.7); not counted in ``frames_resent``."""
+    bytes_early_resent: int = 0
+    """Codec payload bytes of those copies (their cost, beside ``bytes_sent``)."""
+    frames_waited: int = 0
+    """New frames that found every stream busy and waited in the queue for one (§11.2
+    sizes N so that at most ``stream_target_quantile`` of frames do)."""
+    stream_wait_max: float = 0.0
+    """Longest such wait (seconds)."""
 
 
 @attrs.frozen

@@ -85,6 +85,9 @@ def test_overdue_ack_sends_a_copy_on_another_free_stream() -> None:
     assert copy == frame  # same sequence, timestamp and flags: not marked RESENT
     assert sender.frames_early_resent == 1
     assert sender.bytes_early_resent == len(PCMU)
+    stats = sender.stats(due)  # what an application sees (protocol 18.1)
+    assert (stats.frames_early_resent, stats.bytes_early_resent) == (1, len(PCMU))
+    assert stats.frames_resent == 0  # a copy is not a re-queued frame
     assert sender.busy_channels == 2  # the original's stream stays busy until its own ack
     # the copy's ack delivers the frame: marks and failure detection stop waiting for it
     assert ack(sender, channel, copy, due + 0.1) is not None

@@ -294,6 +294,27 @@ def test_stats_snapshot() -> None:
     assert empty.stats(0.0).rtt_latest is None
 
 
+def test_stats_count_frames_that_waited_for_a_stream_and_their_longest_wait() -> None:
+    sender = MediaSender(CONFIG)
+    sender.add_channel(10, 0.0)
+    first = opus(sender, 0.0)
+    assert sender.poll(0.0) == [(10, first)]
+    assert sender.stats(0.0).frames_waited == 0  # a free stream: no wait
+    second = opus(sender, 0.02)
+    assert sender.poll(0.02) == []  # the only stream still carries the first frame
+    ack(sender, 10, first, 0.035)
+    assert sender.poll(0.035) == [(10, second)]
+    stats = sender.stats(0.035)
+    assert stats.frames_waited == 1
+    assert stats.stream_wait_max == pytest.approx(0.015)
+    # A frame re-queued after its stream closed (RESENT) is a repair, not a wait for N.
+    sender.remove_channel(10, 0.04)
+    sender.add_channel(20, 0.05)
+    resent = sender.poll(0.05)
+    assert [frame.resent for _, frame in resent] == [True]
+    assert sender.stats(0.05).frames_waited == 1
+
+
 def test_export_and_resume_state() -> None:
     old = MediaSender(CONFIG, first_sequence=100, first_timestamp=5000)
     old.add_channel(1, 0.0)
