@@ -252,6 +252,21 @@ class Pacer:
             tick += 1
 
 
+def _stream_waits(pacer: Pacer) -> dict[str, float]:
+    """RIPP calls only: new frames that found every media stream busy and waited for one,
+    summed over the calls, and the longest wait (``SenderStats``, protocol §18.1)."""
+    waited, longest = 0, 0.0
+    for slot in pacer.slots:
+        for call in slot:
+            try:
+                sender = call.stats().sender
+            except Exception:  # an ended call without statistics
+                continue
+            waited += sender.frames_waited
+            longest = max(longest, sender.stream_wait_max)
+    return {"frames_waited": waited, "stream_wait_max": longest}
+
+
 class LatencyRouter(EventRouter):
     """The driver's EventRouter, plus a note of every media frame's arrival."""
 
@@ -431,6 +446,7 @@ async def ripp_server(args: argparse.Namespace, recorder: Recorder, out: dict[st
         await _until_stdin_closes(args.lifetime)
         profile.stop()
         out["calls"] = connected
+        out.update(_stream_waits(pacer))
         nursery.cancel_scope.cancel()
 
 
@@ -497,6 +513,7 @@ async def ripp_client(args: argparse.Namespace, recorder: Recorder, out: dict[st
         out["setup_seconds"] = time.monotonic() - began
         out["calls"] = connected
         await _measure(pacer, args.duration, out)
+        out.update(_stream_waits(pacer))
         nursery.cancel_scope.cancel()
 
 
@@ -880,6 +897,10 @@ def run_point(
         "client_pacer_lag": _lag(cmeta["lag"], t0, t1),
         "server_pacer_lag": _lag(smeta["lag"], t0, t1),
         "send_errors": cmeta["send_errors"] + smeta["send_errors"],
+        # RIPP: frames that waited for a free media stream (both ends, whole run).
+        "frames_waited": cmeta.get("frames_waited", 0) + smeta.get("frames_waited", 0),
+        "stream_wait_max_ms": 1000
+        * max(cmeta.get("stream_wait_max", 0.0), smeta.get("stream_wait_max", 0.0)),
         "errors": {"client": cmeta["errors"], "server": smeta["errors"]},
         "first_errors": {
             "client": [(t - t0, text) for t, text in cmeta["first_errors"]],
