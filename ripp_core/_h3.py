@@ -78,6 +78,10 @@ class _Connection(HttpConnection):
     handshake_done: bool = False
     handshake_deadline: float | None = None
     cids: set[bytes] = attrs.Factory(set)
+    # The QUIC connection's get_timer() as last read, and whether it may have changed
+    # since (see _QuicBinding._timer_of).
+    quic_timer: float | None = None
+    timer_stale: bool = True
 
 
 class _QuicBinding(HttpEndpoint):
@@ -140,6 +144,8 @@ class _QuicBinding(HttpEndpoint):
         if now >= self._next_full_poll:
             self._next_full_poll = now + self.config.full_poll_interval
             candidates = [c for c in self._quic_connections() if c not in held]
+            for connection in self._quic_connections():
+                connection.timer_stale = True  # the same safety net for cached timers
         else:
             candidates = [
                 c for c in self._quic_connections() if c in self._touched and c not in held
@@ -148,6 +154,7 @@ class _QuicBinding(HttpEndpoint):
         for connection in candidates:
             self._slots.release(connection)
             datagrams.extend(connection.quic.datagrams_to_send(now))
+            connection.timer_stale = True  # sending arms loss detection, clears ACK timers
             if connection.closed:
                 self._drop_connection(connection)
         if self._stateless:
@@ -168,12 +175,26 @@ class _QuicBinding(HttpEndpoint):
         self._slots.forget_call(call.handle)
         super()._forget_call(call, now)
 
+    def _timer_of(self, connection: _Connection) -> float | None:
+        """``connection.quic.get_timer()``, read again only when it may have changed.
+
+        A QUIC connection's timer moves only when it takes input (a datagram, a timer, a
+        write: all of which mark it touched) or builds packets (``datagrams_to_send``
+        marks it stale). Asking every connection after every burst of work was a tenth of
+        a busy endpoint's time; the full poll marks all stale now and then as a safety net.
+        """
+        if connection.timer_stale or connection in self._touched:
+            connection.quic_timer = connection.quic.get_timer()
+            # A touched connection may change again before it is polled: read it each time.
+            connection.timer_stale = connection in self._touched
+        return connection.quic_timer
+
     def _quic_timer(self) -> float | None:
         """The earliest QUIC, handshake, idle or send-slot deadline of any connection."""
         timer: float | None = self._slots.next_deadline()
         for connection in self._quic_connections():
             idle = self._idle_deadline(connection)
-            quic_at = connection.quic.get_timer()
+            quic_at = self._timer_of(connection)
             hold = self._slots.deadline_of(connection)
             if quic_at is not None and hold is not None:
                 # A held connection is not asked for datagrams before its batch ends: an
@@ -199,9 +220,10 @@ class _QuicBinding(HttpEndpoint):
                             connection.peer, self.config.idle_connection_timeout)
                 self._close_connection(connection, now, "idle")
                 continue
-            at = connection.quic.get_timer()
+            at = self._timer_of(connection)
             if at is not None and at <= now:
                 connection.quic.handle_timer(now)
+                connection.timer_stale = True
                 self._touched.add(connection)
                 self._process(connection, now)
 
