@@ -17,8 +17,11 @@ wire must show:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +81,58 @@ def test_echo_timestamps_follow_its_playout(
     first = sent_at[0] - echoed[0].timestamp / 48000
     worst = max(sent_at[n] - echoed[n].timestamp / 48000 - first for n in order)
     assert worst <= SEND_SLACK, worst
+
+
+API_DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+
+
+def _api_echo_snippet() -> str:
+    """The echo program of docs/api.md ("Receive audio"), the block using PlayoutClock."""
+    blocks = re.findall(r"```python\n(.*?)```", API_DOC.read_text(), re.S)
+    matches = [b for b in blocks if "PlayoutClock()" in b and "skip_audio" in b]
+    assert len(matches) == 1, "docs/api.md has one echo example with PlayoutClock"
+    return matches[0]
+
+
+@pytest.mark.timeout(60)
+def test_the_api_doc_echo_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/api.md's echo, pasted into a server handler: the caller hears its audio back."""
+    monkeypatch.setenv("RIPP_HOME", str(tmp_path))
+    import trio
+
+    import ripp_trio as ripp
+    from ripp_cli.local import client_tls, dev_identity, dev_identity_verifier, server_tls
+    from ripp_core import CallState, Codec, insecure_accept_any_bearer
+
+    namespace: dict[str, Any] = {"contextlib": contextlib}
+    body = textwrap.indent(_api_echo_snippet(), "    ")
+    exec(f"async def echo(call):\n    await call.answer()\n{body}", namespace)
+    to, from_ = "<tel:+12125551234>", "<tel:+14085551234>"
+    heard: list[MediaFrame] = []
+
+    async def main() -> None:
+        async with ripp.open_server(
+            server_tls(), authorizer=insecure_accept_any_bearer,
+            identity_verifier=dev_identity_verifier,
+        ) as server:  # fmt: skip
+            uri = f"https://localhost:{server.address[1]}/ripp/calls"
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.serve, namespace["echo"])
+                async with ripp.open_client(client_tls(), calls_uris=[uri], token="t") as client:
+                    identity = dev_identity(to, from_)
+                    call = await client.place_call(to=to, from_=from_, identity=identity)
+                    await call.wait_state(CallState.CONNECTED)
+                    for _ in range(25):
+                        call.play(Codec.PCMU, 0.02, bytes(160))
+                    with trio.move_on_after(3):
+                        async for item in call.audio():
+                            if isinstance(item, MediaFrame):
+                                heard.append(item)
+                                if len(heard) == 25:
+                                    break
+                    await call.terminate()
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert len(heard) == 25
+    assert heard[0].marker and [f.sequence for f in heard] == list(range(25))
