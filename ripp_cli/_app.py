@@ -32,6 +32,7 @@ from ripp_core import (
     MediaFrame,
     MediaGap,
     NoSuchCall,
+    PlayoutClock,
     RippConfig,
     RippError,
 )
@@ -328,8 +329,15 @@ async def serve_call(
     c2s: Direction,
     record: Path | None,
 ) -> None:
-    """Answer ``call``; echo what arrives (or play a WAV), record it if asked."""
+    """Answer ``call``; echo what arrives (or play a WAV), record it if asked.
+
+    The echo sends each frame as its jitter buffer plays it out, so the echoed
+    direction's media clock follows that playout (protocol 9.4): a
+    :class:`~ripp_core.PlayoutClock` says how much to skip for concealed gaps and for
+    playout that stretched, or the caller's jitter buffer would see frames late.
+    """
     recorder = Recorder(record)
+    clock = PlayoutClock(ripp_config(args))
     try:
         await call.ring()
         await rt.sleep(0.1)
@@ -339,19 +347,22 @@ async def serve_call(
                 call.play(CODECS[args.codec], args.frame_ms / 1000, payload)
         async for item in call.audio():
             recorder.add(item)
-            if not isinstance(item, MediaFrame):
+            if isinstance(item, MediaFrame):
+                arrival = call.arrival_time(item.sequence)
+                if item.sequence in c2s.received:
+                    c2s.duplicates += 1
+                c2s.received[item.sequence] = arrival if arrival is not None else rt.now()
+            if not echo or call.ended is not None:
                 continue
-            arrival = call.arrival_time(item.sequence)
-            if item.sequence in c2s.received:
-                c2s.duplicates += 1
-            c2s.received[item.sequence] = arrival if arrival is not None else rt.now()
-            if echo and call.ended is None:
-                try:
+            skip = clock.played(item, rt.now())
+            try:
+                if skip:
+                    call.skip_audio(skip)
+                if isinstance(item, MediaFrame):
                     sent = call.send_audio(item.codec, item.duration, item.payload)
-                except Exception as exc:  # the call may be ending under us
-                    log.info("[server %s] echo stopped: %s", call.incoming.uri, exc)
-                    continue
-                s2c.sent[sent.sequence] = rt.now()
+                    s2c.sent[sent.sequence] = rt.now()
+            except Exception as exc:  # the call may be ending under us
+                log.info("[server %s] echo stopped: %s", call.incoming.uri, exc)
     finally:
         recorder.close()
         with contextlib.suppress(NoSuchCall):

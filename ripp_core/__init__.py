@@ -33,6 +33,7 @@ from ._engine import EngineUnavailable
 from ._errors import (
     BadDuration,
     BadRequest,
+    BadSkip,
     BufferOverflow,
     CallHandedOver,
     ChecksTimedOut,
@@ -86,6 +87,7 @@ from ._h2 import H2_ALPN, RippH2Client, RippH2Server
 from ._h3 import RippClient, RippServer
 from ._headers import NameAddr, ReestablishMarker, parse_name_addr
 from ._messages import Answer, Message, Move, Pending, Ringing, Streams, Terminate
+from ._playout_clock import PlayoutClock
 from ._quality import CODEC_IMPAIRMENT, CodecImpairment, mos_estimate, mos_from_r, r_factor
 from ._router import (
     AudioItem,
@@ -126,6 +128,7 @@ __all__ = [
     "Authorizer",
     "BadDuration",
     "BadRequest",
+    "BadSkip",
     "BufferOverflow",
     "Call",
     "CallAttached",
@@ -185,6 +188,7 @@ __all__ = [
     "Overloaded",
     "OwnerAlive",
     "Pending",
+    "PlayoutClock",
     "ProtocolViolation",
     "ReceiverStats",
     "ReestablishMarker",

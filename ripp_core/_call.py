@@ -23,6 +23,7 @@ from ._config import RippConfig
 from ._dtmf import decode_event, digit_items
 from ._errors import (
     H3_REQUEST_CANCELLED,
+    BadSkip,
     CallHandedOver,
     FrameError,
     LocalFrameError,
@@ -418,6 +419,21 @@ class Call:
         frame = self.sender.enqueue(codec, units, payload, now, marker=marker)
         self._pump(now)
         return frame
+
+    def skip_media(self, duration: float, now: float) -> int:
+        """Advance this direction's media clock by ``duration`` seconds without sending
+        (protocol 9.4): the next frame's timestamp covers the time, and carries MARKER if
+        at least its own duration was skipped since the previous frame. For an
+        application relaying a playout clock of its own (see :class:`PlayoutClock`).
+        Returns the whole 0.5 ms units skipped now (the remainder is kept).
+
+        Not while paced audio waits (:meth:`play`): the pacer keeps that audio's clock,
+        and a skip now would land before audio already queued.
+        """
+        self._require_sendable()
+        if self.pacer.next_deadline() is not None:
+            raise BadSkip("skip_media while paced audio is waiting")
+        return self.sender.skip(duration)
 
     def play(
         self, codec: Codec, duration: float, payload: bytes, now: float, *, marker: bool = False

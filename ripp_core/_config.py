@@ -10,6 +10,8 @@ from typing import Any
 
 import attrs
 
+from ._codecs import MEDIA_CLOCK_RATE
+
 #: QUIC + HTTP/3 implementations the HTTP/3 binding can run on (``RippConfig.quic_engine``).
 QUIC_ENGINES = ("aioquic", "qh3")
 
@@ -22,6 +24,15 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if not value >= 0:  # also rejects NaN
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+# Half the timestamp space in 48 kHz ticks: a longer skip would wrap into the past.
+_SKIP_TICKS_LIMIT = 1 << 31
+
+
+def _skip_limit(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 < value * MEDIA_CLOCK_RATE < _SKIP_TICKS_LIMIT:  # also rejects NaN
+        raise ValueError(f"{attribute.name} must be > 0 and < 2^31 ticks, got {value!r}")
 
 
 @attrs.frozen
@@ -111,6 +122,11 @@ class RippConfig:
     """A frame waiting this long for a free stream is dropped (counted)."""
     migration_buffer: float = attrs.field(default=5.0, validator=_positive)
     """Media (in media time) buffered while a call migrates; older is dropped."""
+    media_skip_max: float = attrs.field(default=3600.0, validator=_skip_limit)
+    """Most media time a sender's clock may skip between two frames (``skip_media``,
+    protocol 9.4); one skip beyond it is refused, and skips that add up beyond it are
+    capped. Well under the 2^31 ticks (12.4 hours) beyond which a timestamp difference
+    is ambiguous modulo 2^32."""
     receive_window: int = attrs.field(default=1024, validator=_positive)
     """Sequence numbers remembered for duplicate detection."""
     max_sequence_jump: int = attrs.field(default=1024, validator=_positive)

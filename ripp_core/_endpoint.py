@@ -130,6 +130,13 @@ class EndpointCore:
         """Queue audio at any speed; it leaves at real-time pace (R23, paced sender)."""
         self._command(handle, lambda c: c.play(codec, duration, payload, now, marker=marker), now)
 
+    def skip_media(self, handle: str, duration: float, now: float) -> int:
+        """Advance a call's sending media clock without sending (protocol 9.4); returns
+        the whole 0.5 ms units skipped (see :meth:`Call.skip_media`)."""
+        units = self._command(handle, lambda c: c.skip_media(duration, now), now)
+        assert isinstance(units, int)
+        return units
+
     def send_dtmf(
         self, handle: str, digits: str, now: float, *, duration: float | None = None
     ) -> None:

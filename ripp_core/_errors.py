@@ -229,6 +229,11 @@ class LocalFrameError(LocalProtocolError):
     codec identifier) or the frame size limit: what :class:`FrameError` is for a peer."""
 
 
+class BadSkip(LocalProtocolError):
+    """A media clock skip we were asked for is not a finite duration between 0 and
+    ``RippConfig.media_skip_max`` (protocol 9.4), or came while paced audio waits."""
+
+
 class LocalBadRequest(LocalProtocolError):
     """A call we were asked to place has a malformed ``to``, ``from_`` or header field:
     what :class:`BadRequest` is for a peer."""

@@ -9,6 +9,10 @@ A lost frame itself would still wait for QUIC's loss recovery (a probe timeout, 
 RTTs). So when a frame's ack is overdue, the sender puts a copy of it on another free
 stream (an *early re-send*, protocol §11.7) if the copy can still arrive in time to be
 played; the receiver drops whichever copy comes second.
+
+The sender owns its direction's media clock. Each frame's timestamp follows the previous
+frame's; :meth:`MediaSender.skip` lets an application that relays a playout clock of its
+own (an echo, a bridge) advance it across time it had nothing to send (protocol 9.4).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import attrs
 
 from ._codecs import DURATION_UNIT, Codec, units_to_ticks
 from ._config import RippConfig
-from ._errors import LocalProtocolError
+from ._errors import BadSkip, LocalProtocolError
 from ._frames import (
     FLAG_MARKER,
     FLAG_RESENT,
@@ -31,6 +35,9 @@ from ._stats import RttEstimator, SenderStats, sequence_delta
 #: Frame interval assumed before the first frame is enqueued (the usual 20 ms packetization).
 DEFAULT_FRAME_INTERVAL = 0.02
 _MICROSECONDS = 1e6
+# Skips arrive as float seconds; one that is a whole number of units up to float rounding
+# (41 * 0.0005 is not exactly 0.0205) must count as that many units, not one less.
+_UNIT_TOLERANCE = 1e-6
 
 
 @attrs.frozen
@@ -48,6 +55,10 @@ class SenderState:
     """Media timestamp (48 kHz ticks) of the next new frame."""
     frames: tuple[MediaFrame, ...]
     """Frames not yet acknowledged, in sequence order."""
+    skipped_units: int = 0
+    """Media time skipped (:meth:`MediaSender.skip`, 0.5 ms units) since the last new
+    frame; already counted in ``next_timestamp``. It decides whether the next new frame
+    carries MARKER, so a pause that spans the hand-over is still marked."""
 
 
 @attrs.frozen
@@ -119,6 +130,8 @@ class MediaSender:
         self._config = config
         self._next_sequence = first_sequence
         self._next_timestamp = first_timestamp
+        self._skipped_units = 0  # skipped since the last new frame (decides MARKER)
+        self._skip_residue = 0.0  # seconds skipped but less than one unit, kept to add up
         self._queue: list[_Queued] = []
         self._channels: dict[int, _Channel] = {}
         self._last_ack_sent_at: float | None = None  # send time of the newest acked frame
@@ -165,6 +178,7 @@ class MediaSender:
         sender = cls(
             config, first_sequence=state.next_sequence, first_timestamp=state.next_timestamp
         )
+        sender._skipped_units = state.skipped_units
         for frame in state.frames:
             sender._queue.append(_Queued(frame, now))
             sender._frames_enqueued += 1
@@ -317,8 +331,10 @@ class MediaSender:
         does not allow the duration or payload.
 
         MARKER is set whatever ``marker`` says on the first frame a call sends (protocol
-        9.1) and on the first telephone-event frame of each event (10.4: after any other
-        frame, or after a telephone-event frame with the End bit).
+        9.1), on the first telephone-event frame of each event (10.4: after any other
+        frame, or after a telephone-event frame with the End bit), and after a pause: when
+        :meth:`skip` advanced the clock since the previous frame by at least this frame's
+        duration (9.4).
         """
         event = codec is Codec.TELEPHONE_EVENT
         ends = event and len(payload) > 1 and bool(payload[1] & 0x80)
@@ -326,6 +342,12 @@ class MediaSender:
             marker = True
         elif event and not self._event_open and payload != self._last_end:
             marker = True  # a new event (a repeated End frame, RTP style, is not one)
+        elif self._skipped_units >= duration_units:
+            # A whole frame's time or more went by unsent: a talkspurt starts, and the
+            # receiver may re-align its playout. Less is the relayed playout stretching
+            # within a talkspurt, which the timestamps alone carry.
+            marker = True
+        self._skipped_units = 0
         self._event_open = event and not ends
         self._last_end = payload if ends else (self._last_end if event else b"")
         frame = MediaFrame(
@@ -346,6 +368,43 @@ class MediaSender:
         self._expire(now)
         self._trim_to_migration_buffer()
         return frame
+
+    def skip(self, duration: float) -> int:
+        """Advance the media clock by ``duration`` seconds without sending (protocol 9.4).
+
+        The next new frame's timestamp covers the skipped time, as RTP's does across
+        silence (RFC 3550 5.1: the timestamp reflects the sampling instant). The clock
+        moves in whole wire units (0.5 ms = 24 ticks, so an 8 kHz RTP mapping stays
+        exact); the remainder is kept and added to the next skip, so small skips add up
+        instead of vanishing. Returns the whole units the clock advanced now.
+
+        The time skipped since the last new frame is capped at ``media_skip_max`` (beyond
+        it the next frame carries MARKER and the receiver re-aligns on that anyway); a
+        single skip that is negative, not finite or longer than ``media_skip_max`` raises
+        :class:`~ripp_core.BadSkip`. Frames already queued keep their timestamps.
+        """
+        limit = self._config.media_skip_max
+        if not 0.0 <= duration <= limit:  # also rejects NaN and infinities
+            raise BadSkip(f"skip of {duration!r} s is not within 0..{limit} s")
+        total = self._skip_residue + duration
+        units = int(total / DURATION_UNIT + _UNIT_TOLERANCE)
+        self._skip_residue = max(0.0, total - units * DURATION_UNIT)
+        room = int(limit / DURATION_UNIT) - self._skipped_units
+        if units > room:
+            units, self._skip_residue = room, 0.0
+        self._skipped_units += units
+        self._next_timestamp = (self._next_timestamp + units_to_ticks(units)) % TIMESTAMP_MODULUS
+        return units
+
+    @property
+    def next_timestamp(self) -> int:
+        """Timestamp (48 kHz ticks) the next enqueued frame will get."""
+        return self._next_timestamp
+
+    @property
+    def skipped_units(self) -> int:
+        """Media time skipped since the last new frame, in 0.5 ms units."""
+        return self._skipped_units
 
     def clear(self) -> int:
         """Drop every queued (not yet sent) frame, for barge-in (R23); return how many.
@@ -497,7 +556,9 @@ class MediaSender:
         }
         frames += in_flight.values()
         frames.sort(key=lambda frame: sequence_delta(frame.sequence, self._next_sequence))
-        return SenderState(self._next_sequence, self._next_timestamp, tuple(frames))
+        return SenderState(
+            self._next_sequence, self._next_timestamp, tuple(frames), self._skipped_units
+        )
 
     # --- timers and statistics -----------------------------------------------------------
 

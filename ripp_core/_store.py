@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from ._call import Call, CallHandoff, CallRequest
+from ._codecs import DURATION_UNIT
 from ._config import RippConfig
 from ._frames import (
     SEQUENCE_MODULUS,
@@ -211,6 +212,7 @@ def encode_handoff(handoff: CallHandoff, next_hop: bytes = b"") -> bytes:
         "state": handoff.state.value,
         "next_sequence": handoff.sender.next_sequence,
         "next_timestamp": handoff.sender.next_timestamp,
+        "skipped_units": handoff.sender.skipped_units,
         "frames": [_b64(encode_media(frame)) for frame in handoff.sender.frames],
         "highest": handoff.receiver.highest,
         "recent": sorted(handoff.receiver.recent),
@@ -235,6 +237,10 @@ def decode_handoff(data: bytes, config: RippConfig) -> tuple[CallHandoff, bytes]
         if len(decoded) != 1 or not isinstance(decoded[0], MediaFrame):
             raise ValueError("a handoff frame is not one MEDIA frame")
         frames.append(decoded[0])
+    # Absent in documents written before skips existed: nothing was skipped.
+    skipped = int(doc.get("skipped_units", 0))
+    if not 0 <= skipped <= int(config.media_skip_max / DURATION_UNIT):
+        raise ValueError(f"skipped_units {skipped} out of range")
     request = CallRequest(
         to=parse_name_addr(str(doc["to"])),
         from_=parse_name_addr(str(doc["from"])),
@@ -245,7 +251,9 @@ def decode_handoff(data: bytes, config: RippConfig) -> tuple[CallHandoff, bytes]
     handoff = CallHandoff(
         request=request,
         state=CallState(doc["state"]),
-        sender=SenderState(int(doc["next_sequence"]), int(doc["next_timestamp"]), tuple(frames)),
+        sender=SenderState(
+            int(doc["next_sequence"]), int(doc["next_timestamp"]), tuple(frames), skipped
+        ),
         receiver=ReceiverWindow(
             None if doc["highest"] is None else int(doc["highest"]),
             frozenset(int(n) for n in doc["recent"]),

@@ -211,6 +211,20 @@ class Call:
             )
         )
 
+    def skip_audio(self, seconds: float) -> int:
+        """Let the sending media clock run ``seconds`` without sending (protocol 9.4).
+
+        For an application that relays its own playout (an echo, a conference bridge):
+        feed each item of :meth:`audio` and the time it played to a
+        :class:`~ripp_core.PlayoutClock`, and skip what it says before sending, so the
+        frames' timestamps keep pace with when they are sent. The next frame carries
+        MARKER if at least its own duration was skipped. Returns the whole 0.5 ms units
+        skipped now; a remainder is kept for the next skip. Raises
+        :class:`~ripp_core.BadSkip` for a negative, non-finite or too long skip
+        (``RippConfig.media_skip_max``) or while :meth:`play` audio is waiting.
+        """
+        return self._command(lambda now: self._endpoint.skip_media(self.handle, seconds, now))
+
     def play(self, codec: Codec, duration: float, payload: bytes) -> None:
         """Queue audio at any speed; it leaves at real-time pace (R23)."""
         self._command(lambda now: self._endpoint.play(self.handle, codec, duration, payload, now))

@@ -214,6 +214,27 @@ def test_demo_through_impairing_relay(tmp_path: Path) -> None:
     assert 80 <= result["rtt_ms"]["p50"] <= 160
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_demo_echo_plays_as_well_as_it_hears_under_loss(tmp_path: Path) -> None:
+    """Issue 12: the echo sends each frame as its jitter buffer plays it, and its media
+    clock follows that playout (protocol 9.4), so the caller's jitter buffer finds the
+    echoed frames about as timely as the server found the originals. Before the fix the
+    echo's timestamps ran contiguous while its playout stretched (gaps, rising delay):
+    server->client dropped 9-19 frames as late where client->server dropped 2-4."""
+    args = ("--delay-ms", "50", "--loss", "0.05", "--seconds", "10", "--seed", "2")
+    result = last_json(ripp(tmp_path, "demo", "--json", *args, timeout=100))
+    c2s = result["media"]["client_to_server"]
+    s2c = result["media"]["server_to_client"]
+    for name, row in (("c2s", c2s), ("s2c", s2c)):
+        assert row["lost"] == 0, (name, row)
+        assert row["received"] + row["late"] == row["sent"], (name, row)
+    assert c2s["sent"] == 500
+    assert s2c["sent"] >= 480, s2c  # the echo sends what it played (the rest was late)
+    # Generous: the machine may be loaded, which makes both directions late more often.
+    assert s2c["late"] <= max(2 * c2s["late"], 8), (c2s, s2c)
+
+
 # ------------------------------------------------------------------ recordings
 @pytest.mark.timeout(60)
 def test_demo_records_the_echo(tmp_path: Path) -> None:
