@@ -49,6 +49,7 @@ class Pacer:
         self._queue: deque[PacedItem] = deque()
         self._next: float | None = None  # when the head of the queue may go
         self._clock: float | None = None  # end of the audio released so far
+        self._paused_since: float | None = None  # queue ran dry with audio finished then
 
     @property
     def queued(self) -> int:
@@ -69,6 +70,8 @@ class Pacer:
             # Continue the running clock if the previous audio has not finished playing,
             # so back-to-back bursts join without a gap or an overlap.
             self._next = max(now, self._clock) if self._clock is not None else now
+            if self._clock is not None and now > self._clock:
+                self._paused_since = self._clock  # the audio stopped for a while
         self._queue.append(item)
 
     def due(self, now: float) -> list[PacedFrame | PacedMark]:
@@ -77,6 +80,16 @@ class Pacer:
         while self._queue and self._next is not None and self._next <= now:
             item = self._queue.popleft()
             if isinstance(item, PacedFrame):
+                paused = self._paused_since
+                self._paused_since = None
+                if (
+                    paused is not None
+                    and self._next - paused >= item.duration_units * DURATION_UNIT
+                ):
+                    # Nothing was sent for a frame's time or more: this frame starts a
+                    # talkspurt and carries MARKER (protocol 9.4), so the receiver may
+                    # re-align its playout. A shorter lull is within a talkspurt.
+                    item = attrs.evolve(item, marker=True)
                 out.append(item)
                 self._next += item.duration_units * DURATION_UNIT
                 self._clock = self._next
@@ -105,6 +118,7 @@ class Pacer:
         self._queue.clear()
         self._next = None
         self._clock = None
+        self._paused_since = None
         return frames, marks
 
     def next_deadline(self) -> float | None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ripp_core import Codec, DtmfReceived, LocalProtocolError, MarkReached
+from ripp_core import Codec, DtmfReceived, LocalProtocolError, MarkReached, MediaReceived
 from ripp_core._dtmf import decode_event, digit_items
 from ripp_core._pacer import PacedFrame, PacedMark, PacedPause, Pacer
 from ripp_core.testing import Impairment
@@ -91,6 +91,53 @@ def test_dtmf_digit_frames_follow_rfc4733() -> None:
     assert frames[0].marker and not frames[1].marker and frames[5].marker
     with pytest.raises(LocalProtocolError):
         digit_items("5x", duration=0.1, gap=0.05, volume=10, frame_duration=0.02)
+
+
+def test_audio_resumed_after_a_pause_of_a_frame_or_more_carries_marker() -> None:
+    pacer = Pacer()
+    pacer.push(FRAME, now=0.0)
+    assert pacer.due(0.0) == [FRAME]  # plays until 0.02
+    pacer.push(FRAME, now=0.025)  # a 5 ms lull: still the same talkspurt
+    assert pacer.due(0.025) == [FRAME]
+    pacer.push(FRAME, now=0.045)  # on time (the previous one ends at 0.045): no pause
+    assert pacer.due(0.045) == [FRAME]
+    pacer.push(FRAME, now=0.2)  # 135 ms of nothing: a new talkspurt
+    pacer.push(FRAME, now=0.2)
+    resumed = pacer.due(0.22)
+    assert [frame.marker for frame in resumed] == [True, False]
+    # Exactly one frame's time of silence is a pause too.
+    pacer.push(FRAME, now=0.26)
+    assert [frame.marker for frame in pacer.due(0.26)] == [True]
+    # After barge-in (clear) the next audio starts afresh; nothing is left to mark.
+    pacer.push(FRAME, now=0.5)
+    pacer.clear()
+    pacer.push(FRAME, now=0.6)
+    assert [frame.marker for frame in pacer.due(0.6)] == [False]
+
+
+def test_paced_audio_after_a_pause_reaches_the_peer_with_marker() -> None:
+    trunk = Trunk(impairment=Impairment(delay=0.02))
+    handle = trunk.connect()
+    flags: dict[int, bool] = {}
+
+    def note(event: object) -> None:
+        if isinstance(event, MediaReceived):
+            flags[event.frame.sequence] = event.frame.marker
+
+    trunk.servers["a"].reactors.append(note)
+    now = trunk.net.now
+    for index in range(5):
+        trunk.rclient.play(handle, Codec.PCMU, 0.02, bytes([index]) * 160, now)
+    trunk.client.drain()
+    trunk.net.run_for(0.5)  # the five frames play out, then 400 ms of silence
+    now = trunk.net.now
+    for index in range(5):
+        trunk.rclient.play(handle, Codec.PCMU, 0.02, bytes([index]) * 160, now)
+    trunk.client.drain()
+    trunk.net.run_for(0.5)
+    assert sorted(flags) == list(range(10))
+    # The first frame of the call and the first after the pause, and no other.
+    assert [s for s, marker in sorted(flags.items()) if marker] == [0, 5]
 
 
 def test_audio_handed_over_at_once_leaves_at_real_time_pace() -> None:
