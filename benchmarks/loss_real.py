@@ -137,9 +137,23 @@ def run(
     return {"seconds": seconds, "delay": delay, "loss": loss, "runs": runs}
 
 
-if __name__ == "__main__":
+def _main() -> None:
+    import argparse
     import json
-    import sys
 
-    seeds = tuple(int(s) for s in sys.argv[1:]) or (1, 2, 3)
-    print(json.dumps(run(seeds=seeds), indent=1))
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.loss_real", description=__doc__.split("\n", 1)[0]
+    )
+    parser.add_argument("seeds", nargs="*", type=int, default=[1, 2, 3], help="relay seeds")
+    parser.add_argument("--seconds", type=float, default=10.0, help="media per run")
+    parser.add_argument("--delay-ms", type=float, default=50.0, help="one-way delay")
+    parser.add_argument("--loss", type=float, default=0.05, help="loss per datagram")
+    args = parser.parse_args()
+    result = run(
+        seeds=tuple(args.seeds), seconds=args.seconds, delay=args.delay_ms / 1000, loss=args.loss
+    )
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    _main()
