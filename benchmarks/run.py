@@ -397,6 +397,15 @@ def _versus(medians: dict[str, dict[str, float]], stack: str, other: str | None)
                   medians[other]["server_cpu_ms_per_call_s"])  # fmt: skip
 
 
+def _waited(point: dict[str, Any]) -> str:
+    """RIPP points: frames that found every media stream busy (both ends, the whole run
+    with set-up and warm-up) and the longest wait; older results and bare H3 have none."""
+    waited = point.get("frames_waited")
+    if waited is None or point["stack"].startswith("bare"):
+        return "-"
+    return f"{waited} ({fmt(point.get('stream_wait_max_ms'), 0)})"
+
+
 def render_capacity(data: dict[str, Any]) -> str:
     """The fixed-load CPU table, the kept-up search and its ratios."""
     stacks = _stacks(data)
@@ -481,6 +490,7 @@ def render_capacity(data: dict[str, Any]) -> str:
                 fmt(p["server_cpu_ms_per_call_s"], 2),
                 fmt(p.get("server_core_pct"), 0),
                 fmt(p["datagrams_per_frame"], 2),
+                _waited(p),
                 _load(p),
                 "yes" if p.get("retried") else "",
             ]
@@ -488,7 +498,7 @@ def render_capacity(data: dict[str, Any]) -> str:
     points = table(
         ["stack", "calls", "kept up", "delivered % c→s / s→c", "p99 ms c→s / s→c",
          "server CPU ms per call-s", "server core %", "datagrams per frame",
-         "other load %", "second try"],
+         "frames that waited for a stream, whole run (longest ms)", "other load %", "second try"],
         point_rows,
     )  # fmt: skip
     ripp = found.get("ripp", {}).get("kept_up", 0)
