@@ -897,8 +897,13 @@ def run_point(
         "client_pacer_lag": _lag(cmeta["lag"], t0, t1),
         "server_pacer_lag": _lag(smeta["lag"], t0, t1),
         "send_errors": cmeta["send_errors"] + smeta["send_errors"],
-        # RIPP: frames that waited for a free media stream (both ends, whole run).
-        "frames_waited": cmeta.get("frames_waited", 0) + smeta.get("frames_waited", 0),
+        # RIPP: frames that waited for a free media stream (both ends, whole run); None
+        # from role processes that do not count them (bare H3, an older tree's).
+        "frames_waited": (
+            cmeta["frames_waited"] + smeta["frames_waited"]
+            if "frames_waited" in cmeta and "frames_waited" in smeta
+            else None
+        ),
         "stream_wait_max_ms": 1000
         * max(cmeta.get("stream_wait_max", 0.0), smeta.get("stream_wait_max", 0.0)),
         "errors": {"client": cmeta["errors"], "server": smeta["errors"]},
