@@ -209,7 +209,7 @@ class MediaBridge:
             extent = (int.from_bytes(payload[2:4], "big") * rate // 8000
                       if len(payload) == 4 else 0)
         else:
-            units = extent = frame_units
+            units = extent = round(self.assembler.duration_of(fmt.codec, payload) * rate)
         arrival = Arrival(packet.ssrc, packet.sequence, packet.timestamp, fmt.codec, payload,
                           packet.marker, units, extent)
         out: list[FrameOut | SkipOut] = []

@@ -13,7 +13,7 @@ import struct
 
 import attrs
 
-from ripp_core import Codec, ReceiverStats
+from ripp_core import ALLOWED_DURATION_UNITS, Codec, ReceiverStats
 
 from ._errors import RtpError
 
@@ -171,7 +171,18 @@ class FrameAssembler:
             self._pending_codec = codec
             self._pending += payload
             return out + self._cut()
-        return [*self._discard(), FrameOut(codec, self.ptime, payload, marker)]
+        return [*self._discard(), FrameOut(codec, self.duration_of(codec, payload), payload,
+                                           marker)]
+
+    def duration_of(self, codec: Codec, payload: bytes) -> float:
+        """The RIPP frame duration of a non-G.711 packet: an Opus packet's own (its TOC
+        byte) when RIPP allows it, else the negotiated ptime (CN, telephone-event, and
+        Opus packets RIPP cannot carry as they are, e.g. 120 ms)."""
+        if codec is Codec.OPUS:
+            seconds = opus_duration(payload)
+            if seconds is not None and round(seconds / 0.0005) in ALLOWED_DURATION_UNITS[codec]:
+                return seconds
+        return self.ptime
 
     def fill(self, gap: int, clock_rate: int) -> list[FrameOut | SkipOut]:
         """Output for ``gap`` RTP units of missed media before the next packet."""
@@ -217,6 +228,27 @@ class FrameAssembler:
         self._pending.clear()
         self._pending_codec = None
         return [SkipOut(seconds)]
+
+
+#: Opus frame sizes by TOC configuration (RFC 6716 §3.1, Table 2), in ms: SILK 0-11,
+#: Hybrid 12-15, CELT 16-31.
+_OPUS_FRAME_MS = (10, 20, 40, 60) * 3 + (10, 20) * 2 + (2.5, 5, 10, 20) * 4
+
+
+def opus_duration(payload: bytes) -> float | None:
+    """An Opus packet's duration in seconds from its TOC byte (RFC 6716 §3.1), or None
+    for an empty or malformed packet."""
+    if not payload:
+        return None
+    toc = payload[0]
+    code = toc & 0x03
+    if code == 3:
+        if len(payload) < 2:
+            return None
+        frames = payload[1] & 0x3F
+    else:
+        frames = 1 if code == 0 else 2
+    return frames * _OPUS_FRAME_MS[toc >> 3] / 1000 or None
 
 
 def scale_event_duration(payload: bytes, factor: float) -> bytes:

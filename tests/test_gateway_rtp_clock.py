@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from ripp_core import Codec
 from ripp_sip import Negotiated, RtpFormat, RtpPacket, RtpSender, SkipOut
 from ripp_sip._mapping import MediaBridge
-from ripp_sip._rtp import FrameOut
+from ripp_sip._rtp import FrameOut, opus_duration
 
 PCMU = RtpFormat(0, Codec.PCMU, 8000)
 PCMA = RtpFormat(8, Codec.PCMA, 8000)
@@ -136,6 +136,27 @@ def test_opus_at_48khz_is_skipped_in_its_own_clock() -> None:
     clock = _run(bridge, packets)
     assert [round(t, 6) for t, _ in clock.frames] == [round(0.02 * i, 6) for i in sent]
     assert clock.skips == [0.04]
+
+
+def test_opus_frame_duration_comes_from_its_toc_not_the_ptime() -> None:
+    bridge = _bridge(OPUS, event=EVENT_48K, ptime=20)
+    forty = bytes([2 << 3]) + b"\x00"  # SILK config 2: one 40 ms frame
+    packets = [RtpPacket(96, i, 1920 * i, 9, forty, False).to_bytes() for i in (0, 1, 3)]
+    clock = _run(bridge, packets)
+    assert [(round(t, 6), f.duration) for t, f in clock.frames] == [
+        (0.0, 0.04), (0.04, 0.04), (0.12, 0.04)]
+    assert clock.skips == [0.04]
+
+
+def test_opus_duration_from_toc() -> None:
+    assert opus_duration(bytes([31 << 3])) == 0.02  # CELT 20 ms, code 0
+    assert opus_duration(bytes([(16 << 3) | 1])) == 0.005  # two CELT 2.5 ms frames
+    assert opus_duration(bytes([(3 << 3) | 3, 2])) == 0.12  # two SILK 60 ms frames
+    assert opus_duration(bytes([3]) ) is None and opus_duration(b"") is None
+    bridge = _bridge(OPUS, event=EVENT_48K, ptime=20)
+    too_long = bytes([(3 << 3) | 1])  # 120 ms: RIPP cannot carry it whole; ptime it is
+    (frame,) = bridge.frames_from_rtp(RtpPacket(96, 0, 0, 9, too_long, False).to_bytes())
+    assert isinstance(frame, FrameOut) and frame.duration == 0.02
 
 
 def test_dtmf_event_packets_share_a_timestamp_and_are_not_late() -> None:
