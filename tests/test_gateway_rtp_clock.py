@@ -423,3 +423,67 @@ def test_other_ssrcs_never_disturb_the_confirmed_stream(
     assert [round(t, 6) for t, _ in clock.frames] == [round(0.02 * i, 6) for i in range(40)]
     assert [f.payload[0] for _, f in clock.frames] == [i % 0x7F for i in range(40)]
     assert clock.skips == []
+
+
+_segment = st.tuples(
+    st.integers(1, 8),                       # audio packets in the talkspurt
+    st.sets(st.integers(0, 7), max_size=3),  # which of them are lost
+    st.integers(0, 3),                       # silence before it, in 100 ms
+    st.integers(2, 8),                       # event length in 20 ms packets
+    st.sets(st.integers(0, 7), max_size=3),  # event updates lost
+    st.integers(1, 3),                       # End copies received
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(segments=st.lists(_segment, min_size=1, max_size=6), ts0=st.integers(0, 2**32 - 1),
+       seq0=st.integers(0, 0xFFFF))
+def test_dtmf_among_talkspurts_never_late_and_audio_on_schedule(
+        segments: list[tuple[int, set[int], int, int, set[int], int]], ts0: int,
+        seq0: int) -> None:
+    """Talkspurts with loss and silence, each followed by an RFC 4733 event (updates every
+    20 ms sharing the event's timestamp, some lost, the End repeated): nothing is late,
+    every audio frame is on its timestamp, each event's frames lie within the event's
+    time, and each End reaches RIPP once."""
+    bridge = _bridge()
+    clock = RippClock()
+    ts, seq = 0, 0
+    expected_audio: list[float] = []
+    events: list[tuple[float, float]] = []
+    first = True
+
+    def send(data: bytes) -> None:
+        nonlocal first
+        clock.feed(bridge.frames_from_rtp(data))
+        first = False
+
+    for talk, lost, silence, length, lost_updates, ends in segments:
+        ts += 800 * silence if not first else 0
+        for i in range(talk):
+            if i in lost and not first:
+                seq += 1
+            else:
+                expected_audio.append(ts / 8000)
+                send(_pcmu(seq0 + seq, ts0 + ts, marker=i == 0))
+                seq += 1
+            ts += 160
+        events.append((ts / 8000, (ts + 160 * length) / 8000))
+        for k in range(1, length):
+            if k - 1 not in lost_updates:
+                send(_event(seq0 + seq, ts0 + ts, 160 * k, marker=k == 1))
+            seq += 1
+        for _ in range(ends):
+            send(_event(seq0 + seq, ts0 + ts, 160 * length, end=True))
+            seq += 1
+        ts += 160 * length
+    timeline = bridge.timeline
+    assert timeline is not None
+    assert (timeline.late, timeline.rejected, timeline.reanchored) == (0, 0, 0)
+    audio = [t for t, f in clock.frames if f.codec is Codec.PCMU]
+    assert len(audio) == len(expected_audio)
+    assert all(abs(a - e) < 1e-9 for a, e in zip(audio, expected_audio, strict=True))
+    event_frames = [(t, f) for t, f in clock.frames if f.codec is Codec.TELEPHONE_EVENT]
+    assert sum(1 for _, f in event_frames if f.payload[1] & 0x80) == len(segments)
+    for t, frame in event_frames:
+        assert any(start - 1e-9 <= t and t + frame.duration <= end + 1e-9
+                   for start, end in events), t
