@@ -63,6 +63,7 @@ from ._mapping import (
 from ._message import Address as SipAddress
 from ._message import SipRequest, StreamDecoder, format_address, parse_address
 from ._rtp import (
+    FrameOut,
     ReportBlock,
     RtpSender,
     SkipOut,
@@ -441,6 +442,11 @@ class Gateway:
                     return
                 except RippError as exc:
                     log.info("media not sent to RIPP: %s", exc)
+                    if isinstance(item, FrameOut):
+                        # Its time is on the RTP timeline: let the RIPP clock pass it too,
+                        # or every later frame would look that much late.
+                        with suppress(RippError):
+                            call.skip_audio(item.duration)
                     continue
                 record.frames_to_ripp += 1
                 if item.codec is Codec.TELEPHONE_EVENT:
