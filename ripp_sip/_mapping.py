@@ -21,10 +21,12 @@ from ._rtp import (
     FrameOut,
     RtpPacket,
     RtpSender,
+    SkipOut,
     event_is_end,
     parse_rtp,
     scale_event_duration,
 )
+from ._rtp_clock import Arrival, Placement, RtpTimeline, Verdict
 from ._sdp import Negotiated
 
 #: SIP fields that belong to one hop (protocol §4.11): never copied to RIPP or from it.
@@ -139,18 +141,37 @@ def _clock_rate(codec: Codec) -> int:
     return 48000 if codec is Codec.OPUS else 8000
 
 
+#: Default largest RTP timestamp jump taken as loss or silence suppression (seconds);
+#: beyond it a jump is a new timeline, confirmed by the next packet (``_rtp_clock``).
+RTP_MAX_GAP = 30.0
+
+
 @attrs.define
 class MediaBridge:
     """RTP <-> RIPP frames for one call (protocol §21.3), with transcoding when the RIPP
-    peer sends an audio codec the SIP side did not negotiate."""
+    peer sends an audio codec the SIP side did not negotiate.
+
+    RTP -> RIPP follows the RTP timestamps (:class:`~ripp_sip._rtp_clock.RtpTimeline`):
+    the output says what media time to skip (:class:`SkipOut`) before which frame, so
+    RIPP timestamps carry RTP's timing across loss and silence suppression.
+    """
 
     negotiated: Negotiated
     sender: RtpSender
     assembler: FrameAssembler = attrs.Factory(FrameAssembler)
+    max_gap: float = RTP_MAX_GAP
+    """Largest RTP timestamp jump (seconds) skipped as loss or silence; keep it within
+    the RIPP leg's ``media_skip_max``. Beyond it: a new timeline, MARKER, no skip."""
     rtp_received: int = 0
     rtp_dropped: int = 0
+    rtp_late_placed: int = 0
+    """Late packets that still fitted the assembler's incomplete frame."""
     remote_ssrc: int | None = None
     transcoded: int = 0
+    timeline: RtpTimeline | None = None
+    """The received stream's clock mapping (None until the first packet)."""
+    timeline_rate: int = 8000
+    """Clock rate of ``timeline``'s units."""
     _event_end_sent: bool = False
     _decoders: dict[Codec, Decoder] = attrs.Factory(dict)
     _encoders: dict[tuple[Codec, float], Encoder] = attrs.Factory(dict)
@@ -161,19 +182,72 @@ class MediaBridge:
         self.assembler.ptime = negotiated.ptime / 1000
 
     # --------------------------------------------------------------- RTP -> RIPP
-    def frames_from_rtp(self, data: bytes) -> list[FrameOut]:
-        """The RIPP frames for one received RTP datagram (none for unknown payloads)."""
+    def frames_from_rtp(self, data: bytes) -> list[FrameOut | SkipOut]:
+        """The RIPP frames for one received RTP datagram, with the media time to skip
+        before them (none for unknown payloads, late, held or repeated packets).
+
+        Raises :class:`~ripp_sip.RtpError` for a datagram that is not RTP.
+        """
         packet = parse_rtp(data)
         fmt = self.negotiated.format_for(packet.payload_type)
         if fmt is None:
             self.rtp_dropped += 1
             return []
         self.rtp_received += 1
-        self.remote_ssrc = packet.ssrc
         payload = packet.payload
-        if fmt.codec is Codec.TELEPHONE_EVENT and fmt.clock_rate == 48000:
+        event = fmt.codec is Codec.TELEPHONE_EVENT
+        if event and fmt.clock_rate == 48000:
             payload = scale_event_duration(payload, 1 / 6)
-        return self.assembler.push(fmt.codec, payload, packet.marker)
+        timeline = self._timeline_for(event, fmt.clock_rate)
+        rate = self.timeline_rate
+        frame_units = round(self.assembler.ptime * rate)
+        if fmt.codec in (Codec.PCMU, Codec.PCMA):
+            units = extent = len(payload) * rate // 8000
+        elif event:
+            # The event's duration so far, in 8 kHz units (§10.4), on the stream's clock.
+            units = frame_units
+            extent = (int.from_bytes(payload[2:4], "big") * rate // 8000
+                      if len(payload) == 4 else 0)
+        else:
+            units = extent = round(self.assembler.duration_of(fmt.codec, payload) * rate)
+        arrival = Arrival(packet.ssrc, packet.sequence, packet.timestamp, fmt.codec, payload,
+                          packet.marker, units, extent)
+        out: list[FrameOut | SkipOut] = []
+        for placement in timeline.receive(arrival):
+            out += self._output(timeline, placement, rate)
+        self.remote_ssrc = timeline.ssrc
+        return out
+
+    def _timeline_for(self, event: bool, clock_rate: int) -> RtpTimeline:
+        timeline = self.timeline
+        if timeline is not None and (event or clock_rate == self.timeline_rate):
+            return timeline
+        # First packet, or an audio codec on another clock: a new timeline (MARKER on its
+        # first frame); counters carry on.
+        fresh = RtpTimeline(max_gap=round(self.max_gap * clock_rate))
+        if timeline is not None:
+            fresh.late, fresh.repeats, fresh.rejected = (timeline.late, timeline.repeats,
+                                                        timeline.rejected)
+            fresh.reanchored = timeline.reanchored + 1
+            fresh.skipped = timeline.skipped * clock_rate // self.timeline_rate
+        self.timeline, self.timeline_rate = fresh, clock_rate
+        return fresh
+
+    def _output(self, timeline: RtpTimeline, placement: Placement,
+                rate: int) -> list[FrameOut | SkipOut]:
+        arrival = placement.arrival
+        if placement.verdict is Verdict.PLACE:
+            gap_out = self.assembler.fill(placement.gap, rate) if rate == 8000 else (
+                [SkipOut(placement.gap / rate)] if placement.gap else [])
+            return gap_out + self.assembler.push(arrival.codec, arrival.payload,
+                                                 arrival.marker or placement.anchor)
+        if placement.verdict is Verdict.LATE and self.assembler.pending and rate == 8000:
+            # The incomplete frame spans [placed_end - pending, placed_end): a late packet
+            # inside it takes its place there (over the silence a gap left).
+            offset = placement.start - (timeline.placed_end - self.assembler.pending)
+            if self.assembler.place(offset, arrival.codec, arrival.payload):
+                self.rtp_late_placed += 1
+        return []
 
     # --------------------------------------------------------------- RIPP -> RTP
     def rtp_for_frame(self, frame: MediaFrame, now: float) -> list[bytes]:

@@ -13,7 +13,7 @@ import struct
 
 import attrs
 
-from ripp_core import Codec, ReceiverStats
+from ripp_core import ALLOWED_DURATION_UNITS, Codec, ReceiverStats
 
 from ._errors import RtpError
 
@@ -124,12 +124,27 @@ class FrameOut:
     marker: bool
 
 
+@attrs.frozen
+class SkipOut:
+    """Media time to skip on the RIPP clock before the next frame (``skip_audio``)."""
+
+    seconds: float
+
+
+#: What a G.711 decoder plays as silence, to fill a gap inside a frame being re-cut.
+G711_SILENCE = {Codec.PCMU: 0xFF, Codec.PCMA: 0xD5}
+
+
 @attrs.define
 class FrameAssembler:
     """RTP packets -> RIPP frames, one for one where RIPP allows the duration.
 
     G.711 packets of a duration RIPP does not allow (not a multiple of 10 ms, or above
-    60 ms) are gathered and re-cut into 20 ms frames.
+    60 ms) are gathered and re-cut into 20 ms frames. Its output is ordered: frames and
+    the media time to skip between them (:class:`SkipOut`), so that audio keeps its RTP
+    timing: a gap inside the incomplete frame is filled with silence (skipping there
+    would shift the audio already gathered), and an incomplete frame dropped by a codec
+    change becomes a skip.
     """
 
     ptime: float = 0.02
@@ -137,28 +152,103 @@ class FrameAssembler:
     _pending_codec: Codec | None = None
     _pending_marker: bool = False
 
-    def push(self, codec: Codec, payload: bytes, marker: bool) -> list[FrameOut]:
+    @property
+    def pending(self) -> int:
+        """Samples (8 kHz) gathered toward the next re-cut frame, not sent yet."""
+        return len(self._pending)
+
+    def push(self, codec: Codec, payload: bytes, marker: bool) -> list[FrameOut | SkipOut]:
         """Frames for one received packet's payload."""
         if codec in (Codec.PCMU, Codec.PCMA):
             size = len(payload)
             if (not self._pending and size % G711_BYTES_PER_10MS == 0
                     and 0 < size <= 6 * G711_BYTES_PER_10MS):
                 return [FrameOut(codec, size / 8000, payload, marker)]
+            out: list[FrameOut | SkipOut] = []
             if self._pending_codec is not codec:
-                self._pending.clear()
+                out += self._discard()
                 self._pending_marker = marker
             self._pending_codec = codec
             self._pending += payload
-            out = []
-            chunk = 2 * G711_BYTES_PER_10MS
-            while len(self._pending) >= chunk:
-                out.append(FrameOut(codec, 0.02, bytes(self._pending[:chunk]),
-                                    self._pending_marker))
-                self._pending_marker = False
-                del self._pending[:chunk]
-            return out
+            return out + self._cut()
+        return [*self._discard(), FrameOut(codec, self.duration_of(codec, payload), payload,
+                                           marker)]
+
+    def duration_of(self, codec: Codec, payload: bytes) -> float:
+        """The RIPP frame duration of a non-G.711 packet: an Opus packet's own (its TOC
+        byte) when RIPP allows it, else the negotiated ptime (CN, telephone-event, and
+        Opus packets RIPP cannot carry as they are, e.g. 120 ms)."""
+        if codec is Codec.OPUS:
+            seconds = opus_duration(payload)
+            if seconds is not None and round(seconds / 0.0005) in ALLOWED_DURATION_UNITS[codec]:
+                return seconds
+        return self.ptime
+
+    def fill(self, gap: int, clock_rate: int) -> list[FrameOut | SkipOut]:
+        """Output for ``gap`` RTP units of missed media before the next packet."""
+        if gap <= 0:
+            return []
+        out: list[FrameOut | SkipOut] = []
+        codec = self._pending_codec
+        if self._pending and codec is not None:
+            room = 2 * G711_BYTES_PER_10MS - len(self._pending)
+            filled = min(gap, room)
+            self._pending += bytes([G711_SILENCE[codec]]) * filled
+            gap -= filled
+            out += self._cut()
+        if gap:
+            out.append(SkipOut(gap / clock_rate))
+        return out
+
+    def place(self, offset: int, codec: Codec, payload: bytes) -> bool:
+        """Write a late packet into the incomplete frame, ``offset`` samples from its
+        start, if it fits there entirely (True); else leave it (False)."""
+        if codec is not self._pending_codec or offset < 0 or offset + len(payload) > len(
+                self._pending):
+            return False
+        self._pending[offset:offset + len(payload)] = payload
+        return True
+
+    def _cut(self) -> list[FrameOut | SkipOut]:
+        out: list[FrameOut | SkipOut] = []
+        chunk = 2 * G711_BYTES_PER_10MS
+        codec = self._pending_codec
+        assert codec is not None
+        while len(self._pending) >= chunk:
+            out.append(FrameOut(codec, 0.02, bytes(self._pending[:chunk]), self._pending_marker))
+            self._pending_marker = False
+            del self._pending[:chunk]
+        return out
+
+    def _discard(self) -> list[FrameOut | SkipOut]:
+        # The gathered samples are not sent, but their time is on the RIPP clock already.
+        if not self._pending:
+            return []
+        seconds = len(self._pending) / 8000
         self._pending.clear()
-        return [FrameOut(codec, self.ptime, payload, marker)]
+        self._pending_codec = None
+        return [SkipOut(seconds)]
+
+
+#: Opus frame sizes by TOC configuration (RFC 6716 §3.1, Table 2), in ms: SILK 0-11,
+#: Hybrid 12-15, CELT 16-31.
+_OPUS_FRAME_MS = (10, 20, 40, 60) * 3 + (10, 20) * 2 + (2.5, 5, 10, 20) * 4
+
+
+def opus_duration(payload: bytes) -> float | None:
+    """An Opus packet's duration in seconds from its TOC byte (RFC 6716 §3.1), or None
+    for an empty or malformed packet."""
+    if not payload:
+        return None
+    toc = payload[0]
+    code = toc & 0x03
+    if code == 3:
+        if len(payload) < 2:
+            return None
+        frames = payload[1] & 0x3F
+    else:
+        frames = 1 if code == 0 else 2
+    return frames * _OPUS_FRAME_MS[toc >> 3] / 1000 or None
 
 
 def scale_event_duration(payload: bytes, factor: float) -> bytes:

@@ -50,6 +50,7 @@ from ._events import (
     SipEvent,
 )
 from ._mapping import (
+    RTP_MAX_GAP,
     MediaBridge,
     field_value_is_safe,
     reason_header,
@@ -61,7 +62,15 @@ from ._mapping import (
 )
 from ._message import Address as SipAddress
 from ._message import SipRequest, StreamDecoder, format_address, parse_address
-from ._rtp import ReportBlock, RtpSender, build_sender_report, is_rtcp, report_from_stats
+from ._rtp import (
+    FrameOut,
+    ReportBlock,
+    RtpSender,
+    SkipOut,
+    build_sender_report,
+    is_rtcp,
+    report_from_stats,
+)
 from ._sdp import (
     AUDIO_CODECS,
     Negotiated,
@@ -107,6 +116,12 @@ class GatewayConfig:
     """A RIPP -> SIP call not answered in this time is cancelled (408)."""
     rtcp_interval: float = 5.0
     """Seconds between RTCP sender reports toward the SIP side."""
+    rtp_max_gap: float = attrs.field(default=RTP_MAX_GAP, validator=attrs.validators.gt(0))
+    """Largest RTP timestamp jump (seconds) skipped on the RIPP clock as loss or silence
+    suppression (capped at the RIPP leg's ``media_skip_max``); a larger jump or a new
+    SSRC is a new timeline, taken when the next packet confirms it, with MARKER and no
+    skip (docs/gateway.md, "RTP timing")."""
+    """Seconds between RTCP sender reports toward the SIP side."""
     jitter_buffer: bool = True
     """Play RIPP media out through the core's jitter buffer (False: forward on arrival)."""
     max_records: int = 1000
@@ -139,6 +154,15 @@ class CallRecord:
     dtmf_to_sip: int = 0
     rtcp_sent: int = 0
     transcoded: int = 0
+    rtp_late: int = 0
+    """RTP packets whose media time had passed on the RIPP clock (reordered, late,
+    duplicated): dropped, or placed in a frame still being re-cut (docs/gateway.md)."""
+    rtp_rejected: int = 0
+    """RTP packets claiming a new SSRC or a jump that the next packet did not confirm."""
+    rtp_reanchored: int = 0
+    """New RTP timelines taken (confirmed new SSRC or jump, clock-rate change)."""
+    rtp_skipped: float = 0.0
+    """Media time skipped on the RIPP clock for RTP loss and silence (seconds)."""
     ended: tuple[int, str] | None = None
     sip_final: int | None = None
     reinvites: int = 0
@@ -392,29 +416,40 @@ class Gateway:
     # ------------------------------------------------------------------ media
     async def _rtp_to_ripp(self, rtp: _Rtp, bridge: MediaBridge, call: Call,
                            record: CallRecord) -> None:
+        # Where each packet falls on the RIPP clock is the bridge's decision (sans-IO,
+        # protocol 21.3); this loop only carries it out: skips, then frames.
         while True:
             data, _ = await rtp.receive()
             arrived = trio.current_time()
             if is_rtcp(data):
                 continue
             try:
-                frames = bridge.frames_from_rtp(data)
+                items = bridge.frames_from_rtp(data)
             except RtpError:
                 continue
             record.rtp_in += 1
+            _note_timeline(bridge, record)
             if call.state not in (CallState.PENDING, CallState.RINGING, CallState.CONNECTED):
                 continue  # RIPP media may flow once the call is pending (R20)
-            for frame in frames:
+            for item in items:
                 try:
-                    call.send_audio(frame.codec, frame.duration, frame.payload,
-                                    marker=frame.marker)
+                    if isinstance(item, SkipOut):
+                        call.skip_audio(item.seconds)
+                        continue
+                    call.send_audio(item.codec, item.duration, item.payload,
+                                    marker=item.marker)
                 except CallEnded:
                     return
                 except RippError as exc:
-                    log.info("frame not sent to RIPP: %s", exc)
+                    log.info("media not sent to RIPP: %s", exc)
+                    if isinstance(item, FrameOut):
+                        # Its time is on the RTP timeline: let the RIPP clock pass it too,
+                        # or every later frame would look that much late.
+                        with suppress(RippError):
+                            call.skip_audio(item.duration)
                     continue
                 record.frames_to_ripp += 1
-                if frame.codec is Codec.TELEPHONE_EVENT:
+                if item.codec is Codec.TELEPHONE_EVENT:
                     record.dtmf_to_ripp += 1
                 record.forward_latency.append(trio.current_time() - arrived)
 
@@ -515,7 +550,7 @@ class Gateway:
                 respond(488, "Not Acceptable Here")
                 return
             leg.sdp, leg.version = answer, 1
-            leg.bridge = _bridge(negotiated, self.config.ptime)
+            leg.bridge = _bridge(negotiated, self.config)
             record.directions.append(negotiated.direction)
             identity = request.header("Identity")
             to, from_ = request.header("To") or "", request.header("From") or ""
@@ -679,7 +714,7 @@ class Gateway:
                         except (SdpError, NotAcceptable) as exc:
                             log.info("unusable SDP answer: %s", exc)
                         else:
-                            leg.set_negotiated(negotiated, self.config.ptime)
+                            leg.set_negotiated(negotiated, self.config)
                             record.directions.append(negotiated.direction)
                     if status in (180, 181, 182) and not rung:
                         rung = True
@@ -759,21 +794,40 @@ class _Leg:
         assert self.sdp is not None
         return self.sdp.to_bytes()
 
-    def set_negotiated(self, negotiated: Negotiated, ptime: int) -> None:
+    def set_negotiated(self, negotiated: Negotiated, config: GatewayConfig) -> None:
         if self.bridge is None:
-            self.bridge = _bridge(negotiated, ptime)
+            self.bridge = _bridge(negotiated, config)
             self.ready.set()
         else:
             self.bridge.update(negotiated)
 
 
-def _bridge(negotiated: Negotiated, ptime: int) -> MediaBridge:
+def _bridge(negotiated: Negotiated, config: GatewayConfig) -> MediaBridge:
     import secrets
 
     sender = RtpSender(secrets.randbits(32), secrets.randbits(16), secrets.randbits(32))
-    bridge = MediaBridge(negotiated, sender)
-    bridge.assembler.ptime = negotiated.ptime / 1000 if negotiated.ptime else ptime / 1000
+    # A skip the RIPP leg would refuse must never be asked for (BadSkip), whatever RTP says.
+    skip_max = (config.ripp or RippConfig()).media_skip_max
+    bridge = MediaBridge(negotiated, sender, max_gap=min(config.rtp_max_gap, skip_max))
+    ptime = negotiated.ptime or config.ptime
+    bridge.assembler.ptime = ptime / 1000
     return bridge
+
+
+def _note_timeline(bridge: MediaBridge, record: CallRecord) -> None:
+    """Copy the bridge's RTP timing counters to the record; log rejected (possibly
+    spoofed) packets rate-limited, at counts 1, 2, 4, 8, ... per call."""
+    timeline = bridge.timeline
+    if timeline is None:
+        return
+    rejected = timeline.rejected
+    if rejected > record.rtp_rejected and rejected & (rejected - 1) == 0:
+        log.warning("call %s: %d RTP packets claimed a new SSRC or timestamp jump that the "
+                    "next packet did not confirm (dropped)", record.sip_call, rejected)
+    record.rtp_late = timeline.late
+    record.rtp_rejected = rejected
+    record.rtp_reanchored = timeline.reanchored
+    record.rtp_skipped = timeline.skipped / bridge.timeline_rate
 
 
 def _sip_name_addr(value: Any, *, tag: bool = False) -> str:

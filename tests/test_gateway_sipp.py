@@ -93,13 +93,15 @@ def test_sipp_uac_pcap_through_gateway_to_ripp_serve_echo(
     assert done.returncode == 0, sipp_log(work) + done.stderr.decode()
     (record,) = records
     assert record.sip_call.startswith("t" if transport == "tcp" else "u")
-    # 236 PCMA packets and 10 telephone-event packets (RFC 2833 '1', End sent 3 times).
+    # 236 PCMA packets and 10 telephone-event packets (RFC 2833 '1', End sent 3 times);
+    # RIPP gets the End once (protocol 10.4): each copy would take 20 ms of its clock.
     assert record.rtp_in == 246
-    assert record.frames_to_ripp == 246
-    assert record.dtmf_to_ripp == 10
+    assert record.frames_to_ripp == 244
+    assert record.dtmf_to_ripp == 8
+    assert (record.rtp_late, record.rtp_rejected) == (0, 0), "the pcap is in order"
     # ripp serve echoed everything it played out; what came back went out as RTP.
     assert record.frames_from_ripp >= 0.95 * record.frames_to_ripp
-    assert record.dtmf_to_sip >= 9
+    assert record.dtmf_to_sip >= 7
     assert record.rtp_out >= record.frames_from_ripp
     assert record.transcoded == 0, "PCMA both ways: payloads pass through"
     assert record.rtcp_sent >= 1  # sender reports every 5 s, built from RIPP statistics
