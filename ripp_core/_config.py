@@ -139,6 +139,10 @@ class RippConfig:
     """Largest playout delay of the adaptive jitter buffer."""
     jitter_initial_delay: float = attrs.field(default=0.06, validator=_non_negative)
     """Playout delay before any jitter has been measured."""
+    jitter_late_margin: float = attrs.field(default=0.02, validator=_non_negative)
+    """Headroom added to the playout delay, beyond a late frame's lateness, when a late
+    frame raises it: repairs of lost frames arrive spread over a few ms, and rising by the
+    lateness alone left the next repair late by a hair."""
     jitter_factor: float = attrs.field(default=4.0, validator=_positive)
     """Playout delay target is ``jitter_factor`` times the RFC 3550 jitter estimate."""
     jitter_max_frames: int = attrs.field(default=500, validator=_positive)

@@ -61,9 +61,9 @@ class JitterBuffer:
     a stall, not jitter). The delay starts at ``jitter_initial_delay`` and then:
 
     * rises to ``target`` at once whenever ``target`` exceeds it;
-    * rises by the lateness of a late frame (capped at ``jitter_max_delay``), so the same
-      lateness would not lose a frame again (not for RESENT frames, whose delay is not the
-      network's);
+    * rises by the lateness of a late frame plus ``jitter_late_margin`` (capped at
+      ``jitter_max_delay``), so the same lateness would not lose a frame again (not for
+      RESENT frames, whose delay is not the network's);
     * falls only at a talkspurt start (the MARKER re-anchor above), straight to ``target``.
       Lowering it mid-talkspurt would squeeze audio together; at a talkspurt start the
       change falls into silence.
@@ -203,7 +203,10 @@ class JitterBuffer:
                 self._delay = max(self._delay, self.target_delay)
             if lateness > 0:
                 # Enough extra delay that this lateness would not lose a frame again.
-                raised = min(self._config.jitter_max_delay, delay_before + lateness)
+                raised = min(
+                    self._config.jitter_max_delay,
+                    delay_before + lateness + self._config.jitter_late_margin,
+                )
                 self._delay = max(self._delay, raised)
         if late:
             self._late += 1

@@ -29,6 +29,7 @@ MAY_BE_ZERO = {
     "repair_slack",
     "jitter_min_delay",
     "jitter_initial_delay",
+    "jitter_late_margin",
     "dtmf_gap",
     "dtmf_volume",
     "early_resend_reserve",

@@ -14,6 +14,7 @@ from ripp_core._frames import FLAG_MARKER, FLAG_RESENT, MediaFrame
 from ripp_core._jitter import Gap, JitterBuffer
 
 CONFIG = RippConfig()  # initial delay 60 ms, min 20 ms, max 500 ms, factor 4
+MARGIN = CONFIG.jitter_late_margin
 
 
 def frame(sequence: int, *, flags: int = 0, ts_base: int = 0) -> MediaFrame:
@@ -61,7 +62,7 @@ def test_missing_frame_becomes_gap_then_late() -> None:
     # Frame 1 finally arrives, 30 ms after its playout time: late, and the delay grows.
     assert not buffer.push(frame(1), 0.11)
     assert buffer.late == 1
-    assert buffer.delay == pytest.approx(0.09)
+    assert buffer.delay == pytest.approx(0.09 + MARGIN)  # its lateness, plus headroom
 
 
 def test_no_gap_while_nothing_later_waits() -> None:
@@ -78,12 +79,21 @@ def test_late_frame_raises_delay_but_not_for_resent() -> None:
     buffer.pop(0.06)
     assert not buffer.push(frame(1), 0.09)  # due at 0.08
     assert buffer.late == 1
-    assert buffer.delay == pytest.approx(0.07)
+    assert buffer.delay == pytest.approx(0.07 + MARGIN)
     buffer2 = JitterBuffer(CONFIG)
     buffer2.push(frame(0), 0.0)
     assert not buffer2.push(frame(1, flags=FLAG_RESENT), 0.2)  # due at 0.08
     assert buffer2.late == 1
     assert buffer2.delay == pytest.approx(0.06)
+
+
+def test_late_margin_is_the_headroom_above_a_late_frames_lateness() -> None:
+    for margin in (0.0, 0.035):
+        buffer = JitterBuffer(RippConfig(jitter_late_margin=margin))
+        buffer.push(frame(0), 0.0)
+        buffer.pop(0.06)
+        assert not buffer.push(frame(1), 0.09)  # due at 0.08: 10 ms late
+        assert buffer.delay == pytest.approx(0.06 + 0.01 + margin)
 
 
 def test_delay_capped_at_max() -> None:
@@ -92,7 +102,7 @@ def test_delay_capped_at_max() -> None:
     buffer.push(frame(2), 0.04)
     buffer.pop(0.1)
     assert not buffer.push(frame(1), 0.49)  # frame 2 is newer: a straggler, late by 0.41
-    assert buffer.delay == pytest.approx(0.47)
+    assert buffer.delay == pytest.approx(0.47 + MARGIN)
     buffer.push(frame(4), 0.08)
     buffer.pop(0.6)
     assert not buffer.push(frame(3), 1.0)
@@ -113,13 +123,13 @@ def test_jitter_raises_delay_to_target() -> None:
 def test_talkspurt_start_lowers_delay() -> None:
     buffer = JitterBuffer(CONFIG)
     buffer.push(frame(0, flags=FLAG_MARKER), 0.0)
-    buffer.push(frame(1), 0.3)  # late by 0.22 (due 0.08): delay 0.28
-    assert buffer.delay == pytest.approx(0.28)
-    buffer.push(frame(2), 0.31)  # newer than anything: kept, due at 0.04 + 0.28
+    buffer.push(frame(1), 0.3)  # late by 0.22 (due 0.08): delay 0.28 + MARGIN
+    assert buffer.delay == pytest.approx(0.28 + MARGIN)
+    buffer.push(frame(2), 0.31)  # newer than anything: kept, due at 0.04 + 0.3
     assert seqs(buffer.pop(1.0)) == [0, 1, 2]
     # Same talkspurt, buffer empty, no marker: the delay stays.
     buffer.push(frame(3), 1.0)
-    assert buffer.delay == pytest.approx(0.28)
+    assert buffer.delay == pytest.approx(0.28 + MARGIN)
     buffer.pop(2.0)
     # Silence, then a new talkspurt (timestamps continue without counting the silence).
     assert buffer.push(frame(4, flags=FLAG_MARKER), 10.0)

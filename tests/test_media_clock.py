@@ -392,4 +392,4 @@ def test_a_relay_never_sends_later_than_its_timestamps_say(seed: int) -> None:
     # Without the skips each stretch of playout and each gap pushes every later frame
     # further behind its timestamp: what the far end's jitter buffer drops as late.
     drift, _ = _relay(seed, use_clock=False)
-    assert drift > 0.2
+    assert drift > 0.1  # 0.18-0.6 s over the seeds
