@@ -10,6 +10,17 @@ What it reads that qh3 does not publish, and why (docs/performance.md, "QUIC eng
 
 qh3 fixes the peer's bidirectional stream allowance at 100 (``fixed_stream_limit``): a
 client of a qh3 server sees that in its stream credit and spreads calls accordingly.
+
+Where qh3's HTTP/3 layer is laxer than aioquic's, the guarded connection makes up for it
+so that a hostile request costs the same on either engine (found by the hostile-peer
+suite run against a qh3 server, docs/hostile.md):
+
+* qh3 raises ``FieldSectionTooLarge`` for a HEADERS frame past its own limit (about
+  1 MB), which its ``handle_event`` turns into closing the whole connection and every
+  call on it; the guard makes it a stream error, as for a malformed request.
+* qh3 skips the field checks of RFC 9114 4.2 that aioquic makes (whitespace around a
+  value, NUL/CR/LF, characters of a name, connection-specific fields, ``content-length``,
+  ``te``): :func:`field_error` makes them, and such a request is a stream error too.
 """
 
 from __future__ import annotations
@@ -17,12 +28,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from aioquic.quic.configuration import QuicConfiguration
 from cryptography.hazmat.primitives import serialization
-from qh3.h3.connection import H3Connection, H3Stream, MessageError
+from qh3.h3.connection import FieldSectionTooLarge, H3Connection, H3Stream, MessageError
 from qh3.h3.events import DataReceived, H3Event, HeadersReceived
 from qh3.quic import events as quic_events
 from qh3.quic.configuration import QuicConfiguration as Qh3Configuration
@@ -65,6 +77,39 @@ QH3_DATAGRAM_FRAME_SIZE = 65536
 QH3_STREAM_LIMIT = 100
 
 
+#: Bytes a field name must not contain (RFC 9113 8.2.1, as aioquic checks them): controls,
+#: space, upper case, DEL and non-ASCII. A colon is allowed only first (pseudo-fields).
+_BAD_NAME = re.compile(rb"[\x00-\x20A-Z\x7f-\xff]|(?<=.):", re.DOTALL)
+#: Bytes a field value must not contain, and what it must not start or end with.
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_EDGE_WHITESPACE = frozenset(b" \t")
+#: Fields that belong to one HTTP/1.1 hop and are malformed in HTTP/3 (RFC 9114 4.2).
+CONNECTION_SPECIFIC_FIELDS = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+
+
+def field_error(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """Why a received field section (request headers or trailers) is malformed by the
+    rules of RFC 9114 4.2 / RFC 9113 8.2.1 that aioquic checks and qh3 2.1 does not, or
+    None. (qh3 checks pseudo-fields and upper case itself.) The reasons quote at most 16
+    bytes of peer input."""
+    for name, value in fields:
+        if not name or _BAD_NAME.search(name):
+            return f"field name {name[:16]!r} has invalid characters"
+        if _BAD_VALUE.search(value):
+            return f"field {name[:16]!r} value has forbidden characters"
+        if value and (value[0] in _EDGE_WHITESPACE or value[-1] in _EDGE_WHITESPACE):
+            return f"field {name[:16]!r} value starts or ends with whitespace"
+        if name in CONNECTION_SPECIFIC_FIELDS:
+            return f"field {name[:16]!r} is connection-specific"
+        if name == b"te" and value.lower() != b"trailers":
+            return "field b'te' is not trailers"
+        if name == b"content-length" and not value.isdigit():
+            return "content-length is not a non-negative integer"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Qh3MalformedRequest(H3Event):
     """:class:`~ripp_core._engine.MalformedRequest` as a qh3 HTTP/3 event."""
@@ -75,7 +120,8 @@ class Qh3MalformedRequest(H3Event):
 
 class _GuardedQh3Connection(H3Connection):
     """qh3's H3Connection with :class:`~ripp_core._engine.H3Guard`'s bounds (the twin of
-    the aioquic engine's; qh3 is pinned to 2.1.x because it overrides internal methods)."""
+    the aioquic engine's; qh3 is pinned to 2.1.x because it overrides internal methods),
+    plus the request checks qh3 leaves out (module docstring)."""
 
     def __init__(self, quic: QuicConnection, guard: H3Guard) -> None:
         super().__init__(quic)
@@ -92,10 +138,18 @@ class _GuardedQh3Connection(H3Connection):
     ) -> list[H3Event]:
         try:
             events = super()._receive_request_or_push_data(stream, data, stream_ended)
-        except MessageError as exc:
+        except (MessageError, FieldSectionTooLarge) as exc:
+            # qh3 would close the connection for either (both are about one request)
             if not self._server:
                 raise
             return [self._abandon(stream, exc.reason_phrase)]
+        if self._server:
+            for event in events:
+                if isinstance(event, HeadersReceived):
+                    reason = field_error(event.headers)
+                    if reason is not None:
+                        # nothing of the request reaches the binding, as with aioquic
+                        return [self._abandon(stream, reason)]
         reason = self.guard.oversized(stream.frame_type, stream.frame_size)
         if reason is not None:
             events.append(self._abandon(stream, reason))

@@ -255,16 +255,46 @@ def test_client_respects_a_qh3_servers_stream_limit(client: str) -> None:
         assert trunk.rclient._credit(connection) >= 0
 
 
+#: Requests each engine must refuse as a stream error (RFC 9114 4.1.2), not a connection
+#: error: qh3 2.1 checks only the first itself, closed the connection for the last, and
+#: took the others in as valid requests (found by tests/hostile on a qh3 server).
+REQUEST = [(b":method", b"POST"), (b":scheme", b"https"), (b":path", b"/ripp/calls"),
+           (b":authority", b"a.example:443")]  # fmt: skip
+MALFORMED: dict[str, list[tuple[bytes, bytes]] | bytes] = {
+    "upper-case name": [*REQUEST, (b"X-Upper", b"case")],
+    "value ending in a space": [*REQUEST, (b"authorization", b"Bearer ")],
+    "value starting with a tab": [*REQUEST, (b"to", b"\t<tel:+12125550000>")],
+    "connection-specific field": [*REQUEST, (b"connection", b"close")],
+    "bad content-length": [*REQUEST, (b"content-length", b"-1")],
+    # a HEADERS frame announcing 2**62 - 1 bytes, past qh3's own limit (about 1 MB)
+    "huge HEADERS frame": b"\x01\xff\xff\xff\xff\xff\xff\xff\xff" + b"\x00" * 4096,
+}
+
+
 @pytest.mark.parametrize("server", QUIC_ENGINES)
-def test_malformed_request_is_a_stream_error_on_either_engine(server: str) -> None:
+@pytest.mark.parametrize("bad", list(MALFORMED))
+def test_malformed_request_is_a_stream_error_on_either_engine(server: str, bad: str) -> None:
     trunk = _trunk(("aioquic", server))
     handle = trunk.connect()
     client = trunk.rclient
     connection = next(iter(client._connections))
     stream_id = client._open_stream(connection)
-    bad = [(b":method", b"POST"), (b":scheme", b"https"), (b":path", b"/ripp/calls"),
-           (b":authority", b"a.example:443"), (b"X-Upper", b"case")]  # fmt: skip
-    client._raw_headers(connection, stream_id, bad, False)
+    answers: list[object] = []  # what the client hears on the malformed request
+    client_h3 = connection.h3  # type: ignore[attr-defined]
+    client_original = client_h3.handle_event
+
+    def client_spy(event: Any) -> list[Any]:
+        events: list[Any] = client_original(event)
+        if getattr(event, "stream_id", None) == stream_id:
+            answers.extend([event, *events])
+        return events
+
+    client_h3.handle_event = client_spy
+    request = MALFORMED[bad]
+    if isinstance(request, bytes):  # raw bytes on the request stream, past HTTP/3
+        connection.quic.send_stream_data(stream_id, request, False)  # type: ignore[attr-defined]
+    else:
+        client._raw_headers(connection, stream_id, request, False)
     client._touch(connection)
     seen: list[object] = []
     guard = trunk.rserver()._connections[0]
@@ -279,6 +309,18 @@ def test_malformed_request_is_a_stream_error_on_either_engine(server: str) -> No
     trunk.run_until(lambda: bool(seen), timeout=2.0)
     assert seen and all(e.stream_id == stream_id for e in seen)  # type: ignore[attr-defined]
     assert server == "qh3" or isinstance(seen[0], MalformedRequest)
+    # The client hears a reset (H3_MESSAGE_ERROR) or a 400 on that stream, and nothing
+    # closes its connection.
+    trunk.run_until(
+        lambda: any(type(e).__name__ in ("StreamReset", "HeadersReceived") for e in answers),
+        timeout=1.0,
+    )
+    heard = {type(e).__name__: e for e in answers}
+    if "StreamReset" in heard:
+        assert heard["StreamReset"].error_code == 0x10E, answers  # type: ignore[attr-defined]
+    else:
+        assert (b":status", b"400") in heard["HeadersReceived"].headers, answers  # type: ignore[attr-defined]
+    assert not connection.closed
     # The call on the same connection carries on.
     start = trunk.net.now
     trunk.stream_media(handle, start=start, count=20)
@@ -551,3 +593,39 @@ def test_guard_is_bounded_and_refuses_only_large_non_data_frames(
         assert refused == (
             frame_type not in (None, 0) and size is not None and size > 16384
         )  # DATA (0) frames stream through; HEADERS and others are bounded
+
+
+# ------------------------------------------------------------------ qh3's missing field checks
+_field_bytes = st.binary(max_size=6) | st.sampled_from(
+    [b"", b"x", b" x", b"x\t", b"a b", b"\x00", b"\r\n", b"trailers", b"Trailers", b"12",
+     b"-1", b"\x7f", b"\xff", b":", b"a:b", b"X"]
+)  # fmt: skip
+_field_names = _field_bytes | st.sampled_from(
+    [b"te", b"content-length", b"connection", b"upgrade", b"keep-alive", b"transfer-encoding",
+     b"proxy-connection", b"authorization"]
+)  # fmt: skip
+
+
+@given(fields=st.lists(st.tuples(_field_names, _field_bytes), max_size=4))
+def test_qh3_field_checks_agree_with_aioquics(fields: list[tuple[bytes, bytes]]) -> None:
+    # field_error makes the checks aioquic makes on a request's regular fields (the
+    # pseudo-fields, which qh3 checks itself, are valid here); it is stricter only where
+    # RFC 9110 is (content-length digits only: aioquic's int() takes "+1" and "1_0").
+    from aioquic.h3.connection import MessageError as AioquicMessageError
+    from aioquic.h3.connection import validate_request_headers
+
+    from ripp_core._qh3 import field_error
+
+    try:
+        validate_request_headers([*REQUEST, *fields])
+        aioquic_refuses = False
+    except AioquicMessageError:
+        aioquic_refuses = True
+    lax_length = any(
+        n == b"content-length" and (b"+" in v or b"_" in v) for n, v in fields
+    )
+    empty_name = any(not n for n, _ in fields)  # RFC 9110: a name is one or more tchars
+    refused = field_error(fields) is not None
+    assert refused == aioquic_refuses or (refused and (lax_length or empty_name)), fields
+    if refused:
+        assert len(field_error(fields) or "") <= 120  # quotes little of the peer's input

@@ -78,6 +78,15 @@ MAX_RSS_GROWTH_MB = 40.0
 #: Seconds to let the server process start and print its URI.
 START_TIMEOUT = 20.0
 
+#: The QUIC engines ``ripp serve`` can run on (``--quic-engine``); the attacker is always
+#: a raw aioquic client, which speaks QUIC to either.
+ENGINES = ("aioquic", "qh3")
+#: The engine of every server the suite starts unless a test names one:
+#: ``RIPP_HOSTILE_ENGINE=qh3 pytest tests/hostile`` runs the whole suite against qh3.
+ENGINE = os.environ.get("RIPP_HOSTILE_ENGINE") or "aioquic"
+if ENGINE not in ENGINES:
+    raise ValueError(f"RIPP_HOSTILE_ENGINE={ENGINE!r}: one of {', '.join(ENGINES)}")
+
 
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("SSLKEYLOGFILE", "RIPP_HOME")}
@@ -133,10 +142,17 @@ class RssSampler:
 class ServeProcess:
     """``ripp serve --port 0`` as a subprocess; its URI, CA, stderr and memory."""
 
-    def __init__(self, home: Path, driver: str, settings: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        home: Path,
+        driver: str,
+        settings: Sequence[str] = (),
+        engine: str | None = None,
+    ) -> None:
         home.mkdir(parents=True, exist_ok=True)
         self.home = home
         self.driver = driver
+        self.engine = engine or ENGINE
         self.stderr_path = home / "serve.stderr"
         self._stderr = self.stderr_path.open("wb")
         # The attacks here are on the process and the protocol, not on token or PASSporT
@@ -145,6 +161,10 @@ class ServeProcess:
             "serve", "--port", "0", "--driver", driver,
             "--insecure-accept-any-token", "--insecure-accept-any-identity",
         ]
+        if self.engine != "aioquic":
+            # as a setting, not --quic-engine: a RIPP_HOSTILE_REPO checkout older than
+            # the flag still runs the default engine without it
+            args += ["--set", f"quic_engine={self.engine}"]
         for setting in settings:
             args += ["--set", setting]
         self.process = subprocess.Popen(
@@ -226,9 +246,12 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def serve(home: Path, driver: str, settings: Sequence[str] = ()) -> Iterator[ServeProcess]:
-    """A ``ripp serve`` process for the duration of the block."""
-    server = ServeProcess(home, driver, settings)
+def serve(
+    home: Path, driver: str, settings: Sequence[str] = (), engine: str | None = None
+) -> Iterator[ServeProcess]:
+    """A ``ripp serve`` process for the duration of the block (on ``engine``, by default
+    :data:`ENGINE`)."""
+    server = ServeProcess(home, driver, settings, engine)
     try:
         yield server
     finally:
@@ -799,10 +822,12 @@ def scene(
     *,
     seconds: float = 4.0,
     warmup: Sequence[RawConnection] = (),
+    engine: str | None = None,
 ) -> Iterator[Scene]:
-    """Start ``ripp serve`` and an ordinary call; the block runs the attack (bounded in
-    count and time); afterwards call :meth:`Scene.check`."""
-    with serve(home, driver, settings) as server:
+    """Start ``ripp serve`` (on ``engine``, by default :data:`ENGINE`) and an ordinary
+    call; the block runs the attack (bounded in count and time); afterwards call
+    :meth:`Scene.check`."""
+    with serve(home, driver, settings, engine) as server:
         ordinary = server.ordinary_call(seconds)
         try:
             rss = RssSampler(server.pid)
