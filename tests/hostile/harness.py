@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
+import pytest
 from aioquic.buffer import Buffer
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
@@ -781,6 +782,18 @@ def junk_initial(size: int = 1200) -> bytes:
 
 # ---------------------------------------------------------------- one probe's scene
 DRIVERS = ("trio", "asyncio")
+#: The engines a test where the QUIC engine matters runs on: the suite's :data:`ENGINE`
+#: and qh3 (once, when ENGINE is qh3). The drivers' own paths are the same on either
+#: engine, so a test that also runs on each driver runs on qh3 with Trio only
+#: (:data:`DRIVER_ENGINES`); ``RIPP_HOSTILE_ENGINE=qh3`` runs every test on qh3.
+WITH_QH3 = tuple(dict.fromkeys((ENGINE, "qh3")))
+#: (driver, engine) pairs for a test parametrized over both (ids ``trio-aioquic``, ...).
+DRIVER_ENGINES = [
+    pytest.param(driver, engine, id=f"{driver}-{engine}")
+    for driver, engine in dict.fromkeys(
+        [*((driver, ENGINE) for driver in DRIVERS), ("trio", "qh3")]
+    )
+]
 #: Seconds the ordinary call's media runs before the attack starts (after the server has
 #: printed that it took the call), so that the attack overlaps its media.
 CALL_WARMUP = 0.4

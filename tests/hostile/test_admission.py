@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import RawConnection, RawResponse, assert_refused, pump, scene, serve
+from .harness import WITH_QH3, RawConnection, RawResponse, assert_refused, pump, scene, serve
 
 STOP = 0.3  # seconds the server process is stopped (SIGSTOP): a lag of 300 ms
 HOLD = 1.0  # admission_hold: how long the server refuses new calls after lagging
@@ -54,9 +54,10 @@ def test_past_max_calls_new_calls_get_503(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_lagging_server_refuses_new_calls_and_keeps_old_ones(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", WITH_QH3)
+def test_lagging_server_refuses_new_calls_and_keeps_old_ones(engine: str, tmp_path: Path) -> None:
     settings = [f"admission_hold={HOLD}"]
-    with serve(tmp_path, "trio", settings) as server:
+    with serve(tmp_path, "trio", settings, engine=engine) as server:
         raw = RawConnection(server, source="127.0.0.2")
         call = raw.open_call(media=2)
         raw.talking.append(call)

@@ -18,17 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from .harness import DRIVERS, RawConnection, junk_initial, pump, scene
+from .harness import DRIVER_ENGINES, WITH_QH3, RawConnection, junk_initial, pump, scene
 
 JUNK_COUNT = 3000  # Initials, sent at JUNK_RATE from one socket
 JUNK_RATE = 2000.0  # per second: a stateless check (~56 us each) is 11 % of a core
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("driver", DRIVERS)
-def test_junk_initials_and_retry(driver: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("driver", "engine"), DRIVER_ENGINES)
+def test_junk_initials_and_retry(driver: str, engine: str, tmp_path: Path) -> None:
     settings = ["retry_threshold=2", "handshake_timeout=3"]
-    with scene(tmp_path, driver, settings) as s:
+    with scene(tmp_path, driver, settings, engine=engine) as s:
         # Junk first, while no handshake is in progress (so the server cannot answer it
         # with Retries): full-size v1 Initials with random DCIDs that nothing decrypts.
         junk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -66,14 +66,15 @@ def test_junk_initials_and_retry(driver: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_idle_connections_never_lock_callers_out(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", WITH_QH3)
+def test_idle_connections_never_lock_callers_out(engine: str, tmp_path: Path) -> None:
     limit, per_address, idle = 8, 4, 2.0
     settings = [
         f"max_connections={limit}",
         f"max_connections_per_address={per_address}",
         f"idle_connection_timeout={idle}",
     ]
-    with scene(tmp_path, "trio", settings, seconds=3.0) as s:
+    with scene(tmp_path, "trio", settings, seconds=3.0, engine=engine) as s:
         # One address may hold only `per_address` connections: the rest never handshake.
         crowd = [RawConnection(s.server, source="127.0.0.2") for _ in range(per_address + 2)]
         pump(crowd, timeout=1.5)
