@@ -21,6 +21,16 @@ suite run against a qh3 server, docs/hostile.md):
 * qh3 skips the field checks of RFC 9114 4.2 that aioquic makes (whitespace around a
   value, NUL/CR/LF, characters of a name, connection-specific fields, ``content-length``,
   ``te``): :func:`field_error` makes them, and such a request is a stream error too.
+* qh3's QPACK decoder fails a field section whose names or values are not UTF-8 (valid
+  QPACK: field values may carry any octet but NUL/CR/LF) and closes the connection with
+  QPACK_DECOMPRESSION_FAILED; aioquic decodes it and ripp refuses the request with 400.
+  A guarded (server) connection therefore offers its peer no QPACK dynamic table
+  (QPACK_MAX_TABLE_CAPACITY 0, as RFC 9204 allows): every field section then decodes on
+  its own, so one that only qh3's decoder refuses (:func:`decodes_statelessly`) is made a
+  stream error (400) as well, and a section that fails for any other reason stays a
+  connection error (RFC 9204 2.2.3), as on aioquic. It also spares each connection a
+  64 KB table of the peer's making; request headers come a few times per call, so the
+  compression lost is small.
 """
 
 from __future__ import annotations
@@ -32,10 +42,19 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+import pylsqpack
 from aioquic.quic.configuration import QuicConfiguration
 from cryptography.hazmat.primitives import serialization
-from qh3.h3.connection import FieldSectionTooLarge, H3Connection, H3Stream, MessageError
-from qh3.h3.events import DataReceived, H3Event, HeadersReceived
+from qh3._hazmat import QpackDecoder
+from qh3.h3.connection import (
+    FieldSectionTooLarge,
+    H3Connection,
+    H3Stream,
+    MessageError,
+    QpackDecompressionFailed,
+    Setting,
+)
+from qh3.h3.events import DataReceived, H3Event, Headers, HeadersReceived
 from qh3.quic import events as quic_events
 from qh3.quic.configuration import QuicConfiguration as Qh3Configuration
 from qh3.quic.connection import QuicConnection, QuicConnectionError
@@ -110,6 +129,17 @@ def field_error(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+def decodes_statelessly(section: bytes) -> bool:
+    """Whether a QPACK field section decodes without any dynamic table state: a valid
+    section of static references and literals only (Required Insert Count 0). Its octets
+    are not judged (pylsqpack, aioquic's decoder, takes any)."""
+    try:
+        pylsqpack.Decoder(0, 0).feed_header(0, section)
+    except (pylsqpack.DecompressionFailed, pylsqpack.StreamBlocked):
+        return False
+    return True
+
+
 @dataclasses.dataclass(frozen=True)
 class Qh3MalformedRequest(H3Event):
     """:class:`~ripp_core._engine.MalformedRequest` as a qh3 HTTP/3 event."""
@@ -124,9 +154,22 @@ class _GuardedQh3Connection(H3Connection):
     plus the request checks qh3 leaves out (module docstring)."""
 
     def __init__(self, quic: QuicConnection, guard: H3Guard) -> None:
-        super().__init__(quic)
         self.guard = guard
         self._server = not quic.configuration.is_client
+        super().__init__(quic)  # sends our SETTINGS (_get_local_settings)
+        if self._server:
+            # nothing has been decoded yet: a decoder without a dynamic table
+            self._max_table_capacity = self._blocked_streams = 0
+            self._decoder = QpackDecoder(
+                0, 0, max_field_section_size=self._max_field_section_size
+            )
+
+    def _get_local_settings(self) -> dict[int, int]:
+        settings = super()._get_local_settings()
+        if self._server:
+            settings[Setting.QPACK_MAX_TABLE_CAPACITY] = 0
+            settings[Setting.QPACK_BLOCKED_STREAMS] = 0
+        return settings
 
     def _receive_stream_data(self, event: quic_events.StreamDataReceived) -> list[H3Event]:
         if self.guard.is_abandoned(event.stream_id):
@@ -154,6 +197,28 @@ class _GuardedQh3Connection(H3Connection):
         if reason is not None:
             events.append(self._abandon(stream, reason))
         return events
+
+    def _decode_headers(
+        self,
+        stream_id: int,
+        frame_data: bytes | None,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+    ) -> Headers:
+        try:
+            return super()._decode_headers(stream_id, frame_data, offset=offset, length=length)
+        except QpackDecompressionFailed:
+            # frame_data is None when a blocked section is resumed: that one used the
+            # dynamic table, so its failure is the connection's, as qh3 has it.
+            if not self._server or frame_data is None:
+                raise
+            end = None if length is None else offset + length
+            if not decodes_statelessly(bytes(frame_data[offset:end])):
+                raise
+            # only qh3's decoder refused it (octets that are not UTF-8): this request's
+            # problem; _receive_request_or_push_data turns it into a stream error
+            raise MessageError("a header field is not valid UTF-8") from None
 
     def _abandon(self, stream: H3Stream, reason: str) -> Qh3MalformedRequest:
         stream.buffer.clear()

@@ -515,10 +515,11 @@ class RawConnection:
     def request(
         self, headers: Iterable[tuple[str, str]], body: bytes = b"", end_stream: bool = True
     ) -> int:
-        """Send one request through H3; returns its stream id."""
+        """Send one request through H3; returns its stream id. A lone surrogate in a value
+        (``"\udcff"``) goes out as that byte (``b"\xff"``): octets that are not UTF-8."""
         stream_id = self.quic.get_next_available_stream_id()
         self.responses[stream_id] = RawResponse()
-        fields = [(k.encode(), v.encode()) for k, v in headers]
+        fields = [(k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in headers]
         self.h3.send_headers(stream_id, fields, end_stream=end_stream and not body)
         if body:
             self.h3.send_data(stream_id, body, end_stream=end_stream)

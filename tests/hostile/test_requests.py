@@ -155,6 +155,10 @@ def test_malformed_request_costs_the_request_only(
         assert_request_error(trailing_space)
         also = raw.exchange(raw.creation_headers(to="<tel:+12125550000> "))
         assert_request_error(also)
+        # a Latin-1 display name: a valid field value, not UTF-8 (qh3's QPACK decoder
+        # failed it and closed the connection)
+        latin = raw.exchange(raw.creation_headers(**{"from": '"Jos\udce9" <tel:+14085550000>'}))
+        assert_request_error(latin)
         # a 64 KB To: over max_header_bytes, refused with 400 (not a connection error)
         huge = raw.literal_request(raw.creation_headers(to="<tel:+1" + "2" * 65536 + ">"))
         huge_to = raw.responses[huge]
