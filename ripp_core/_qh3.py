@@ -218,7 +218,7 @@ class _GuardedQh3Connection(H3Connection):
                 raise
             # only qh3's decoder refused it (octets that are not UTF-8): this request's
             # problem; _receive_request_or_push_data turns it into a stream error
-            raise MessageError("a header field is not valid UTF-8") from None
+            raise MessageError("a header field qh3 cannot decode (not UTF-8)") from None
 
     def _abandon(self, stream: H3Stream, reason: str) -> Qh3MalformedRequest:
         stream.buffer.clear()

@@ -72,3 +72,20 @@ def test_the_server_runs_on_the_engine_asked_for(engine: str, tmp_path: Path) ->
         assert raw.create().status == 201
         raw.close()
         server.assert_alive()
+
+
+def test_framing_probe_tells_which_engine_closes() -> None:
+    # The differential probe (docs/hostile.md) in miniature: a valid request closes
+    # nothing; a frame of an HTTP/2 type is a connection error on aioquic (RFC 9114
+    # 7.2.8), which qh3 tolerates; the examples are reproducible from their index.
+    import random
+
+    from .framing_probe import REQUEST, closes, example, frame
+
+    request = frame(0x01, pylsqpack.Encoder().encode(0, REQUEST)[1])
+    assert closes("aioquic", request, True) is None
+    assert closes("qh3", request, True) is None
+    ping = request + frame(0x06, b"12345678")
+    assert closes("aioquic", ping, True) == 0x105  # H3_FRAME_UNEXPECTED
+    assert closes("qh3", ping, True) is None
+    assert example(random.Random(7)) == example(random.Random(7))
