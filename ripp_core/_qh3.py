@@ -5,6 +5,8 @@ What it reads that qh3 does not publish, and why (docs/performance.md, "QUIC eng
 
 * ``QuicConnection._core`` for the smoothed RTT and "has any packet decrypted": the native
   core publishes both as properties, the Python facade does not pass them on.
+* ``QuicConnection._close_event``, to tell a write that races the connection's closing
+  (which the core refuses) from a failure.
 * The guarded HTTP/3 connection overrides the same two internal methods of qh3's
   ``H3Connection`` (a port of aioquic's) as the aioquic engine's does.
 
@@ -292,11 +294,17 @@ class _Qh3Connection(QuicConnection):
                 self._failed(exc)
 
     def send_stream_data(self, stream_id: int, data: Any, end_stream: bool = False) -> None:
-        """See aioquic's ``QuicConnection.send_stream_data`` (dropped once failed)."""
+        """See aioquic's ``QuicConnection.send_stream_data`` (dropped once failed, or
+        once the connection is closing, as aioquic drops it)."""
         if self.failure is None:
             try:
                 super().send_stream_data(stream_id, data, end_stream)
             except Exception as exc:
+                if self._close_event is not None:
+                    # Closing already (our close, the peer's, or qh3's HTTP/3 layer's for
+                    # a peer's protocol error): a write that races it is no failure, and
+                    # reporting one would log a warning per such connection.
+                    return
                 self._failed(exc)
 
     def next_event(self) -> quic_events.QuicEvent | None:
