@@ -142,6 +142,33 @@ def decodes_statelessly(section: bytes) -> bool:
     return True
 
 
+#: What qh3 logs at WARNING on its "quic" logger (aioquic's logger name too) for every
+#: connection a peer closes and every protocol error of a peer: any peer can cause one such
+#: line per connection, and ``ripp serve`` shows warnings. ripp logs each connection's end
+#: itself at INFO (``connection to ... closed``), so these are demoted to INFO.
+QH3_PER_CONNECTION_WARNINGS = ("Native peer close", "Native protocol error")
+
+
+class _DemotePerConnectionWarnings(logging.Filter):
+    """Turns qh3's per-connection warnings into INFO records (dropped unless INFO is on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno == logging.WARNING
+            and isinstance(record.msg, str)
+            and record.msg.startswith(QH3_PER_CONNECTION_WARNINGS)
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
+def _demote_per_connection_warnings() -> None:
+    quic_logger = logging.getLogger("quic")
+    if not any(isinstance(f, _DemotePerConnectionWarnings) for f in quic_logger.filters):
+        quic_logger.addFilter(_DemotePerConnectionWarnings())
+
+
 @dataclasses.dataclass(frozen=True)
 class Qh3MalformedRequest(H3Event):
     """:class:`~ripp_core._engine.MalformedRequest` as a qh3 HTTP/3 event."""
@@ -416,6 +443,7 @@ class Qh3Engine(QuicEngine):
 
     def __init__(self, configuration: QuicConfiguration) -> None:
         self._configuration = qh3_configuration(configuration)
+        _demote_per_connection_warnings()
 
     def client(self, server_name: str, *, stream_limit: int) -> QuicLike:
         """See :meth:`QuicEngine.client` (``stream_limit`` cannot be honoured)."""

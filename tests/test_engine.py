@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 import random
 import subprocess
 import sys
@@ -733,3 +734,24 @@ def test_a_qh3_connection_closed_for_a_protocol_error_is_no_failure(
     with caplog.at_level("WARNING", logger="ripp.h3"):
         assert closes("qh3", frame(0x00, b"x"), True) == 0x105
     assert not [r for r in caplog.records if "qh3 connection failed" in r.getMessage()]
+
+
+def test_qh3_per_connection_warnings_are_info(caplog: pytest.LogCaptureFixture) -> None:
+    # qh3 warns for every connection a peer closes; ripp serve shows warnings, so one
+    # peer could add a line per connection. They come as INFO, shown only when asked for.
+    trunk = _trunk(("aioquic", "qh3"))
+
+    def hang_up() -> list[logging.LogRecord]:
+        caplog.clear()
+        trunk.connect()
+        client = trunk.rclient
+        connection = next(c for c in client._connections if not c.closed)
+        client._close_connection(connection, trunk.net.now, "bye")
+        trunk.run_until(lambda: False, timeout=0.5)
+        return [r for r in caplog.records if r.getMessage().startswith("Native peer close")]
+
+    with caplog.at_level("WARNING"):
+        assert hang_up() == []
+    with caplog.at_level("INFO"):
+        records = hang_up()
+    assert records and all(r.levelname == "INFO" for r in records)
