@@ -5,11 +5,34 @@ What it reads that qh3 does not publish, and why (docs/performance.md, "QUIC eng
 
 * ``QuicConnection._core`` for the smoothed RTT and "has any packet decrypted": the native
   core publishes both as properties, the Python facade does not pass them on.
+* ``QuicConnection._close_event``, to tell a write that races the connection's closing
+  (which the core refuses) from a failure.
 * The guarded HTTP/3 connection overrides the same two internal methods of qh3's
   ``H3Connection`` (a port of aioquic's) as the aioquic engine's does.
 
 qh3 fixes the peer's bidirectional stream allowance at 100 (``fixed_stream_limit``): a
 client of a qh3 server sees that in its stream credit and spreads calls accordingly.
+
+Where qh3's HTTP/3 layer is laxer than aioquic's, the guarded connection makes up for it
+so that a hostile request costs the same on either engine (found by the hostile-peer
+suite run against a qh3 server, docs/hostile.md):
+
+* qh3 raises ``FieldSectionTooLarge`` for a HEADERS frame past its own limit (about
+  1 MB), which its ``handle_event`` turns into closing the whole connection and every
+  call on it; the guard makes it a stream error, as for a malformed request.
+* qh3 skips the field checks of RFC 9114 4.2 that aioquic makes (whitespace around a
+  value, NUL/CR/LF, characters of a name, connection-specific fields, ``content-length``,
+  ``te``): :func:`field_error` makes them, and such a request is a stream error too.
+* qh3's QPACK decoder fails a field section whose names or values are not UTF-8 (valid
+  QPACK: field values may carry any octet but NUL/CR/LF) and closes the connection with
+  QPACK_DECOMPRESSION_FAILED; aioquic decodes it and ripp refuses the request with 400.
+  A guarded (server) connection therefore offers its peer no QPACK dynamic table
+  (QPACK_MAX_TABLE_CAPACITY 0, as RFC 9204 allows): every field section then decodes on
+  its own, so one that only qh3's decoder refuses (:func:`decodes_statelessly`) is made a
+  stream error (400) as well, and a section that fails for any other reason stays a
+  connection error (RFC 9204 2.2.3), as on aioquic. It also spares each connection a
+  64 KB table of the peer's making; request headers come a few times per call, so the
+  compression lost is small.
 """
 
 from __future__ import annotations
@@ -17,13 +40,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+import pylsqpack
 from aioquic.quic.configuration import QuicConfiguration
 from cryptography.hazmat.primitives import serialization
-from qh3.h3.connection import H3Connection, H3Stream, MessageError
-from qh3.h3.events import DataReceived, H3Event, HeadersReceived
+from qh3._hazmat import QpackDecoder
+from qh3.h3.connection import (
+    FieldSectionTooLarge,
+    H3Connection,
+    H3Stream,
+    MessageError,
+    QpackDecompressionFailed,
+    Setting,
+)
+from qh3.h3.events import DataReceived, H3Event, Headers, HeadersReceived
 from qh3.quic import events as quic_events
 from qh3.quic.configuration import QuicConfiguration as Qh3Configuration
 from qh3.quic.connection import QuicConnection, QuicConnectionError
@@ -65,6 +98,77 @@ QH3_DATAGRAM_FRAME_SIZE = 65536
 QH3_STREAM_LIMIT = 100
 
 
+#: Bytes a field name must not contain (RFC 9113 8.2.1, as aioquic checks them): controls,
+#: space, upper case, DEL and non-ASCII. A colon is allowed only first (pseudo-fields).
+_BAD_NAME = re.compile(rb"[\x00-\x20A-Z\x7f-\xff]|(?<=.):", re.DOTALL)
+#: Bytes a field value must not contain, and what it must not start or end with.
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_EDGE_WHITESPACE = frozenset(b" \t")
+#: Fields that belong to one HTTP/1.1 hop and are malformed in HTTP/3 (RFC 9114 4.2).
+CONNECTION_SPECIFIC_FIELDS = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+
+
+def field_error(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """Why a received field section (request headers or trailers) is malformed by the
+    rules of RFC 9114 4.2 / RFC 9113 8.2.1 that aioquic checks and qh3 2.1 does not, or
+    None. (qh3 checks pseudo-fields and upper case itself.) The reasons quote at most 16
+    bytes of peer input."""
+    for name, value in fields:
+        if not name or _BAD_NAME.search(name):
+            return f"field name {name[:16]!r} has invalid characters"
+        if _BAD_VALUE.search(value):
+            return f"field {name[:16]!r} value has forbidden characters"
+        if value and (value[0] in _EDGE_WHITESPACE or value[-1] in _EDGE_WHITESPACE):
+            return f"field {name[:16]!r} value starts or ends with whitespace"
+        if name in CONNECTION_SPECIFIC_FIELDS:
+            return f"field {name[:16]!r} is connection-specific"
+        if name == b"te" and value.lower() != b"trailers":
+            return "field b'te' is not trailers"
+        if name == b"content-length" and not value.isdigit():
+            return "content-length is not a non-negative integer"
+    return None
+
+
+def decodes_statelessly(section: bytes) -> bool:
+    """Whether a QPACK field section decodes without any dynamic table state: a valid
+    section of static references and literals only (Required Insert Count 0). Its octets
+    are not judged (pylsqpack, aioquic's decoder, takes any)."""
+    try:
+        pylsqpack.Decoder(0, 0).feed_header(0, section)
+    except (pylsqpack.DecompressionFailed, pylsqpack.StreamBlocked):
+        return False
+    return True
+
+
+#: What qh3 logs at WARNING on its "quic" logger (aioquic's logger name too) for every
+#: connection a peer closes and every protocol error of a peer: any peer can cause one such
+#: line per connection, and ``ripp serve`` shows warnings. ripp logs each connection's end
+#: itself at INFO (``connection to ... closed``), so these are demoted to INFO.
+QH3_PER_CONNECTION_WARNINGS = ("Native peer close", "Native protocol error")
+
+
+class _DemotePerConnectionWarnings(logging.Filter):
+    """Turns qh3's per-connection warnings into INFO records (dropped unless INFO is on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno == logging.WARNING
+            and isinstance(record.msg, str)
+            and record.msg.startswith(QH3_PER_CONNECTION_WARNINGS)
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
+def _demote_per_connection_warnings() -> None:
+    quic_logger = logging.getLogger("quic")
+    if not any(isinstance(f, _DemotePerConnectionWarnings) for f in quic_logger.filters):
+        quic_logger.addFilter(_DemotePerConnectionWarnings())
+
+
 @dataclasses.dataclass(frozen=True)
 class Qh3MalformedRequest(H3Event):
     """:class:`~ripp_core._engine.MalformedRequest` as a qh3 HTTP/3 event."""
@@ -75,12 +179,26 @@ class Qh3MalformedRequest(H3Event):
 
 class _GuardedQh3Connection(H3Connection):
     """qh3's H3Connection with :class:`~ripp_core._engine.H3Guard`'s bounds (the twin of
-    the aioquic engine's; qh3 is pinned to 2.1.x because it overrides internal methods)."""
+    the aioquic engine's; qh3 is pinned to 2.1.x because it overrides internal methods),
+    plus the request checks qh3 leaves out (module docstring)."""
 
     def __init__(self, quic: QuicConnection, guard: H3Guard) -> None:
-        super().__init__(quic)
         self.guard = guard
         self._server = not quic.configuration.is_client
+        super().__init__(quic)  # sends our SETTINGS (_get_local_settings)
+        if self._server:
+            # nothing has been decoded yet: a decoder without a dynamic table
+            self._max_table_capacity = self._blocked_streams = 0
+            self._decoder = QpackDecoder(
+                0, 0, max_field_section_size=self._max_field_section_size
+            )
+
+    def _get_local_settings(self) -> dict[int, int]:
+        settings = super()._get_local_settings()
+        if self._server:
+            settings[Setting.QPACK_MAX_TABLE_CAPACITY] = 0
+            settings[Setting.QPACK_BLOCKED_STREAMS] = 0
+        return settings
 
     def _receive_stream_data(self, event: quic_events.StreamDataReceived) -> list[H3Event]:
         if self.guard.is_abandoned(event.stream_id):
@@ -92,14 +210,44 @@ class _GuardedQh3Connection(H3Connection):
     ) -> list[H3Event]:
         try:
             events = super()._receive_request_or_push_data(stream, data, stream_ended)
-        except MessageError as exc:
+        except (MessageError, FieldSectionTooLarge) as exc:
+            # qh3 would close the connection for either (both are about one request)
             if not self._server:
                 raise
             return [self._abandon(stream, exc.reason_phrase)]
+        if self._server:
+            for event in events:
+                if isinstance(event, HeadersReceived):
+                    reason = field_error(event.headers)
+                    if reason is not None:
+                        # nothing of the request reaches the binding, as with aioquic
+                        return [self._abandon(stream, reason)]
         reason = self.guard.oversized(stream.frame_type, stream.frame_size)
         if reason is not None:
             events.append(self._abandon(stream, reason))
         return events
+
+    def _decode_headers(
+        self,
+        stream_id: int,
+        frame_data: bytes | None,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+    ) -> Headers:
+        try:
+            return super()._decode_headers(stream_id, frame_data, offset=offset, length=length)
+        except QpackDecompressionFailed:
+            # frame_data is None when a blocked section is resumed: that one used the
+            # dynamic table, so its failure is the connection's, as qh3 has it.
+            if not self._server or frame_data is None:
+                raise
+            end = None if length is None else offset + length
+            if not decodes_statelessly(bytes(frame_data[offset:end])):
+                raise
+            # only qh3's decoder refused it (octets that are not UTF-8): this request's
+            # problem; _receive_request_or_push_data turns it into a stream error
+            raise MessageError("a header field qh3 cannot decode (not UTF-8)") from None
 
     def _abandon(self, stream: H3Stream, reason: str) -> Qh3MalformedRequest:
         stream.buffer.clear()
@@ -173,11 +321,17 @@ class _Qh3Connection(QuicConnection):
                 self._failed(exc)
 
     def send_stream_data(self, stream_id: int, data: Any, end_stream: bool = False) -> None:
-        """See aioquic's ``QuicConnection.send_stream_data`` (dropped once failed)."""
+        """See aioquic's ``QuicConnection.send_stream_data`` (dropped once failed, or
+        once the connection is closing, as aioquic drops it)."""
         if self.failure is None:
             try:
                 super().send_stream_data(stream_id, data, end_stream)
             except Exception as exc:
+                if self._close_event is not None:
+                    # Closing already (our close, the peer's, or qh3's HTTP/3 layer's for
+                    # a peer's protocol error): a write that races it is no failure, and
+                    # reporting one would log a warning per such connection.
+                    return
                 self._failed(exc)
 
     def next_event(self) -> quic_events.QuicEvent | None:
@@ -289,6 +443,7 @@ class Qh3Engine(QuicEngine):
 
     def __init__(self, configuration: QuicConfiguration) -> None:
         self._configuration = qh3_configuration(configuration)
+        _demote_per_connection_warnings()
 
     def client(self, server_name: str, *, stream_limit: int) -> QuicLike:
         """See :meth:`QuicEngine.client` (``stream_limit`` cannot be honoured)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from ripp_core import CallState, CallTerminated
+from ripp_core import CallState, CallTerminated, RippConfig
 from ripp_core._frames import FrameType, SignalFrame, encode_frame, encode_signal
 from ripp_core._messages import encode_message
 from ripp_core._varint import encode_varint
@@ -115,8 +115,14 @@ def attacks(draw: st.DrawFn) -> dict[str, Any]:
 class FuzzWorld:
     """A trunk with a bystander call, and a raw client that attacks a call of its own."""
 
-    def __init__(self, seed: int = 1) -> None:
-        self.trunk = Trunk(seed=seed)
+    def __init__(self, seed: int = 1, engine: str = "aioquic") -> None:
+        # ``engine``: the server's QUIC engine (the bystander's client and the raw
+        # attacker stay on aioquic)
+        self.trunk = Trunk(
+            seed=seed,
+            config=RippConfig(jitter_buffer=False),
+            server_config=RippConfig(jitter_buffer=False, quic_engine=engine),
+        )
         self.handle = self.trunk.connect()
         self.examples = 0
         self._raw: RawH3Client | None = None

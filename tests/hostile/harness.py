@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
+import pytest
 from aioquic.buffer import Buffer
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
@@ -77,6 +78,15 @@ MAX_RTT_P99_MS = 150.0
 MAX_RSS_GROWTH_MB = 40.0
 #: Seconds to let the server process start and print its URI.
 START_TIMEOUT = 20.0
+
+#: The QUIC engines ``ripp serve`` can run on (``--quic-engine``); the attacker is always
+#: a raw aioquic client, which speaks QUIC to either.
+ENGINES = ("aioquic", "qh3")
+#: The engine of every server the suite starts unless a test names one:
+#: ``RIPP_HOSTILE_ENGINE=qh3 pytest tests/hostile`` runs the whole suite against qh3.
+ENGINE = os.environ.get("RIPP_HOSTILE_ENGINE") or "aioquic"
+if ENGINE not in ENGINES:
+    raise ValueError(f"RIPP_HOSTILE_ENGINE={ENGINE!r}: one of {', '.join(ENGINES)}")
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -133,10 +143,17 @@ class RssSampler:
 class ServeProcess:
     """``ripp serve --port 0`` as a subprocess; its URI, CA, stderr and memory."""
 
-    def __init__(self, home: Path, driver: str, settings: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        home: Path,
+        driver: str,
+        settings: Sequence[str] = (),
+        engine: str | None = None,
+    ) -> None:
         home.mkdir(parents=True, exist_ok=True)
         self.home = home
         self.driver = driver
+        self.engine = engine or ENGINE
         self.stderr_path = home / "serve.stderr"
         self._stderr = self.stderr_path.open("wb")
         # The attacks here are on the process and the protocol, not on token or PASSporT
@@ -145,6 +162,10 @@ class ServeProcess:
             "serve", "--port", "0", "--driver", driver,
             "--insecure-accept-any-token", "--insecure-accept-any-identity",
         ]
+        if self.engine != "aioquic":
+            # as a setting, not --quic-engine: a RIPP_HOSTILE_REPO checkout older than
+            # the flag still runs the default engine without it
+            args += ["--set", f"quic_engine={self.engine}"]
         for setting in settings:
             args += ["--set", setting]
         self.process = subprocess.Popen(
@@ -226,9 +247,12 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def serve(home: Path, driver: str, settings: Sequence[str] = ()) -> Iterator[ServeProcess]:
-    """A ``ripp serve`` process for the duration of the block."""
-    server = ServeProcess(home, driver, settings)
+def serve(
+    home: Path, driver: str, settings: Sequence[str] = (), engine: str | None = None
+) -> Iterator[ServeProcess]:
+    """A ``ripp serve`` process for the duration of the block (on ``engine``, by default
+    :data:`ENGINE`)."""
+    server = ServeProcess(home, driver, settings, engine)
     try:
         yield server
     finally:
@@ -491,10 +515,11 @@ class RawConnection:
     def request(
         self, headers: Iterable[tuple[str, str]], body: bytes = b"", end_stream: bool = True
     ) -> int:
-        """Send one request through H3; returns its stream id."""
+        """Send one request through H3; returns its stream id. A lone surrogate in a value
+        (``"\udcff"``) goes out as that byte (``b"\xff"``): octets that are not UTF-8."""
         stream_id = self.quic.get_next_available_stream_id()
         self.responses[stream_id] = RawResponse()
-        fields = [(k.encode(), v.encode()) for k, v in headers]
+        fields = [(k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in headers]
         self.h3.send_headers(stream_id, fields, end_stream=end_stream and not body)
         if body:
             self.h3.send_data(stream_id, body, end_stream=end_stream)
@@ -758,6 +783,18 @@ def junk_initial(size: int = 1200) -> bytes:
 
 # ---------------------------------------------------------------- one probe's scene
 DRIVERS = ("trio", "asyncio")
+#: The engines a test where the QUIC engine matters runs on: the suite's :data:`ENGINE`
+#: and qh3 (once, when ENGINE is qh3). The drivers' own paths are the same on either
+#: engine, so a test that also runs on each driver runs on qh3 with Trio only
+#: (:data:`DRIVER_ENGINES`); ``RIPP_HOSTILE_ENGINE=qh3`` runs every test on qh3.
+WITH_QH3 = tuple(dict.fromkeys((ENGINE, "qh3")))
+#: (driver, engine) pairs for a test parametrized over both (ids ``trio-aioquic``, ...).
+DRIVER_ENGINES = [
+    pytest.param(driver, engine, id=f"{driver}-{engine}")
+    for driver, engine in dict.fromkeys(
+        [*((driver, ENGINE) for driver in DRIVERS), ("trio", "qh3")]
+    )
+]
 #: Seconds the ordinary call's media runs before the attack starts (after the server has
 #: printed that it took the call), so that the attack overlaps its media.
 CALL_WARMUP = 0.4
@@ -799,10 +836,12 @@ def scene(
     *,
     seconds: float = 4.0,
     warmup: Sequence[RawConnection] = (),
+    engine: str | None = None,
 ) -> Iterator[Scene]:
-    """Start ``ripp serve`` and an ordinary call; the block runs the attack (bounded in
-    count and time); afterwards call :meth:`Scene.check`."""
-    with serve(home, driver, settings) as server:
+    """Start ``ripp serve`` (on ``engine``, by default :data:`ENGINE`) and an ordinary
+    call; the block runs the attack (bounded in count and time); afterwards call
+    :meth:`Scene.check`."""
+    with serve(home, driver, settings, engine) as server:
         ordinary = server.ordinary_call(seconds)
         try:
             rss = RssSampler(server.pid)

@@ -55,6 +55,10 @@ def test_past_max_calls_new_calls_get_503(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_lagging_server_refuses_new_calls_and_keeps_old_ones(tmp_path: Path) -> None:
+    # Not also run on qh3 in an ordinary run: it misses the stall about one run in ten on
+    # either engine (4 of 48 runs, at least one on each): when the Trio driver's receive
+    # task runs first after SIGCONT, the datagrams it handles re-arm the timer the stall
+    # made late, so the lateness is measured against the new deadline (docs/hostile.md).
     settings = [f"admission_hold={HOLD}"]
     with serve(tmp_path, "trio", settings) as server:
         raw = RawConnection(server, source="127.0.0.2")

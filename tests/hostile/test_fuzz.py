@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 from .fuzz import FuzzWorld, attacks
+from .harness import WITH_QH3
 
 EXAMPLES = 30
 
 
-def test_random_bodies_never_escape_and_spare_the_bystander() -> None:
-    world = FuzzWorld()
+@pytest.mark.parametrize("engine", WITH_QH3)
+def test_random_bodies_never_escape_and_spare_the_bystander(engine: str) -> None:
+    world = FuzzWorld(engine=engine)
 
     # One world for every example: the bystander call must survive all of them in turn.
     @settings(

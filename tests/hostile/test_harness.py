@@ -4,6 +4,7 @@ send what they claim to send."""
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import pylsqpack
 import pytest
@@ -13,7 +14,7 @@ from aioquic.quic.packet import QuicPacketType, encode_quic_retry, pull_quic_hea
 from hypothesis import given
 from hypothesis import strategies as st
 
-from .harness import is_retry, junk_initial, qpack_literal
+from .harness import ENGINES, RawConnection, is_retry, junk_initial, pump, qpack_literal, serve
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-:", min_size=1, max_size=20)
 values = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300)
@@ -56,3 +57,35 @@ def test_is_retry() -> None:
     assert is_retry(retry)
     assert not is_retry(junk_initial())
     assert not is_retry(b"\x00garbage")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_server_runs_on_the_engine_asked_for(engine: str, tmp_path: Path) -> None:
+    # A qh3 server validates every new client's address with a QUIC Retry first (the
+    # engine's retry_always); an aioquic one only past retry_threshold open handshakes.
+    # So the raw client sees which engine it reached, and a call gets made on it.
+    with serve(tmp_path, "trio", engine=engine) as server:
+        raw = RawConnection(server, source="127.0.0.2")
+        assert pump([raw], until=lambda: raw.connected, timeout=5), raw.terminated
+        assert raw.retries_seen == (1 if engine == "qh3" else 0)
+        assert raw.create().status == 201
+        raw.close()
+        server.assert_alive()
+
+
+def test_framing_probe_tells_which_engine_closes() -> None:
+    # The differential probe (docs/hostile.md) in miniature: a valid request closes
+    # nothing; a frame of an HTTP/2 type is a connection error on aioquic (RFC 9114
+    # 7.2.8), which qh3 tolerates; the examples are reproducible from their index.
+    import random
+
+    from .framing_probe import REQUEST, closes, example, frame
+
+    request = frame(0x01, pylsqpack.Encoder().encode(0, REQUEST)[1])
+    assert closes("aioquic", request, True) is None
+    assert closes("qh3", request, True) is None
+    ping = request + frame(0x06, b"12345678")
+    assert closes("aioquic", ping, True) == 0x105  # H3_FRAME_UNEXPECTED
+    assert closes("qh3", ping, True) is None
+    assert example(random.Random(7)) == example(random.Random(7))

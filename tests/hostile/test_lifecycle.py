@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import RawConnection, pump, scene
+from .harness import WITH_QH3, RawConnection, pump, scene
 
 LINGERING = 3  # calls hung up without END_STREAM
 #: Seconds within which the server frees them: a linger as long as reattach_timeout
@@ -58,8 +58,9 @@ def test_calls_ended_without_end_stream_are_freed(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_stream_that_never_acks_costs_only_itself(tmp_path: Path) -> None:
-    with scene(tmp_path, "trio") as s:
+@pytest.mark.parametrize("engine", WITH_QH3)
+def test_stream_that_never_acks_costs_only_itself(engine: str, tmp_path: Path) -> None:
+    with scene(tmp_path, "trio", engine=engine) as s:
         raw = RawConnection(s.server, source="127.0.0.2")
         call = raw.open_call(media=2)
         good, silent = call.media

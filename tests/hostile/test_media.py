@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import DRIVERS, RawConnection, pcmu_frame, pump, scene
+from .harness import DRIVER_ENGINES, RawConnection, pcmu_frame, pump, scene
 
 #: Frames after which the jump comes, and frames sent after each jump.
 BEFORE, AFTER = 10, 10
@@ -22,9 +22,9 @@ ACK_WITHIN = 2.0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("driver", DRIVERS)
-def test_sequence_jumps_cost_constant_time(driver: str, tmp_path: Path) -> None:
-    with scene(tmp_path, driver) as s:
+@pytest.mark.parametrize(("driver", "engine"), DRIVER_ENGINES)
+def test_sequence_jumps_cost_constant_time(driver: str, engine: str, tmp_path: Path) -> None:
+    with scene(tmp_path, driver, engine=engine) as s:
         raw = RawConnection(s.server, source="127.0.0.2")
         call = raw.open_call(media=2)
         sent: list[int] = []

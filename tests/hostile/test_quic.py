@@ -18,17 +18,23 @@ from pathlib import Path
 
 import pytest
 
-from .harness import DRIVERS, RawConnection, junk_initial, pump, scene
+from ripp_core._varint import encode_varint
 
+from .harness import DRIVER_ENGINES, WITH_QH3, RawConnection, junk_initial, pump, scene
+
+#: Connections that handshake and end (half hung up, half closed by the server for a
+#: protocol error), and the server log they may add all together: no line per connection.
+CHURN = 40
+MAX_CHURN_LOG_BYTES = 500  # a line is about 60 bytes
 JUNK_COUNT = 3000  # Initials, sent at JUNK_RATE from one socket
 JUNK_RATE = 2000.0  # per second: a stateless check (~56 us each) is 11 % of a core
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("driver", DRIVERS)
-def test_junk_initials_and_retry(driver: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("driver", "engine"), DRIVER_ENGINES)
+def test_junk_initials_and_retry(driver: str, engine: str, tmp_path: Path) -> None:
     settings = ["retry_threshold=2", "handshake_timeout=3"]
-    with scene(tmp_path, driver, settings) as s:
+    with scene(tmp_path, driver, settings, engine=engine) as s:
         # Junk first, while no handshake is in progress (so the server cannot answer it
         # with Retries): full-size v1 Initials with random DCIDs that nothing decrypts.
         junk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -66,14 +72,15 @@ def test_junk_initials_and_retry(driver: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_idle_connections_never_lock_callers_out(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", WITH_QH3)
+def test_idle_connections_never_lock_callers_out(engine: str, tmp_path: Path) -> None:
     limit, per_address, idle = 8, 4, 2.0
     settings = [
         f"max_connections={limit}",
         f"max_connections_per_address={per_address}",
         f"idle_connection_timeout={idle}",
     ]
-    with scene(tmp_path, "trio", settings, seconds=3.0) as s:
+    with scene(tmp_path, "trio", settings, seconds=3.0, engine=engine) as s:
         # One address may hold only `per_address` connections: the rest never handshake.
         crowd = [RawConnection(s.server, source="127.0.0.2") for _ in range(per_address + 2)]
         pump(crowd, timeout=1.5)
@@ -95,3 +102,23 @@ def test_idle_connections_never_lock_callers_out(tmp_path: Path) -> None:
         for connection in [caller, *crowd]:
             connection.close()
         s.check()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", WITH_QH3)
+def test_connection_churn_leaves_no_log_line_per_connection(engine: str, tmp_path: Path) -> None:
+    # qh3 warned for every connection a peer closed (and ripp serve shows warnings): one
+    # peer could grow the log by a line per connection, without limit.
+    data_first = encode_varint(0x00) + encode_varint(1) + b"x"  # DATA before HEADERS
+    with scene(tmp_path, "trio", engine=engine) as s:
+        before = len(s.server.stderr().encode())
+        for index in range(CHURN):
+            raw = RawConnection(s.server, source=f"127.0.0.{2 + index % 4}")
+            assert pump([raw], until=lambda r=raw: r.connected, timeout=5), raw.terminated  # type: ignore[misc]
+            if index % 2:
+                raw.raw_stream(data_first, end_stream=True)  # H3_FRAME_UNEXPECTED
+                assert pump([raw], until=lambda r=raw: r.terminated is not None, timeout=3)  # type: ignore[misc]
+            raw.close()
+        s.check()  # the ordinary call has ended: the server has seen every close by now
+        log = s.server.stderr().encode()[before:]
+        assert len(log) < MAX_CHURN_LOG_BYTES, log[-600:]

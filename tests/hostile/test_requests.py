@@ -22,9 +22,10 @@ import pytest
 from ripp_core._varint import encode_varint
 
 from .harness import (
-    DRIVERS,
+    DRIVER_ENGINES,
     H3_HEADERS,
     MEDIA,
+    WITH_QH3,
     RawConnection,
     RawResponse,
     assert_refused,
@@ -69,8 +70,9 @@ def refused_request(raw: RawConnection, index: int) -> tuple[list[tuple[str, str
 
 
 @pytest.mark.slow
-def test_refusals_leak_nothing_and_echo_little(tmp_path: Path) -> None:
-    with scene(tmp_path, "trio", seconds=5.0) as s:
+@pytest.mark.parametrize("engine", WITH_QH3)
+def test_refusals_leak_nothing_and_echo_little(engine: str, tmp_path: Path) -> None:
+    with scene(tmp_path, "trio", seconds=5.0, engine=engine) as s:
         raw = RawConnection(s.server, source="127.0.0.2")
         assert pump([raw], until=lambda: raw.connected, timeout=5)
         # a few refusals whose path is 15 KB: the reason echoes at most 64 characters
@@ -112,9 +114,11 @@ JUNK_PER_STREAM = 256 * 1024
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("driver", DRIVERS)
-def test_huge_headers_frame_costs_the_request_only(driver: str, tmp_path: Path) -> None:
-    with scene(tmp_path, driver) as s:
+@pytest.mark.parametrize(("driver", "engine"), DRIVER_ENGINES)
+def test_huge_headers_frame_costs_the_request_only(
+    driver: str, engine: str, tmp_path: Path
+) -> None:
+    with scene(tmp_path, driver, engine=engine) as s:
         raw = RawConnection(s.server, source="127.0.0.2")
         assert pump([raw], until=lambda: raw.connected, timeout=5)
         head = encode_varint(H3_HEADERS) + encode_varint(HUGE)
@@ -136,9 +140,11 @@ def test_huge_headers_frame_costs_the_request_only(driver: str, tmp_path: Path) 
 
 # ------------------------------------------------------------------ class 8
 @pytest.mark.slow
-@pytest.mark.parametrize("driver", DRIVERS)
-def test_malformed_request_costs_the_request_only(driver: str, tmp_path: Path) -> None:
-    with scene(tmp_path, driver) as s:
+@pytest.mark.parametrize(("driver", "engine"), DRIVER_ENGINES)
+def test_malformed_request_costs_the_request_only(
+    driver: str, engine: str, tmp_path: Path
+) -> None:
+    with scene(tmp_path, driver, engine=engine) as s:
         raw = RawConnection(s.server, source="127.0.0.2")
         call = raw.open_call(media=2)  # another call on the same connection
         raw.talking.append(call)
@@ -149,6 +155,10 @@ def test_malformed_request_costs_the_request_only(driver: str, tmp_path: Path) -
         assert_request_error(trailing_space)
         also = raw.exchange(raw.creation_headers(to="<tel:+12125550000> "))
         assert_request_error(also)
+        # a Latin-1 display name: a valid field value, not UTF-8 (qh3's QPACK decoder
+        # failed it and closed the connection)
+        latin = raw.exchange(raw.creation_headers(**{"from": '"Jos\udce9" <tel:+14085550000>'}))
+        assert_request_error(latin)
         # a 64 KB To: over max_header_bytes, refused with 400 (not a connection error)
         huge = raw.literal_request(raw.creation_headers(to="<tel:+1" + "2" * 65536 + ">"))
         huge_to = raw.responses[huge]
@@ -170,9 +180,10 @@ PAD = "x" * 20_000  # a header block over max_header_bytes (16384)
 
 
 @pytest.mark.slow
-def test_refusals_follow_the_documented_check_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", WITH_QH3)
+def test_refusals_follow_the_documented_check_order(engine: str, tmp_path: Path) -> None:
     # max_calls=1: the ordinary call fills the server, so creation reaches the 503 check.
-    with scene(tmp_path, "trio", ["max_calls=1"]) as s:
+    with scene(tmp_path, "trio", ["max_calls=1"], engine=engine) as s:
         raw = RawConnection(s.server, source="127.0.0.2")
         assert pump([raw], until=lambda: raw.connected, timeout=5)
         create = raw.creation_headers
