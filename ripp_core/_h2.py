@@ -177,6 +177,7 @@ class _H2Binding(HttpEndpoint):
     # ---------------------------------------------------------------- byte-stream contract
     def receive_data(self, data: bytes, peer: StreamKey, now: float) -> None:
         """Feed bytes that arrived on the connection ``peer``."""
+        self._input_arrived(now)
         self._log_clock = now
         connection = self._by_key.get(peer)
         if connection is None:

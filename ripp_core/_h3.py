@@ -109,6 +109,7 @@ class _QuicBinding(HttpEndpoint):
     # ---------------------------------------------------------------- aioquic contract
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Feed one UDP datagram that arrived from ``addr``."""
+        self._input_arrived(now)
         self._log_clock = now
         connection = self._connection_for_datagram(data, addr, now)
         if connection is None:

@@ -420,6 +420,27 @@ def test_an_overloaded_server_still_reattaches_its_own_call() -> None:
     assert max(trunk.c2s[handle].received) == count - 1
 
 
+def test_a_stall_seen_first_by_a_datagram_still_counts_as_lateness() -> None:
+    """Section 19.5: after a stall the driver may take the datagrams that waited before it
+    runs the overdue timer; they re-arm the timer, so the lateness must be measured on
+    their arrival too, or the stall goes unseen."""
+    trunk = Trunk(config=RippConfig(jitter_buffer=False))
+    trunk.connect()
+    server = trunk.rserver("a")
+    armed = server.get_timer()
+    assert armed is not None
+    assert not server.overloaded(armed)
+    # On time (not after the armed deadline): no lateness.
+    server.receive_datagram(bytes(64), ("127.0.0.9", 9), armed)
+    assert server.load == 0.0 and not server.overloaded(armed)
+    armed = server.get_timer()
+    assert armed is not None
+    # 300 ms after it (a junk datagram: what arrives does not matter, when does).
+    server.receive_datagram(bytes(64), ("127.0.0.9", 9), armed + 0.3)
+    assert server.load > 0.0
+    assert server.overloaded(armed + 0.3)  # over admission_max_stall (250 ms) at once
+
+
 def test_two_hundred_concurrent_calls(binding: str) -> None:
     config = RippConfig(jitter_buffer=False)
     trunk = Trunk(binding=binding, config=config, ring_time=0.0)
