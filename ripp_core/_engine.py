@@ -14,7 +14,12 @@ question              aioquic 1.7 (pinned)                        qh3 2.1
 ``buffered_bytes``    ``_streams[i].receiver._buffer`` (private)  0: bounded by ``max_data``
 ``is_first_flight``   ``_state`` (private)                        ``_core.received_authenti…``
 stream limit          ``_local_max_streams_bidi`` (private)       fixed at 100, no setting
-H3 request guard      overrides two private H3 methods            the same two (same names)
+H3 request guard      overrides two private H3 methods            the same two, plus
+                                                                  ``_decode_headers`` and
+                                                                  ``_get_local_settings`` (no
+                                                                  QPACK dynamic table), reads
+                                                                  ``_close_event`` and uses
+                                                                  ``_hazmat.QpackDecoder``
 ====================  ==========================================  ===========================
 
 Every private name the binding reads lives in this module (aioquic) or in :mod:`._qh3`
