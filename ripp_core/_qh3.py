@@ -72,6 +72,7 @@ from ._engine import (
     QuicEngine,
     QuicLike,
 )
+from ._logs import LogLimiter
 
 logger = logging.getLogger("ripp.h3")
 _T = TypeVar("_T")
@@ -265,6 +266,9 @@ class _GuardedQh3Connection(H3Connection):
         return sum(len(stream.buffer) for stream in self._stream.values())
 
 
+_FAILURE_LOG = LogLimiter(logger)
+
+
 class _Qh3Connection(QuicConnection):
     """qh3's QuicConnection that fails alone.
 
@@ -278,12 +282,14 @@ class _Qh3Connection(QuicConnection):
     """
 
     failure: QuicConnectionError | None = None
+    _now = 0.0  # the latest time a caller passed in: the clock of the failure log line
     _reported = False  # the failure's ConnectionTerminated was handed out
     _flushed = False  # the CONNECTION_CLOSE after a failure was collected (or could not be)
 
     # The hot calls are written out (no closure per call): they run for every datagram.
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
         """See aioquic's ``QuicConnection.receive_datagram``."""
+        self._now = now
         if self.failure is None:
             try:
                 super().receive_datagram(data, addr, now)
@@ -292,6 +298,7 @@ class _Qh3Connection(QuicConnection):
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
         """See aioquic's ``QuicConnection.datagrams_to_send``."""
+        self._now = now
         if self.failure is None:
             try:
                 return super().datagrams_to_send(now)
@@ -314,6 +321,7 @@ class _Qh3Connection(QuicConnection):
 
     def handle_timer(self, now: float) -> None:
         """See aioquic's ``QuicConnection.handle_timer``."""
+        self._now = now
         if self.failure is None:
             try:
                 super().handle_timer(now)
@@ -366,7 +374,9 @@ class _Qh3Connection(QuicConnection):
         if not isinstance(exc, QuicConnectionError):
             reason = f"{type(exc).__name__}: {exc}"
             exc = QuicConnectionError(QuicErrorCode.INTERNAL_ERROR, None, reason)
-        logger.warning("qh3 connection failed: %s", exc)
+        # Rate-limited, all connections together: if a peer can make qh3's core fail,
+        # it can do so on every connection it opens.
+        _FAILURE_LOG.log(logging.WARNING, self._now, "qh3 connection failed: %s", exc)
         self.failure = exc
         with contextlib.suppress(Exception):
             # Tell the peer if the core still can; nothing more will be sent.
