@@ -45,6 +45,7 @@ from aioquic.quic.connection import QuicConnection, QuicConnectionState
 
 from ._config import QUIC_ENGINES
 from ._headers import Headers
+from ._logs import LogLimiter
 
 #: Stream IDs of one kind (client-initiated bidirectional) are 4 apart (RFC 9000 2.1).
 _STREAM_ID_STEP = 4
@@ -364,8 +365,12 @@ class EngineUnavailable(RuntimeError):
     """The configured QUIC engine is not installed (``pip install ripp[qh3]``)."""
 
 
-def quic_engine(name: str, configuration: QuicConfiguration) -> QuicEngine:
-    """The engine called ``name`` (one of ``QUIC_ENGINES``) for ``configuration``."""
+def quic_engine(
+    name: str, configuration: QuicConfiguration, failure_log: LogLimiter | None = None
+) -> QuicEngine:
+    """The engine called ``name`` (one of ``QUIC_ENGINES``) for ``configuration``;
+    ``failure_log`` rate-limits what an engine logs about a connection that failed inside
+    it (qh3's native core)."""
     if name == "aioquic":
         return AioquicEngine(configuration)
     if name == "qh3":
@@ -375,5 +380,5 @@ def quic_engine(name: str, configuration: QuicConfiguration) -> QuicEngine:
             raise EngineUnavailable(
                 f"quic_engine='qh3' needs the qh3 package (pip install 'ripp[qh3]'): {exc}"
             ) from exc
-        return Qh3Engine(configuration)
+        return Qh3Engine(configuration, failure_log)
     raise ValueError(f"unknown QUIC engine {name!r} (one of {', '.join(QUIC_ENGINES)})")

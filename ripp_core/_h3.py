@@ -66,6 +66,7 @@ from ._http import (
 from ._http import (
     random_call_id as _random_call_id,
 )
+from ._logs import LogLimiter
 
 logger = logging.getLogger("ripp.h3")
 
@@ -92,7 +93,11 @@ class _QuicBinding(HttpEndpoint):
         self._quic_configuration = quic_configuration
         if not quic_configuration.alpn_protocols:
             quic_configuration.alpn_protocols = list(H3_ALPN)
-        self._engine = quic_engine(self.config.quic_engine, quic_configuration)
+        self._engine = quic_engine(
+            self.config.quic_engine,
+            quic_configuration,
+            LogLimiter(logger, burst=self.config.log_burst, interval=self.config.log_interval),
+        )
         self._kinds = self._engine.kinds
         self._touched: set[HttpConnection] = set()  # may have something to send
         # Connections held back so that media of their calls leaves in one batch (11.9).

@@ -266,7 +266,9 @@ class _GuardedQh3Connection(H3Connection):
         return sum(len(stream.buffer) for stream in self._stream.values())
 
 
-_FAILURE_LOG = LogLimiter(logger)
+#: The failure log of connections made without an engine (tests); an engine passes the
+#: endpoint's, limited by ``RippConfig.log_burst`` / ``log_interval``.
+_DEFAULT_FAILURE_LOG = LogLimiter(logger)
 
 
 class _Qh3Connection(QuicConnection):
@@ -282,6 +284,7 @@ class _Qh3Connection(QuicConnection):
     """
 
     failure: QuicConnectionError | None = None
+    failure_log = _DEFAULT_FAILURE_LOG
     _now = 0.0  # the latest time a caller passed in: the clock of the failure log line
     _reported = False  # the failure's ConnectionTerminated was handed out
     _flushed = False  # the CONNECTION_CLOSE after a failure was collected (or could not be)
@@ -374,9 +377,8 @@ class _Qh3Connection(QuicConnection):
         if not isinstance(exc, QuicConnectionError):
             reason = f"{type(exc).__name__}: {exc}"
             exc = QuicConnectionError(QuicErrorCode.INTERNAL_ERROR, None, reason)
-        # Rate-limited, all connections together: if a peer can make qh3's core fail,
-        # it can do so on every connection it opens.
-        _FAILURE_LOG.log(logging.WARNING, self._now, "qh3 connection failed: %s", exc)
+        # Rate-limited, all of the engine's connections together (Qh3Engine).
+        self.failure_log.log(logging.WARNING, self._now, "qh3 connection failed: %s", exc)
         self.failure = exc
         with contextlib.suppress(Exception):
             # Tell the peer if the core still can; nothing more will be sent.
@@ -451,14 +453,21 @@ class Qh3Engine(QuicEngine):
     # the address is validated, which a Retry does before any state exists.
     retry_always = True
 
-    def __init__(self, configuration: QuicConfiguration) -> None:
+    def __init__(
+        self, configuration: QuicConfiguration, failure_log: LogLimiter | None = None
+    ) -> None:
         self._configuration = qh3_configuration(configuration)
+        # Shared by every connection: a peer that can make qh3's core fail can do it on
+        # every connection it opens.
+        self._failure_log = failure_log or _DEFAULT_FAILURE_LOG
         _demote_per_connection_warnings()
 
     def client(self, server_name: str, *, stream_limit: int) -> QuicLike:
         """See :meth:`QuicEngine.client` (``stream_limit`` cannot be honoured)."""
         configuration = dataclasses.replace(self._configuration, server_name=server_name)
-        return _Qh3Connection(configuration=configuration)
+        connection = _Qh3Connection(configuration=configuration)
+        connection.failure_log = self._failure_log
+        return connection
 
     def server(
         self,
@@ -468,11 +477,13 @@ class Qh3Engine(QuicEngine):
         stream_limit: int,
     ) -> QuicLike:
         """See :meth:`QuicEngine.server` (``stream_limit`` cannot be honoured)."""
-        return _Qh3Connection(
+        connection = _Qh3Connection(
             configuration=self._configuration,
             original_destination_connection_id=original_destination_connection_id,
             retry_source_connection_id=retry_source_connection_id,
         )
+        connection.failure_log = self._failure_log
+        return connection
 
     def h3(self, quic: QuicLike, guard: H3Guard | None) -> H3Like:
         """See :meth:`QuicEngine.h3`."""

@@ -9,7 +9,6 @@ drivers; a misbehaving qh3 core fails its own connection only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 import random
@@ -373,23 +372,31 @@ def test_a_failing_qh3_core_ends_its_own_connection_only(pair: tuple[str, str]) 
 
 def test_qh3_core_failures_are_logged_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
     # A peer that can make qh3's core fail can do it on every connection it opens: the
-    # warning is rate-limited across connections (ripp_core._logs.LogLimiter).
+    # warning goes through one LogLimiter for all of an engine's connections, set by the
+    # endpoint's log_burst / log_interval.
     from ripp_core import _qh3
 
-    monkey = pytest.MonkeyPatch()
-    monkey.setattr(_qh3, "_FAILURE_LOG", _qh3.LogLimiter(_qh3.logger))
-    try:
-        with caplog.at_level(logging.WARNING, logger="ripp.h3"):
-            for n in range(40):
-                connection = _qh3._Qh3Connection.__new__(_qh3._Qh3Connection)
-                connection._now = n * 0.1  # 40 failures in 4 s
-                with contextlib.suppress(Exception):
-                    connection._failed(RuntimeError(f"injected {n}"))
-                assert connection.failure is not None
-        lines = [r for r in caplog.records if "qh3 connection failed" in r.getMessage()]
-        assert len(lines) == 10  # DEFAULT_BURST per 10 s
-    finally:
-        monkey.undo()
+    server = RippServer(
+        server_quic_configuration(PKI),
+        instance_id="inst-a",
+        config=RippConfig(quic_engine="qh3", log_burst=3, log_interval=10.0),
+        **INSECURE_CHECKS,
+    )
+    engine = server._engine
+    assert isinstance(engine, _qh3.Qh3Engine)
+    with caplog.at_level(logging.WARNING, logger="ripp.h3"):
+        for n in range(40):
+            connection = engine.server(
+                original_destination_connection_id=bytes(8),
+                retry_source_connection_id=None,
+                stream_limit=100,
+            )
+            assert isinstance(connection, _qh3._Qh3Connection)
+            connection._now = n * 0.1  # 40 failures in 4 s
+            connection._failed(RuntimeError(f"injected {n}"))
+            assert connection.failure is not None
+    lines = [r for r in caplog.records if "qh3 connection failed" in r.getMessage()]
+    assert len(lines) == 3  # log_burst per log_interval
 
 
 # ------------------------------------------------------------------ real sockets, both drivers
